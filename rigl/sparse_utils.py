@@ -130,9 +130,9 @@ def get_sparsities(
 
     fixed: Dict[int, float] = {}
     for index in dense_layers:
-        fixed[_check_index(index, num_layers, 'dense_layers')] = 0.0
+        fixed[check_layer_index(index, num_layers, 'dense_layers')] = 0.0
     for index, value in (custom_sparsities or {}).items():
-        fixed[_check_index(index, num_layers, 'custom_sparsities')] = (
+        fixed[check_layer_index(index, num_layers, 'custom_sparsities')] = (
             check_sparsity(value, f'custom sparsity of layer {index}'))
     if input_layer_sparsity is not None:
         if 0 in fixed:
@@ -160,7 +160,7 @@ def get_sparsities(
     return result
 
 
-def _check_index(index: int, num_layers: int, name: str) -> int:
+def check_layer_index(index: int, num_layers: int, name: str) -> int:
     """Returns a layer index in 0..num_layers-1; negative ones count back."""
     if (not isinstance(index, (int, np.integer)) or isinstance(index, bool)
             or not -num_layers <= index < num_layers):

@@ -1,0 +1,60 @@
+"""TF-Agents agents whose train step keeps their networks sparse.
+
+Each subclass only (1) wraps its optimizers in `MaskedOptimizer`, which masks
+gradients, re-zeroes masked weights and runs the mask updater inside the
+train step, and (2) re-zeroes the masked weights of target networks after the
+soft target update (TF-Agents copies non-trainable variables, the masks, with
+tau = 1, but blends kernels, so masked target weights would drift from 0).
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+from tf_agents.agents.sac import sac_agent
+
+from rigl.rl.tfagents import mask_updaters
+from rigl.rl.tfagents import sparse_layers
+
+
+class SparseSacAgent(sac_agent.SacAgent):
+    """SAC with a sparse actor and twin critics, each with a mask updater.
+
+    Build `critic_network_2` yourself (with its own masks): TF-Agents would
+    otherwise copy the first critic, weights and masks included.
+
+    Args:
+        actor_updater: mask updater of the actor (gin `mask_updater()` if None).
+        critic_updater: mask updater of both critics (likewise).
+        Other arguments are `SacAgent`'s.
+    """
+
+    def __init__(self, time_step_spec, action_spec, critic_network,
+                 actor_network, actor_optimizer, critic_optimizer,
+                 alpha_optimizer, critic_network_2=None,
+                 actor_updater: Optional[mask_updaters.MaskUpdater] = None,
+                 critic_updater: Optional[mask_updaters.MaskUpdater] = None,
+                 train_step_counter: Optional[tf.Variable] = None, **kwargs):
+        if train_step_counter is None:
+            train_step_counter = tf.compat.v1.train.get_or_create_global_step()
+        critics = [critic_network] + (
+            [critic_network_2] if critic_network_2 is not None else [])
+        super().__init__(
+            time_step_spec, action_spec, critic_network=critic_network,
+            actor_network=actor_network,
+            actor_optimizer=mask_updaters.MaskedOptimizer(
+                actor_optimizer, [actor_network], train_step_counter,
+                actor_updater),
+            critic_optimizer=mask_updaters.MaskedOptimizer(
+                critic_optimizer, critics, train_step_counter, critic_updater),
+            alpha_optimizer=alpha_optimizer, critic_network_2=critic_network_2,
+            train_step_counter=train_step_counter, **kwargs)
+
+    @property
+    def target_networks(self):
+        return [self._target_critic_network_1, self._target_critic_network_2]
+
+    def _train(self, experience, weights):
+        loss_info = super()._train(experience, weights)
+        with tf.control_dependencies(tf.nest.flatten(loss_info)):
+            sparse_layers.apply_masks(self.target_networks)
+        return loss_info

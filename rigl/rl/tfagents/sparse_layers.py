@@ -1,0 +1,263 @@
+"""Sparse Keras layers for TF-Agents networks: wrapping, masks and statistics.
+
+A sparse layer is a Keras Dense (or Conv2D) layer wrapped in `MaskedLayer`, a
+`tfmot` `PruneLowMagnitude` wrapper whose `mask` variable holds the 0/1 mask.
+Unlike the stock wrapper, `MaskedLayer` does no work in its forward pass: the
+kernel is kept exactly masked by whoever changes it (`MaskedOptimizer` after
+every optimizer step and mask update, `init_masks` at the start), so the
+forward pass costs what a dense layer costs and the gradient with respect to
+the kernel is the dense gradient RigL needs.
+
+Gin names follow the original suite: `wrap_all_layers`, `init_masks`,
+`log_sparsities`.
+"""
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import gin
+import numpy as np
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import (
+    pruning_schedule as pruning_sched)
+from tensorflow_model_optimization.python.core.sparsity.keras import (
+    pruning_wrapper)
+
+from rigl import sparse_utils
+
+MODES = ('constant', 'prune')
+
+
+class MaskedLayer(pruning_wrapper.PruneLowMagnitude):
+    """A `PruneLowMagnitude` wrapper whose call is the wrapped layer's call.
+
+    The mask lives in `self.mask`; the kernel is multiplied by it whenever the
+    kernel or the mask changes, never per forward pass.
+    """
+
+    def call(self, inputs, training=None, **kwargs):
+        del training  # Masks change only through the optimizer wrapper.
+        return self.layer.call(inputs, **kwargs)
+
+    @property
+    def kernel(self) -> tf.Variable:
+        return self.pruning_vars[0][0]
+
+    @property
+    def mask(self) -> tf.Variable:
+        return self.pruning_vars[0][1]
+
+    def apply_mask(self) -> tf.Operation:
+        """Zeroes the kernel where the mask is 0."""
+        return self.kernel.assign(self.kernel * self.mask)
+
+
+def kernel_shapes(units: Sequence[int], input_size: int) -> List[Tuple[int, int]]:
+    """Dense kernel shapes (in, out) of a chain of layers fed `input_size`."""
+    sizes = [int(input_size)] + [int(u) for u in units]
+    return list(zip(sizes[:-1], sizes[1:]))
+
+
+@gin.configurable
+def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
+                    input_size: int,
+                    dense_layers: Sequence[int] = (),
+                    mode: str = 'constant',
+                    initial_sparsity: float = 0.0,
+                    final_sparsity: float = 0.9,
+                    mask_init_method: str = 'erdos_renyi_kernel',
+                    erk_power_scale: float = 1.0,
+                    begin_step: int = 200000,
+                    end_step: int = 800000,
+                    frequency: int = 1000) -> List[tf.keras.layers.Layer]:
+    """Wraps a chain of Dense layers in `MaskedLayer`s, except `dense_layers`.
+
+    Args:
+        layers: unbuilt Dense layers, input layer first, each fed the previous.
+        input_size: the size of the first layer's input.
+        dense_layers: indices of layers left unwrapped (e.g. the output layer).
+        mode: 'constant' (masks change only through the mask updaters) or
+            'prune' (gradual magnitude pruning to per-layer final sparsities).
+        initial_sparsity: 'prune' mode: sparsity at `begin_step`.
+        final_sparsity: 'prune' mode: global sparsity at `end_step`, spread
+            over the layers (the dense ones included) by `mask_init_method`.
+        mask_init_method: a `sparse_utils.METHODS` name.
+        erk_power_scale: ERK exponent.
+        begin_step: 'prune' mode: first pruning step.
+        end_step: 'prune' mode: last pruning step; (end_step - begin_step) must
+            be a multiple of `frequency` so the final sparsity is reached.
+        frequency: 'prune' mode: steps between pruning updates.
+
+    Returns:
+        The layers, the sparse ones wrapped.
+    """
+    if mode not in MODES:
+        raise ValueError(f'wrap_all_layers.mode is {mode!r}; allowed: '
+                         f'{", ".join(MODES)}.')
+    num_layers = len(layers)
+    dense = {sparse_utils.check_layer_index(i, num_layers, 'dense_layers')
+             for i in dense_layers}
+    shapes = kernel_shapes([layer.units for layer in layers], input_size)
+    if mode == 'prune':
+        sparse_utils.check_sparsity(initial_sparsity,
+                                    'wrap_all_layers.initial_sparsity')
+        if begin_step < 0 or end_step <= begin_step:
+            raise ValueError(
+                f'Pruning needs 0 <= begin_step < end_step, got begin_step='
+                f'{begin_step}, end_step={end_step}.')
+        if frequency <= 0 or (end_step - begin_step) % frequency:
+            raise ValueError(
+                f'Pruning frequency {frequency} must be positive and divide '
+                f'end_step - begin_step = {end_step - begin_step}, or the '
+                'final sparsity is never reached.')
+        finals = sparse_utils.get_sparsities(
+            shapes, mask_init_method, final_sparsity, dense_layers=sorted(dense),
+            erk_power_scale=erk_power_scale)
+    wrapped = []
+    for index, layer in enumerate(layers):
+        if index in dense:
+            wrapped.append(layer)
+            continue
+        if mode == 'prune':
+            schedule = pruning_sched.PolynomialDecay(
+                initial_sparsity=initial_sparsity,
+                final_sparsity=max(finals[index], initial_sparsity),
+                begin_step=begin_step, end_step=end_step, power=3,
+                frequency=frequency)
+        else:
+            # Not applied: constant-mode masks come from init_masks/updaters.
+            schedule = pruning_sched.ConstantSparsity(0.0, begin_step=0)
+        wrapped.append(MaskedLayer(layer, pruning_schedule=schedule))
+    return wrapped
+
+
+def kernel_layers(network: tf.keras.layers.Layer) -> List[tf.keras.layers.Layer]:
+    """The Dense/Conv/Masked layers of a network in forward order.
+
+    Walks `layers` of nested networks and stops at a `MaskedLayer`, so each
+    kernel appears once.
+    """
+    found = []
+
+    def visit(layer):
+        if isinstance(layer, MaskedLayer) or (
+                hasattr(layer, 'kernel') and isinstance(
+                    layer, (tf.keras.layers.Dense, tf.keras.layers.Conv2D))):
+            found.append(layer)
+            return
+        for child in getattr(layer, 'layers', ()):
+            visit(child)
+        projection = getattr(layer, '_projection_layer', None)
+        if projection is not None and projection not in found:
+            visit(projection)
+
+    for child in getattr(network, 'layers', ()):
+        visit(child)
+    return found
+
+
+def masked_layers(network: tf.keras.layers.Layer) -> List[MaskedLayer]:
+    return [layer for layer in kernel_layers(network)
+            if isinstance(layer, MaskedLayer)]
+
+
+@gin.configurable
+def init_masks(network: tf.keras.layers.Layer,
+               sparsity: float = 0.9,
+               mask_init_method: str = 'erdos_renyi_kernel',
+               erk_power_scale: float = 1.0,
+               input_layer_sparsity: Optional[float] = None,
+               closeness: float = 0.2,
+               fixed_sparse_init: bool = False,
+               seed: Optional[int] = None) -> List[float]:
+    """Draws random masks for the sparse layers of a built network.
+
+    Per-layer sparsities come from `sparse_utils.get_sparsities` over all the
+    network's kernels; unwrapped kernels count as dense layers. The kernels
+    are multiplied by their masks (or, with `fixed_sparse_init`, redrawn with a
+    scale from each connection's real fan-in and fan-out).
+
+    Returns:
+        The sparsity given to each kernel layer (0 for dense ones).
+    """
+    layers = kernel_layers(network)
+    if not layers:
+        raise ValueError(f'Network {network.name} has no built kernel layers; '
+                         'call create_variables() first.')
+    shapes = [tuple(layer.kernel.shape) for layer in layers]
+    dense = [i for i, layer in enumerate(layers)
+             if not isinstance(layer, MaskedLayer)]
+    if len(dense) == len(layers):
+        return [0.0] * len(layers)
+    if input_layer_sparsity is not None and 0 in dense:
+        input_layer_sparsity = None  # The input layer was chosen dense.
+    sparsities = sparse_utils.get_sparsities(
+        shapes, mask_init_method, sparsity, dense_layers=dense,
+        input_layer_sparsity=input_layer_sparsity,
+        erk_power_scale=erk_power_scale, closeness=closeness)
+    masks = sparse_utils.create_masks(shapes, sparsities, seed=seed)
+    rng = np.random.default_rng(None if seed is None else seed + 1)
+    for layer, mask in zip(layers, masks):
+        if not isinstance(layer, MaskedLayer):
+            continue
+        layer.mask.assign(mask)
+        if fixed_sparse_init:
+            layer.kernel.assign(sparse_utils.fixed_sparse_init(mask, rng))
+        else:
+            layer.apply_mask()
+    return sparsities
+
+
+def sync_masks(source: tf.keras.layers.Layer,
+               target: tf.keras.layers.Layer) -> None:
+    """Copies the masks of `source` into `target` and masks its kernels.
+
+    For target networks (SAC, TD3), which must carry the online masks.
+    """
+    for source_layer, target_layer in zip(masked_layers(source),
+                                          masked_layers(target),
+                                          strict=True):
+        target_layer.mask.assign(source_layer.mask)
+        target_layer.apply_mask()
+
+
+def apply_masks(networks: Sequence[tf.keras.layers.Layer]) -> tf.Operation:
+    """Zeroes every masked kernel of `networks` (graph-friendly)."""
+    return tf.group([layer.apply_mask() for network in networks
+                     for layer in masked_layers(network)])
+
+
+def network_stats(network: tf.keras.layers.Layer,
+                  activation: str = 'relu') -> sparse_utils.NetworkStats:
+    """Measured per-layer sparsity, active parameters and inference FLOPs."""
+    layers = kernel_layers(network)
+    shapes = [tuple(layer.kernel.shape) for layer in layers]
+    masks = [layer.mask.numpy() if isinstance(layer, MaskedLayer)
+             else np.ones(shape, np.float32)
+             for layer, shape in zip(layers, shapes)]
+    activations = [activation] * (len(layers) - 1) + [None]
+    return sparse_utils.network_stats(shapes, masks, activations=activations)
+
+
+@gin.configurable
+def log_sparsities(network: tf.keras.layers.Layer, name: str,
+                   step: tf.Variable, log_images: bool = False) -> None:
+    """Writes per-layer sparsity, active parameters and FLOPs summaries."""
+    stats = network_stats(network)
+    with tf.name_scope(f'sparsity/{name}'):
+        for index, layer in enumerate(stats.layers):
+            tf.summary.scalar(f'layer_{index}', layer.sparsity, step=step)
+        tf.summary.scalar('total', stats.sparsity, step=step)
+        tf.summary.scalar('active_parameters', stats.parameters, step=step)
+        tf.summary.scalar('inference_flops', stats.flops, step=step)
+    if log_images:
+        for index, layer in enumerate(masked_layers(network)):
+            image = tf.cast(layer.mask, tf.float32)[tf.newaxis, :, :, tf.newaxis]
+            tf.summary.image(f'masks/{name}/layer_{index}', image, step=step)
+
+
+def num_units(units: int, width: float) -> int:
+    """Hidden layer size after the width multiplier (at least 1)."""
+    if width <= 0:
+        raise ValueError(f'width must be positive, got {width!r}.')
+    return max(1, int(math.floor(units * width + 0.5)))

@@ -1,0 +1,382 @@
+"""Invariants of sparse layers, mask updaters and gradual pruning.
+
+Small networks, real optimizer steps, graph mode (tf.function) throughout.
+"""
+
+import math
+
+import gin
+import numpy as np
+import pytest
+
+import rigl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+import tensorflow as tf
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory
+
+from rigl import sparse_utils
+from rigl.rl.tfagents import mask_updaters
+from rigl.rl.tfagents import networks
+from rigl.rl.tfagents import sparse_agents
+from rigl.rl.tfagents import sparse_layers
+
+OBS_SPEC = tensor_spec.BoundedTensorSpec([6], tf.float32, -1, 1)
+ACT_SPEC = tensor_spec.BoundedTensorSpec([2], tf.float32, -1, 1)
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def sparse_mlp(units=(16, 16, 3), input_size=6, sparsity=0.75, seed=0,
+               mode='constant', **wrap_kwargs):
+    """A Keras MLP of MaskedLayers, built, with random masks."""
+    layers = [tf.keras.layers.Dense(u, activation='relu' if i < len(units) - 1
+                                    else None)
+              for i, u in enumerate(units)]
+    layers = sparse_layers.wrap_all_layers(layers, input_size, mode=mode,
+                                           **wrap_kwargs)
+    model = tf.keras.Sequential(layers)
+    model.build((None, input_size))
+    if sparsity:
+        sparse_layers.init_masks(model, sparsity=sparsity,
+                                 mask_init_method='uniform', seed=seed)
+    return model
+
+
+def make_trainer(model, updater, optimizer=None, input_size=6):
+    """A graph-mode regression train step through a MaskedOptimizer."""
+    step = tf.Variable(0, dtype=tf.int64)
+    optimizer = optimizer or tf.keras.optimizers.Adam(1e-2)
+    masked = mask_updaters.MaskedOptimizer(optimizer, [model], step, updater)
+    inputs = tf.random.stateless_normal([32, input_size], [1, 2])
+    targets = tf.random.stateless_normal([32, model.layers[-1].layer.units
+                                          if hasattr(model.layers[-1], 'layer')
+                                          else model.layers[-1].units], [3, 4])
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(inputs) - targets) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        masked.apply_gradients(zip(grads, model.trainable_variables))
+        step.assign_add(1)
+        return loss
+
+    return train_step, step, masked
+
+
+def run_update(updater, step, layers, grads, slots):
+    """Runs one mask update in graph mode."""
+
+    @tf.function
+    def update():
+        updater.update(tf.constant(step, tf.int64), layers, grads, slots)
+
+    update()
+
+
+def masks_of(model):
+    return [layer.mask.numpy().copy() for layer in
+            sparse_layers.masked_layers(model)]
+
+
+def assert_masked_zero(model):
+    for layer in sparse_layers.masked_layers(model):
+        kernel, mask = layer.kernel.numpy(), layer.mask.numpy()
+        assert np.all(kernel[mask == 0] == 0.0)
+
+
+@pytest.mark.parametrize('alg', ['static', 'set', 'rigl'])
+def test_masked_weights_zero_and_counts_constant(alg):
+    model = sparse_mlp()
+    updater = mask_updaters.mask_updater(alg, update_freq=3,
+                                         init_drop_fraction=0.5,
+                                         schedule_alg='constant')
+    train_step, step, _ = make_trainer(model, updater)
+    counts = [int(m.sum()) for m in masks_of(model)]
+    initial = masks_of(model)
+    for _ in range(10):
+        train_step()
+        assert_masked_zero(model)
+        assert [int(m.sum()) for m in masks_of(model)] == counts
+    changed = sum(int((a != b).sum()) for a, b in zip(initial,
+                                                       masks_of(model)))
+    if alg == 'static':
+        assert changed == 0
+    else:
+        assert changed > 0
+    # Steps 0, 3, 6, 9 updated.
+    assert step.numpy() == 10
+
+
+def test_drop_count_and_grow_zero_with_moment_reset():
+    model = sparse_mlp(sparsity=0.5)
+    updater = mask_updaters.mask_updater('set', update_freq=1000,
+                                         init_drop_fraction=0.3,
+                                         schedule_alg='constant')
+    train_step, _, masked = make_trainer(model, updater)
+    train_step()  # step 0 is an update step; run it to create Adam slots.
+    layer = sparse_layers.masked_layers(model)[1]  # 16x16, 128 active
+    kernel = layer.kernel.numpy()
+    old_mask = layer.mask.numpy()
+    active = int(old_mask.sum())
+    assert active == 256 - math.floor(0.5 * 256) == 128
+    # Expected drop: floor(0.3 * 128) = 38 smallest |w| among active.
+    num_drop = math.floor(0.3 * active)
+    assert num_drop == 38
+    order = np.argsort(np.where(old_mask > 0, np.abs(kernel), np.inf),
+                       axis=None)
+    dropped = np.zeros(kernel.size, bool)
+    dropped[order[:num_drop]] = True
+    dropped = dropped.reshape(kernel.shape)
+    kept = (old_mask > 0) & ~dropped
+    slots = mask_updaters.optimizer_slots(masked.optimizer, layer.kernel)
+    for slot in slots:
+        slot.assign(tf.ones_like(slot))
+    grad = tf.zeros_like(layer.kernel)
+    run_update(updater, 1000, [layer], [grad], [slots])
+    new_mask = layer.mask.numpy() > 0
+    assert int(new_mask.sum()) == active
+    assert np.all(new_mask[kept])                 # kept weights stay
+    grown = new_mask & ~kept
+    assert int(grown.sum()) == num_drop           # exactly n regrown
+    new_kernel = layer.kernel.numpy()
+    assert np.all(new_kernel[grown] == 0.0)       # grown start at 0
+    np.testing.assert_array_equal(new_kernel[kept], kernel[kept])
+    for slot in slots:
+        values = slot.numpy()
+        assert np.all(values[~kept] == 0.0)       # grown and dropped reset
+        assert np.all(values[kept] == 1.0)
+    assert updater.last_drop_fraction.numpy() == pytest.approx(0.3)
+
+
+def test_rigl_grows_where_dense_gradient_is_largest():
+    model = sparse_mlp(sparsity=0.5)
+    updater = mask_updaters.mask_updater('rigl', init_drop_fraction=0.25,
+                                         schedule_alg='constant')
+    layer = sparse_layers.masked_layers(model)[1]
+    old_mask = layer.mask.numpy()
+    inactive = np.flatnonzero(old_mask.reshape(-1) == 0)
+    # 128 active -> drop floor(0.25*128) = 32; give 32 chosen inactive
+    # positions the largest gradients (10..41) and the rest small ones.
+    chosen = inactive[::3][:32]
+    grad = np.random.default_rng(0).uniform(-1, 1, old_mask.size)
+    grad[chosen] = np.arange(10, 42) * np.where(np.arange(32) % 2, 1, -1)
+    grad = tf.constant(grad.reshape(old_mask.shape), tf.float32)
+    run_update(updater, 0, [layer], [grad], [[]])
+    new_mask = layer.mask.numpy().reshape(-1)
+    assert np.all(new_mask[chosen] == 1.0)
+    assert int(new_mask.sum()) == 128
+
+
+def test_set_grows_only_outside_kept_and_is_seeded():
+    results = []
+    for _ in range(2):
+        model = sparse_mlp(sparsity=0.5, seed=5)
+        updater = mask_updaters.mask_updater('set', init_drop_fraction=0.5,
+                                             schedule_alg='constant', seed=7)
+        layer = sparse_layers.masked_layers(model)[1]
+        layer.kernel.assign(tf.reshape(tf.range(1.0, 257.0), [16, 16]) *
+                            layer.mask)
+        old = layer.mask.numpy() > 0
+        kernel = layer.kernel.numpy()
+        run_update(updater, 0, [layer], [tf.zeros_like(layer.kernel)], [[]])
+        new = layer.mask.numpy() > 0
+        # Kept: the 64 largest |w| among the 128 active.
+        threshold = np.sort(kernel[old])[64]
+        kept = old & (kernel >= threshold)
+        assert int(kept.sum()) == 64
+        assert np.all(new[kept])
+        assert int(new.sum()) == 128
+        results.append(new)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_drop_fraction_schedules():
+    cosine = mask_updaters.mask_updater('set', init_drop_fraction=0.5,
+                                        schedule_alg='cosine',
+                                        last_update_step=1000)
+    values = [float(cosine.drop_fraction(tf.constant(t, tf.int64)))
+              for t in (0, 250, 500, 1000, 2000)]
+    # 0.5 * 0.5 * (1 + cos(pi * t / 1000)): 0.5, 0.4268, 0.25, 0, 0.
+    np.testing.assert_allclose(
+        values, [0.5, 0.25 * (1 + math.cos(math.pi / 4)), 0.25, 0.0, 0.0],
+        atol=1e-6)
+    constant = mask_updaters.mask_updater('rigl', init_drop_fraction=0.2,
+                                          schedule_alg='constant')
+    assert float(constant.drop_fraction(tf.constant(900, tf.int64))) == \
+        pytest.approx(0.2)
+    # The learning-rate schedule: lr decays 1e-3 -> 1e-4 linearly over 100.
+    schedule = tf.keras.optimizers.schedules.PolynomialDecay(1e-3, 100, 1e-4)
+    updater = mask_updaters.mask_updater('set', init_drop_fraction=0.4,
+                                         schedule_alg='learning_rate')
+    model = sparse_mlp()
+    mask_updaters.MaskedOptimizer(tf.keras.optimizers.Adam(schedule), [model],
+                                  tf.Variable(0, dtype=tf.int64), updater)
+    # At step 50 lr = 5.5e-4 -> d = 0.4 * 0.55 = 0.22.
+    assert float(updater.drop_fraction(tf.constant(50, tf.int64))) == \
+        pytest.approx(0.22, rel=1e-5)
+
+
+def test_update_steps():
+    updater = mask_updaters.mask_updater('rigl', update_freq=100,
+                                         begin_step=200, last_update_step=500)
+    steps = [t for t in range(0, 800, 50)
+             if bool(updater.is_update_step(tf.constant(t, tf.int64)))]
+    assert steps == [200, 300, 400, 500]
+    static = mask_updaters.mask_updater('')
+    assert not bool(static.is_update_step(tf.constant(0, tf.int64)))
+
+
+def test_gradual_pruning_schedule():
+    # begin 4, end 12, every 4 steps; global final 0.8 spread by 'uniform'
+    # over the three layers (none dense), initial 0.
+    model = sparse_mlp(sparsity=0.0, mode='prune', initial_sparsity=0.0,
+                       final_sparsity=0.8, mask_init_method='uniform',
+                       begin_step=4, end_step=12, frequency=4)
+    train_step, step, _ = make_trainer(model, mask_updaters.mask_updater(''))
+    sizes = [6 * 16, 16 * 16, 16 * 3]
+    for _ in range(4):  # steps 0..3: nothing pruned
+        train_step()
+        assert all(m.all() for m in masks_of(model))
+    for _ in range(5):  # steps 4..8
+        train_step()
+    # At step 8: p = 4/8, s = 0.8 * (1 - (1 - 0.5)^3) = 0.7.
+    zeros = [int((m == 0).sum()) for m in masks_of(model)]
+    assert zeros == [math.floor(0.7 * n) for n in sizes]
+    for _ in range(4):  # steps 9..12: 12 prunes to the final 0.8
+        train_step()
+    assert [int((m == 0).sum()) for m in masks_of(model)] == \
+        [math.floor(0.8 * n) for n in sizes]   # 76, 204, 38
+    assert_masked_zero(model)
+
+
+def test_pruning_finals_follow_distribution_and_dense_output():
+    layers = [tf.keras.layers.Dense(u) for u in (16, 16, 3)]
+    wrapped = sparse_layers.wrap_all_layers(
+        layers, 6, dense_layers=[-1], mode='prune', final_sparsity=0.8,
+        mask_init_method='erdos_renyi_kernel', begin_step=0, end_step=10,
+        frequency=5)
+    assert isinstance(wrapped[2], tf.keras.layers.Dense)
+    expected = sparse_utils.get_sparsities([(6, 16), (16, 16), (16, 3)],
+                                           'erdos_renyi_kernel', 0.8,
+                                           dense_layers=[2])
+    finals = [w.pruning_schedule.final_sparsity for w in wrapped[:2]]
+    np.testing.assert_allclose(finals, expected[:2])
+
+
+def build_sac(update_alg, tau=0.05):
+    gin.bind_parameter('mask_updater.update_alg', update_alg)
+    gin.bind_parameter('mask_updater.update_freq', 2)
+    gin.bind_parameter('mask_updater.init_drop_fraction', 0.5)
+    gin.bind_parameter('mask_updater.schedule_alg', 'constant')
+    actor = networks.create_sac_actor_network(OBS_SPEC, ACT_SPEC, (16, 16),
+                                              'sparse', True)
+    critics = [networks.create_sac_critic_network(OBS_SPEC, ACT_SPEC,
+                                                  (16, 16), 'sparse', False)
+               for _ in range(2)]
+    actor.create_variables(OBS_SPEC)
+    sparse_layers.init_masks(actor, sparsity=0.8, seed=1)
+    for seed, critic in enumerate(critics):
+        critic.create_variables((OBS_SPEC, ACT_SPEC))
+        sparse_layers.init_masks(critic, sparsity=0.8, seed=10 + seed)
+    agent = sparse_agents.SparseSacAgent(
+        ts.time_step_spec(OBS_SPEC), ACT_SPEC, critic_network=critics[0],
+        critic_network_2=critics[1], actor_network=actor,
+        actor_optimizer=tf.keras.optimizers.Adam(1e-3),
+        critic_optimizer=tf.keras.optimizers.Adam(1e-3),
+        alpha_optimizer=tf.keras.optimizers.Adam(1e-3),
+        target_update_tau=tau, train_step_counter=tf.Variable(0, dtype=tf.int64))
+    agent.initialize()
+    return agent, actor, critics
+
+
+def random_experience(batch=8):
+    return trajectory.Trajectory(
+        step_type=tf.zeros([batch, 2], tf.int32),
+        observation=tf.random.stateless_uniform([batch, 2, 6], [0, 1], -1, 1),
+        action=tf.random.stateless_uniform([batch, 2, 2], [0, 2], -1, 1),
+        policy_info=(), next_step_type=tf.ones([batch, 2], tf.int32),
+        reward=tf.random.stateless_normal([batch, 2], [0, 3]),
+        discount=tf.ones([batch, 2]))
+
+
+def test_sac_targets_carry_masks():
+    agent, actor, critics = build_sac('rigl')
+    train = tf.function(agent.train)
+    initial = [masks_of(c) for c in critics]
+    counts = [[int(m.sum()) for m in masks] for masks in initial]
+    for _ in range(5):
+        train(random_experience())
+        for net in [actor] + critics + agent.target_networks:
+            assert_masked_zero(net)
+        for online, target in zip(critics, agent.target_networks):
+            for a, b in zip(masks_of(online), masks_of(target)):
+                np.testing.assert_array_equal(a, b)
+        assert [[int(m.sum()) for m in masks_of(c)] for c in critics] == counts
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(initial[0], masks_of(critics[0])))
+    # The two critics have different masks (each drawn with its own seed).
+    assert not np.array_equal(masks_of(critics[0])[0], masks_of(critics[1])[0])
+
+
+def test_masks_restore_with_checkpoint(tmp_path):
+    model = sparse_mlp(seed=3)
+    saved = masks_of(model)
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / 'ckpt'))
+    other = sparse_mlp(seed=4)
+    assert not np.array_equal(masks_of(other)[1], saved[1])
+    tf.train.Checkpoint(model=other).restore(path).assert_consumed()
+    for a, b in zip(masks_of(other), saved):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_stats_of_network():
+    model = sparse_mlp(units=(16, 16, 3), sparsity=0.75)
+    stats = sparse_layers.network_stats(model)
+    # uniform 0.75: zeros floor(.75*96)=72, floor(.75*256)=192, floor(.75*48)=36
+    assert [l.active_weights for l in stats.layers] == [24, 64, 12]
+    expected = sparse_utils.network_stats([(6, 16), (16, 16), (16, 3)],
+                                          masks_of(model))
+    assert stats.flops == expected.flops
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(update_alg='magic'), r"update_alg is 'magic'; allowed: '' "
+                               r"\(static\), static, set, rigl"),
+    (dict(update_alg='set', init_drop_fraction=1.5),
+     r'init_drop_fraction must be in \[0, 1\], got 1\.5'),
+    (dict(update_alg='set', init_drop_fraction=-0.1), r'got -0\.1'),
+    (dict(update_alg='rigl', update_freq=0),
+     r'update_freq must be a positive integer, got 0'),
+    (dict(update_alg='rigl', schedule_alg='linear'),
+     r"schedule_alg is 'linear'; allowed: constant, cosine, learning_rate"),
+])
+def test_bad_updater_configs(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        mask_updaters.mask_updater(**kwargs)
+
+
+def test_bad_sparsity_and_mode():
+    model = sparse_mlp(sparsity=0.0)
+    with pytest.raises(ValueError, match=r'sparsity must be in \[0, 1\), '
+                                         r'got 1\.0'):
+        sparse_layers.init_masks(model, sparsity=1.0)
+    with pytest.raises(ValueError, match=r"mode is 'sparse'; allowed: "
+                                         'constant, prune'):
+        sparse_layers.wrap_all_layers([tf.keras.layers.Dense(2)], 3,
+                                      mode='sparse')
+    with pytest.raises(ValueError, match='must be positive and divide'):
+        sparse_layers.wrap_all_layers([tf.keras.layers.Dense(2)], 3,
+                                      mode='prune', begin_step=0, end_step=10,
+                                      frequency=3)
+    with pytest.raises(ValueError, match="learning_rate' needs an optimizer"):
+        mask_updaters.MaskedOptimizer(
+            tf.keras.optimizers.Adam(1e-3), [model],
+            tf.Variable(0, dtype=tf.int64),
+            mask_updaters.mask_updater('set', schedule_alg='learning_rate'))
