@@ -121,6 +121,9 @@ class MaskUpdater(tf.Module):
         active = tf.cast(tf.reduce_sum(mask), tf.int32)
         num_drop = tf.cast(tf.floor(fraction * tf.cast(active, tf.float32)),
                            tf.int32)
+        # A fully dense layer (e.g. ANF's hidden layers) has nowhere else to
+        # grow: regrowing where it dropped would only zero weights.
+        num_drop = tf.where(active < size, num_drop, 0)
         lowest = tf.constant(-float('inf'))
         keep_score = tf.where(mask > 0, tf.abs(kernel), lowest)
         _, keep_index = tf.math.top_k(keep_score, k=active - num_drop)
@@ -240,8 +243,10 @@ class MaskedOptimizer(tf.Module):
         self._step_counter = step_counter
         self._layers = [layer for network in networks
                         for layer in sparse_layers.masked_layers(network)]
-        self._layer_by_kernel: Dict = {
-            layer.kernel.ref(): layer for layer in self._layers}
+        # Kernel -> layer position (ints: a trackable-valued dict with
+        # non-string keys could not be checkpointed).
+        self._index_of_kernel: Dict = {
+            layer.kernel.ref(): index for index, layer in enumerate(self._layers)}
         # Keras keeps a schedule in `_learning_rate` (`learning_rate` gives
         # its current value); tf.compat.v1 optimizers in `_lr`.
         for attribute in ('_learning_rate', 'learning_rate', '_lr'):
@@ -266,7 +271,8 @@ class MaskedOptimizer(tf.Module):
         dense_grads = {}
         masked = []
         for grad, variable in grads_and_vars:
-            layer = self._layer_by_kernel.get(variable.ref())
+            index = self._index_of_kernel.get(variable.ref())
+            layer = None if index is None else self._layers[index]
             if layer is not None and grad is not None:
                 dense_grads[variable.ref()] = grad
                 grad = grad * layer.mask

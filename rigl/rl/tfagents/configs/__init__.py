@@ -1,0 +1,1 @@
+"""Gin configs; a package so `include` paths resolve from any directory."""
