@@ -91,13 +91,16 @@ def assert_masked_zero(model):
         assert np.all(kernel[mask == 0] == 0.0)
 
 
-@pytest.mark.parametrize('alg', ['static', 'set', 'rigl'])
-def test_masked_weights_zero_and_counts_constant(alg):
+@pytest.mark.parametrize('alg, optimizer', [
+    ('static', 'adam'), ('set', 'adam'), ('rigl', 'adam'), ('rigl', 'adamw')])
+def test_masked_weights_zero_and_counts_constant(alg, optimizer):
     model = sparse_mlp()
     updater = mask_updaters.mask_updater(alg, update_freq=3,
                                          init_drop_fraction=0.5,
                                          schedule_alg='constant')
-    train_step, step, _ = make_trainer(model, updater)
+    train_step, step, _ = make_trainer(
+        model, updater, tf.keras.optimizers.AdamW(1e-2, weight_decay=0.1)
+        if optimizer == 'adamw' else None)
     counts = [int(m.sum()) for m in masks_of(model)]
     initial = masks_of(model)
     for _ in range(10):

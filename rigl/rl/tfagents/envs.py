@@ -41,8 +41,8 @@ def _spec_from_space(space: gymnasium.Space, name: str,
 
     Float boxes become float32 (TF-Agents networks expect float32 inputs);
     integer boxes keep their dtype unless `force_float32`. Discrete spaces
-    become scalar int64 specs over {0, ..., n - 1}, matching TF-Agents' own
-    gym adapter.
+    become scalar int64 specs over {start, ..., start + n - 1}, like
+    TF-Agents' own gym adapter.
     """
     if isinstance(space, gymnasium.spaces.Discrete):
         dtype = np.float32 if force_float32 else np.int64
@@ -234,7 +234,7 @@ def _check_positive_int(value: Any, name: str) -> None:
 
 def _check_histograms(bin_edges: np.ndarray, probabilities: np.ndarray,
                       source: str) -> None:
-    """Raises ValueError unless the arrays form valid per-feature histograms."""
+    """Raises ValueError unless the arrays are valid per-feature histograms."""
     if bin_edges.ndim != 2 or bin_edges.shape[1] < 2:
         raise ValueError(
             f'{source}: bin_edges has shape {bin_edges.shape}; expected '
@@ -318,7 +318,7 @@ def save_feature_histograms(path: str, bin_edges: np.ndarray,
 def load_feature_histograms(
         path: str, num_features: Optional[int] = None
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Loads and validates a histogram file written by `save_feature_histograms`.
+    """Loads and validates a file written by `save_feature_histograms`.
 
     Args:
         path: The `.npz` file with `bin_edges` and `probabilities`.
@@ -361,6 +361,10 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
     by a fixed random permutation, which can be redrawn every
     `adjust_env_period` environment steps to test adaptation to a changing
     input layout. `noise_feature_mask` always describes the latest layout.
+
+    An evaluation environment must see the same layout as the training one;
+    pass the training wrapper as `layout_source` and this wrapper follows its
+    current permutation (including redraws) instead of drawing its own.
     """
 
     def __init__(self,
@@ -370,7 +374,8 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
                  histogram_file: Optional[str] = None,
                  permute: bool = False,
                  adjust_env_period: Optional[int] = None,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None,
+                 layout_source: Optional['NoiseFeatures'] = None):
         """Wraps `env`.
 
         Args:
@@ -387,6 +392,9 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
                 many environment steps (implies `permute`).
             seed: Seed of the noise and permutation random stream. It is kept
                 separate from the environment's stream even for equal seeds.
+            layout_source: Another `NoiseFeatures` with the same feature
+                counts whose permutation this wrapper follows; `permute` and
+                `adjust_env_period` are then taken from it.
 
         Raises:
             ValueError: On an invalid argument or a non-flat observation space.
@@ -397,7 +405,8 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
         if adjust_env_period is not None:
             _check_positive_int(adjust_env_period, 'adjust_env_period')
         space = env.observation_space
-        if not isinstance(space, gymnasium.spaces.Box) or len(space.shape) != 1:
+        if (not isinstance(space, gymnasium.spaces.Box) or
+                len(space.shape) != 1):
             raise ValueError(
                 f'NoiseFeatures needs a 1-D Box observation space, got '
                 f'{space!r}.')
@@ -429,14 +438,22 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
         high = np.concatenate([space.high, noise_high])
         self._concat_is_noise = np.arange(total) >= self._num_real
         self._permutation = None
-        if permute or adjust_env_period is not None:
+        self._layout_source = self
+        if layout_source is not None:
+            self._follow_layout(layout_source)
+            self._adjust_env_period = None
+            permuted = layout_source.permutation is not None
+        else:
+            permuted = permute or adjust_env_period is not None
+            if permuted:
+                self._draw_permutation()
+            else:
+                self._set_noise_mask()
+        if permuted:
             # Every feature may land anywhere, and the space must not change
             # when the permutation is redrawn, so all bounds are the widest.
             low = np.full(total, low.min())
             high = np.full(total, high.max())
-            self._draw_permutation()
-        else:
-            self._set_noise_mask()
         self.observation_space = gymnasium.spaces.Box(
             low=low.astype(self._dtype), high=high.astype(self._dtype),
             dtype=self._dtype)
@@ -464,6 +481,22 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
         self._edge_row_starts = np.arange(self._num_noise) * (num_bins + 1)
         return edges[:, 0], edges[:, -1]
 
+    def _follow_layout(self, layout_source: 'NoiseFeatures') -> None:
+        if not isinstance(layout_source, NoiseFeatures):
+            raise ValueError(
+                f'layout_source={layout_source!r} is invalid: it must be a '
+                'NoiseFeatures wrapper.')
+        own_counts = (self._num_real, self._num_noise)
+        source_counts = (layout_source.num_real_features,
+                         layout_source.num_noise_features)
+        if own_counts != source_counts:
+            raise ValueError(
+                f'layout_source has (real, noise) feature counts '
+                f'{source_counts}, but this wrapper has {own_counts}; they '
+                'must be equal to share a layout.')
+        # Follow the source's own source, so chains cannot go stale.
+        self._layout_source = layout_source._layout_source
+
     def _draw_permutation(self) -> None:
         total = self._num_real + self._num_noise
         self._permutation = self._rng.permutation(total)
@@ -478,21 +511,24 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
     @property
     def noise_feature_mask(self) -> np.ndarray:
         """Read-only bool array over output features; True marks noise."""
-        return self._noise_mask
+        return self._layout_source._noise_mask
 
     @property
     def permutation(self) -> Optional[np.ndarray]:
         """Output feature j is concatenated feature `permutation[j]` (real
         features first, then noise), or None when features are not permuted.
         """
-        return None if self._permutation is None else self._permutation.copy()
+        permutation = self._layout_source._permutation
+        return None if permutation is None else permutation.copy()
 
     @property
     def num_real_features(self) -> int:
+        """Number of features of the wrapped environment's observation."""
         return self._num_real
 
     @property
     def num_noise_features(self) -> int:
+        """Number of appended noise features."""
         return self._num_noise
 
     def step(self, action: Any) -> Tuple[Any, Any, bool, bool, dict]:
@@ -507,8 +543,9 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
         if self._num_noise:
             observation = np.concatenate(
                 [observation, self._sample_noise()], dtype=self._dtype)
-        if self._permutation is not None:
-            observation = observation[self._permutation]
+        permutation = self._layout_source._permutation
+        if permutation is not None:
+            observation = observation[permutation]
         return observation
 
     def _sample_noise(self) -> np.ndarray:
@@ -530,7 +567,8 @@ def _check_env_id(env_name: str) -> None:
     """Raises a helpful ValueError if `env_name` is not a registered id."""
     if env_name in gymnasium.registry:
         return
-    ids_by_lowercase = {env_id.lower(): env_id for env_id in gymnasium.registry}
+    ids_by_lowercase = {
+        env_id.lower(): env_id for env_id in gymnasium.registry}
     close = difflib.get_close_matches(str(env_name).lower(),
                                       list(ids_by_lowercase), n=5, cutoff=0.6)
     suggestion = (
@@ -550,7 +588,8 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
                        permute_features: bool = False,
                        adjust_env_period: Optional[int] = None,
                        max_episode_steps: Optional[int] = None,
-                       render_mode: Optional[str] = None
+                       render_mode: Optional[str] = None,
+                       feature_layout_from: Optional[Any] = None
                        ) -> GymnasiumEnvironment:
     """Creates a gymnasium environment as a TF-Agents `PyEnvironment`.
 
@@ -566,9 +605,14 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
         noise_histogram_file: Optional `.npz` to sample noise from per-feature
             histograms instead (see `make_feature_histograms`).
         permute_features: Shuffle all features with a fixed permutation.
-        adjust_env_period: Redraw the permutation every this many env steps.
+        adjust_env_period: Redraw the permutation every this many env steps
+            (implies `permute_features`).
         max_episode_steps: Overrides the registered time limit.
         render_mode: Gymnasium render mode, e.g. 'rgb_array'.
+        feature_layout_from: Environment (e.g. the training one) whose
+            feature permutation this one follows, so that an evaluation env
+            sees the same input layout. Ignored when it has no noise wrapper
+            and none is requested here.
 
     Returns:
         The wrapped environment; `noise_feature_mask(env)` gives the mask.
@@ -583,10 +627,20 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
     if max_episode_steps is not None:
         _check_positive_int(max_episode_steps, 'max_episode_steps')
         make_kwargs['max_episode_steps'] = max_episode_steps
-    gym_env = gymnasium.make(env_name, **make_kwargs)
+    layout_source = (None if feature_layout_from is None else
+                     _find_noise_wrapper(feature_layout_from))
     wants_noise_wrapper = (noise_fraction > 0 or
                            noise_histogram_file is not None or
                            permute_features or adjust_env_period is not None)
+    if (feature_layout_from is not None and
+            wants_noise_wrapper != (layout_source is not None)):
+        source_has = 'has a' if layout_source is not None else 'has no'
+        this_wants = 'asks' if wants_noise_wrapper else 'does not ask'
+        raise ValueError(
+            f'feature_layout_from {source_has} NoiseFeatures wrapper, but '
+            f'this environment {this_wants} for noise features or a '
+            'permutation; both must match to share a feature layout.')
+    gym_env = gymnasium.make(env_name, **make_kwargs)
     if wants_noise_wrapper:
         try:
             gym_env = NoiseFeatures(gym_env,
@@ -595,7 +649,8 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
                                     histogram_file=noise_histogram_file,
                                     permute=permute_features,
                                     adjust_env_period=adjust_env_period,
-                                    seed=seed)
+                                    seed=seed,
+                                    layout_source=layout_source)
         except Exception:
             gym_env.close()
             raise
@@ -618,6 +673,17 @@ def _inner_environment(env: Any) -> Any:
     return None
 
 
+def _find_noise_wrapper(env: Any) -> Optional[NoiseFeatures]:
+    """Returns the first `NoiseFeatures` in the wrapper chain of `env`."""
+    visited = set()
+    while env is not None and id(env) not in visited:
+        if isinstance(env, NoiseFeatures):
+            return env
+        visited.add(id(env))
+        env = _inner_environment(env)
+    return None
+
+
 def noise_feature_mask(env: Any) -> Optional[np.ndarray]:
     """Finds the `NoiseFeatures` wrapper below `env` and returns its mask.
 
@@ -628,10 +694,5 @@ def noise_feature_mask(env: Any) -> Optional[np.ndarray]:
         A bool array over observation features (True marks noise), or None
         if there is no `NoiseFeatures` wrapper.
     """
-    visited = set()
-    while env is not None and id(env) not in visited:
-        if isinstance(env, NoiseFeatures):
-            return env.noise_feature_mask.copy()
-        visited.add(id(env))
-        env = _inner_environment(env)
-    return None
+    wrapper = _find_noise_wrapper(env)
+    return None if wrapper is None else wrapper.noise_feature_mask.copy()

@@ -11,8 +11,8 @@ connections are regrown. An update on a layer with `a` active weights:
    position whose state changed (dropped or grown) are reset to 0.
 
 `MaskedOptimizer` wraps the agent's optimizer: it masks gradients, applies
-them, re-zeroes masked weights, advances gradual pruning ('prune' mode) and
-runs the updater on update steps, all inside the agent's `tf.function` train
+them, advances gradual pruning ('prune' mode) and runs the updater on update
+steps, all inside the agent's `tf.function` train
 step, so an agent only swaps its optimizers to become sparse.
 """
 
@@ -227,11 +227,17 @@ def optimizer_slots(optimizer, variable: tf.Variable) -> List[tf.Variable]:
 class MaskedOptimizer(tf.Module):
     """An optimizer wrapper that keeps a set of networks sparse.
 
+    Masked weights stay exactly 0 without re-masking every step: their
+    gradients are masked, and every position whose mask changes has its
+    optimizer moments reset to 0, so Adam-type updates there are exactly 0
+    (decoupled weight decay keeps a 0 weight at 0 too). Masks change only on
+    update or pruning steps, which also record `last_mask_change`.
+
     Args:
         optimizer: the optimizer to wrap.
         networks: the networks whose `MaskedLayer`s it maintains.
-        updater: the mask updater (`mask_updater()` by default).
         step_counter: the agent's train step variable.
+        updater: the mask updater (`mask_updater()` by default).
     """
 
     def __init__(self, optimizer, networks: Sequence[tf.keras.layers.Layer],
@@ -247,6 +253,8 @@ class MaskedOptimizer(tf.Module):
         # non-string keys could not be checkpointed).
         self._index_of_kernel: Dict = {
             layer.kernel.ref(): index for index, layer in enumerate(self._layers)}
+        self.last_mask_change = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                            name='last_mask_change')
         # Keras keeps a schedule in `_learning_rate` (`learning_rate` gives
         # its current value); tf.compat.v1 optimizers in `_lr`.
         for attribute in ('_learning_rate', 'learning_rate', '_lr'):
@@ -266,37 +274,36 @@ class MaskedOptimizer(tf.Module):
         return self.optimizer.learning_rate
 
     def apply_gradients(self, grads_and_vars, **kwargs):
-        """Masked gradient step, re-masking, pruning and mask updates."""
-        grads_and_vars = list(grads_and_vars)
+        """Masked gradient step, then pruning and mask updates when due."""
         dense_grads = {}
         masked = []
         for grad, variable in grads_and_vars:
             index = self._index_of_kernel.get(variable.ref())
-            layer = None if index is None else self._layers[index]
-            if layer is not None and grad is not None:
-                dense_grads[variable.ref()] = grad
-                grad = grad * layer.mask
+            if index is not None and grad is not None:
+                dense_grads[index] = grad
+                grad = grad * self._layers[index].mask
             masked.append((grad, variable))
         applied = self.optimizer.apply_gradients(masked, **kwargs)
-        layers = [layer for layer in self._layers
-                  if layer.kernel.ref() in dense_grads]
-        if not layers:
+        if not dense_grads:
             return applied
+        indices = sorted(dense_grads)
+        layers = [self._layers[i] for i in indices]
         step = tf.cast(self._step_counter, tf.int64)
         with tf.control_dependencies([applied]):
-            remasked = tf.group([layer.apply_mask() for layer in layers])
-        with tf.control_dependencies([remasked]):
             pruned = self._gradual_pruning(step, layers)
         if not self.updater.updates_masks:
             return pruned
         with tf.control_dependencies([pruned]):
-            grads = [dense_grads[layer.kernel.ref()] for layer in layers]
+            grads = [dense_grads[i] for i in indices]
             slots = [optimizer_slots(self.optimizer, layer.kernel)
                      for layer in layers]
-            return tf.cond(
-                self.updater.is_update_step(step),
-                lambda: self.updater.update(step, layers, grads, slots),
-                tf.no_op)
+
+            def update():
+                with tf.control_dependencies([
+                        self.updater.update(step, layers, grads, slots)]):
+                    return self.last_mask_change.assign(step).op
+
+            return tf.cond(self.updater.is_update_step(step), update, tf.no_op)
 
     def _gradual_pruning(self, step: tf.Tensor,
                          layers: Sequence['sparse_layers.MaskedLayer']):
@@ -308,11 +315,13 @@ class MaskedOptimizer(tf.Module):
                 continue
             should_prune, sparsity = schedule(step)
             slots = optimizer_slots(self.optimizer, layer.kernel)
-            ops.append(tf.cond(
-                should_prune,
-                lambda layer=layer, sparsity=sparsity, slots=slots:
-                    _magnitude_prune(layer, sparsity, slots),
-                tf.no_op))
+
+            def prune(layer=layer, sparsity=sparsity, slots=slots):
+                with tf.control_dependencies([
+                        _magnitude_prune(layer, sparsity, slots)]):
+                    return self.last_mask_change.assign(step).op
+
+            ops.append(tf.cond(should_prune, prune, tf.no_op))
         return tf.group(ops)
 
 

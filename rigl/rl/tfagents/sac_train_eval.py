@@ -220,8 +220,10 @@ def train_eval(root_dir: str,
         tf.random.set_seed(seed)
     rng = np.random.default_rng(seed)
     env = envs.create_environment(env_name=env_name, seed=seed)
+    # Same feature order as training (noise values stay independent).
     eval_env = envs.create_environment(
-        env_name=env_name, seed=None if seed is None else seed + 10_000)
+        env_name=env_name, seed=None if seed is None else seed + 10_000,
+        feature_layout_from=env)
     observation_spec = tensor_spec.from_spec(env.observation_spec())
     action_spec = tensor_spec.from_spec(env.action_spec())
     if not action_spec.dtype.is_floating:
@@ -260,12 +262,18 @@ def train_eval(root_dir: str,
         train_utils.log(f'Resumed from {latest} at train step '
                         f'{int(train_step.numpy())}.')
 
-    collect_action = tf.function(lambda obs: agent.collect_policy.action(
-        ts.restart(obs, batch_size=1)).action[0], autograph=False)
     greedy_action = tf.function(lambda obs: agent.policy.action(
         ts.restart(obs, batch_size=1)).action[0], autograph=False)
-    train = tf.function(lambda batch: agent.train(transition_batch(batch)).loss,
-                        autograph=False)
+
+
+    def act_and_train(observation, batch):
+        # One call per iteration: the action for the current observation
+        # (from the parameters before this step) and one train step.
+        action = agent.collect_policy.action(
+            ts.restart(observation, batch_size=1)).action[0]
+        return action, agent.train(transition_batch(batch)).loss
+
+    act_and_train = tf.function(act_and_train, autograph=False)
     noise_mask = envs.noise_feature_mask(env)
     named_networks = {'actor': agent._actor_network,
                       'critic_1': agent._critic_network_1,
@@ -313,9 +321,9 @@ def train_eval(root_dir: str,
     with train_writer.as_default():
         train_utils.write_sparsity_summaries(named_networks, step, noise_mask)
     while step < num_iterations:
-        observation = time_step.observation[None]
-        env_step(collect_action(observation).numpy())
-        loss_info = train(replay.sample(batch_size, rng))
+        action, loss_info = act_and_train(time_step.observation[None],
+                                          replay.sample(batch_size, rng))
+        env_step(action.numpy())
         step += 1
         state['train_flops'] += flops_per_step
         if step % summary_interval == 0:

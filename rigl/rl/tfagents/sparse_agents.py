@@ -2,9 +2,10 @@
 
 Each subclass only (1) wraps its optimizers in `MaskedOptimizer`, which masks
 gradients, re-zeroes masked weights and runs the mask updater inside the
-train step, and (2) re-zeroes the masked weights of target networks after the
-soft target update (TF-Agents copies non-trainable variables, the masks, with
-tau = 1, but blends kernels, so masked target weights would drift from 0).
+train step, and (2) re-zeroes the masked weights of target networks after a
+mask change (TF-Agents' soft update copies non-trainable variables, the masks,
+with tau = 1, but blends kernels, so newly masked target weights would only
+decay towards 0).
 """
 
 from typing import Optional
@@ -55,6 +56,12 @@ class SparseSacAgent(sac_agent.SacAgent):
 
     def _train(self, experience, weights):
         loss_info = super()._train(experience, weights)
+        # Masked target weights stay 0 under the soft update unless a critic
+        # mask changed since the last target update(s): re-mask only then.
+        since_change = (self.train_step_counter -
+                        self._critic_optimizer.last_mask_change)
         with tf.control_dependencies(tf.nest.flatten(loss_info)):
-            sparse_layers.apply_masks(self.target_networks)
+            tf.cond(since_change <= self._target_update_period,
+                    lambda: sparse_layers.apply_masks(self.target_networks),
+                    tf.no_op)
         return loss_info

@@ -120,8 +120,8 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
             continue
         if mode == 'prune':
             schedule = pruning_sched.PolynomialDecay(
-                initial_sparsity=initial_sparsity,
-                final_sparsity=max(finals[index], initial_sparsity),
+                initial_sparsity=float(initial_sparsity),
+                final_sparsity=float(max(finals[index], initial_sparsity)),
                 begin_step=begin_step, end_step=end_step, power=3,
                 frequency=frequency)
         else:

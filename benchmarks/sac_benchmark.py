@@ -1,0 +1,116 @@
+"""SAC throughput: bare train step and full loop, dense vs RigL-90% ERK.
+
+  python benchmarks/sac_benchmark.py [--train_steps 1500] [--loop_steps 2000]
+
+Prints, from one process:
+  * bare `agent.train` steps/s (batch 256, 256x256 actor and two critics,
+    HalfCheetah-v5 shapes) dense and RigL at 90% ERK with mask updates every
+    1000 steps, and the sparse/dense time ratio (target <= 1.10);
+  * full sac_train_eval loop env steps/s (collect one step, train one step) on
+    HalfCheetah-v5, measured as the difference of two run lengths so tracing
+    and final saving cancel, and the loop/bare time ratio (target <= 1.10).
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+
+import rigl  # noqa: E402,F401
+import gin  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tf_agents.specs import tensor_spec  # noqa: E402
+
+from rigl.rl.tfagents import envs  # noqa: E402
+from rigl.rl.tfagents import sac_train_eval  # noqa: E402
+from rigl.rl.tfagents import train_utils  # noqa: E402
+
+SPARSE_BINDINGS = [
+    "init_masks.mask_init_method = 'erdos_renyi_kernel'",
+    'init_masks.sparsity = 0.9',
+    "mask_updater.update_alg = 'rigl'",
+    'mask_updater.update_freq = 1000',
+    'mask_updater.init_drop_fraction = 0.5',
+    'mask_updater.last_update_step = 800000',
+]
+SPARSE_AGENT = dict(train_mode_actor='sparse', train_mode_value='sparse',
+                    sparse_output_layer=True)
+
+
+def bare_train_rate(sparse: bool, steps: int) -> float:
+    """agent.train steps/s on replay samples of random HalfCheetah data."""
+    gin.clear_config()
+    gin.parse_config(SPARSE_BINDINGS if sparse else [])
+    env = envs.create_environment('HalfCheetah-v5', seed=0)
+    obs_spec = tensor_spec.from_spec(env.observation_spec())
+    act_spec = tensor_spec.from_spec(env.action_spec())
+    agent = sac_train_eval.create_sac_agent(
+        obs_spec, act_spec, seed=0,
+        train_step_counter=tf.Variable(0, dtype=tf.int64),
+        **(SPARSE_AGENT if sparse else {}))
+    rng = np.random.default_rng(0)
+    replay = train_utils.ReplayBuffer(10000, obs_spec.shape, act_spec.shape)
+    for _ in range(10000):
+        replay.add(rng.normal(size=obs_spec.shape), rng.uniform(-1, 1, 6),
+                   rng.normal(), 1.0, rng.normal(size=obs_spec.shape))
+    batches = [replay.sample(256, rng) for _ in range(20)]
+    train = tf.function(
+        lambda b: agent.train(sac_train_eval.transition_batch(b)).loss,
+        autograph=False)
+    for batch in batches[:5]:
+        train(batch)
+    start = time.perf_counter()
+    for i in range(steps):  # crosses update steps 1000 (and 2000, ...)
+        train(batches[i % len(batches)])
+    return steps / (time.perf_counter() - start)
+
+
+def loop_rate(sparse: bool, steps: int) -> float:
+    """sac_train_eval env steps/s, from two run lengths (fixed costs cancel)."""
+    durations = []
+    for length in (200, 200 + steps):
+        gin.clear_config()
+        gin.parse_config(SPARSE_BINDINGS if sparse else [])
+        with tempfile.TemporaryDirectory() as root:
+            start = time.perf_counter()
+            sac_train_eval.train_eval(
+                root, env_name='HalfCheetah-v5', num_iterations=length,
+                initial_collect_steps=1000, eval_interval=10 ** 9,
+                eval_episodes=1, checkpoint_interval=10 ** 9,
+                log_interval=10 ** 9, seed=0,
+                **(SPARSE_AGENT if sparse else {}))
+            durations.append(time.perf_counter() - start)
+    return steps / (durations[1] - durations[0])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--train_steps', type=int, default=1500)
+    parser.add_argument('--loop_steps', type=int, default=2000)
+    args = parser.parse_args()
+    import contextlib
+    import io
+    rates = {}
+    for name, sparse in (('dense', False), ('rigl90', True)):
+        rates[f'bare_{name}'] = bare_train_rate(sparse, args.train_steps)
+        with contextlib.redirect_stdout(io.StringIO()):
+            rates[f'loop_{name}'] = loop_rate(sparse, args.loop_steps)
+    print(f'{"":24s}{"dense":>10s}{"rigl 90%":>10s}')
+    print(f'{"bare train steps/s":24s}{rates["bare_dense"]:10.1f}'
+          f'{rates["bare_rigl90"]:10.1f}')
+    print(f'{"full loop env steps/s":24s}{rates["loop_dense"]:10.1f}'
+          f'{rates["loop_rigl90"]:10.1f}')
+    print(f'sparse/dense train-step time ratio: '
+          f'{rates["bare_dense"] / rates["bare_rigl90"]:.3f} (target <= 1.10)')
+    for name in ('dense', 'rigl90'):
+        print(f'loop/bare time ratio ({name}): '
+              f'{rates[f"bare_{name}"] / rates[f"loop_{name}"]:.3f} '
+              '(target <= 1.10)')
+
+
+if __name__ == '__main__':
+    main()

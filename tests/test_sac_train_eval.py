@@ -1,0 +1,208 @@
+"""SAC end to end on tiny networks: configs, sparsity, resume, clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+
+import rigl  # noqa: F401
+import tensorflow as tf
+
+from rigl.rl.tfagents import sac_train_eval
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'sac_train_eval.py')
+CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+TINY = [
+    "train_eval.env_name = 'Pendulum-v1'",
+    'train_eval.num_iterations = 300',
+    'train_eval.initial_collect_steps = 100',
+    'train_eval.actor_fc_layers = (32, 32)',
+    'train_eval.critic_joint_fc_layers = (32, 32)',
+    'train_eval.batch_size = 32',
+    'train_eval.eval_interval = 150',
+    'train_eval.eval_episodes = 1',
+    'train_eval.checkpoint_interval = 150',
+    'train_eval.log_interval = 100',
+    'train_eval.seed = 0',
+]
+
+
+def run_config(root, config, extra=()):
+    gin.clear_config()
+    gin.parse_config_files_and_bindings(
+        [os.path.join(CONFIGS, config)], TINY + list(extra))
+    try:
+        return sac_train_eval.train_eval(str(root))
+    finally:
+        gin.clear_config()
+
+
+def results(root):
+    with open(os.path.join(root, 'results.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def checkpoint_masks(path):
+    reader = tf.train.load_checkpoint(os.path.join(path, 'tf'))
+    return {name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()
+            if '/mask/' in name}
+
+
+def latest_checkpoint(root):
+    directory = os.path.join(root, 'checkpoints')
+    with open(os.path.join(directory, 'latest')) as f:
+        return os.path.join(directory, f.read().strip())
+
+
+def test_dense_config(tmp_path):
+    metric = run_config(tmp_path, 'sac_mujoco_dense_config.gin')
+    rows = results(tmp_path)
+    assert [row['step'] for row in rows] == [150, 300]
+    assert rows[-1]['networks']['actor']['sparsity'] == 0.0
+    # 10% of 2 evals rounds to 1: the final metric is the last eval.
+    assert metric['final_return'] == pytest.approx(rows[-1]['return_mean'])
+    for name in ('operative_config.gin', 'final_metric.json', 'policy',
+                 'train', 'eval'):
+        assert os.path.exists(tmp_path / name), name
+    assert 'train_eval.batch_size = 32' in (
+        tmp_path / 'operative_config.gin').read_text()
+
+
+@pytest.mark.parametrize('update_alg', ['', 'rigl'])
+def test_sparse_config_keeps_sparsity(tmp_path, update_alg):
+    run_config(tmp_path, 'sac_mujoco_sparse_config.gin',
+               [f"mask_updater.update_alg = '{update_alg}'",
+                'mask_updater.update_freq = 50'])
+    rows = results(tmp_path)
+    for row in rows:
+        for name in ('actor', 'critic_1', 'critic_2'):
+            # ERK 0.9 over all layers: exact to within a weight per layer.
+            assert row['networks'][name]['sparsity'] == pytest.approx(
+                0.9, abs=0.005)
+    assert rows[-1]['networks']['actor']['flops'] < 0.2 * _dense_flops()
+    masks = checkpoint_masks(latest_checkpoint(tmp_path))
+    for name, mask in masks.items():
+        assert set(np.unique(mask)) <= {0.0, 1.0}, name
+
+
+def _dense_flops():
+    # Pendulum actor 3-32-32-2: 2 * (3*32 + 32*32 + 32*2) + 32 + 32 + 2 (bias
+    # of the output... counted per MicroNet: 2k FLOPs + relu per hidden unit).
+    return 2 * (3 * 32 + 32 * 32 + 32 * 2) + 32 + 32
+
+
+def test_pruning_config_reaches_final_sparsity(tmp_path):
+    run_config(tmp_path, 'sac_mujoco_pruning_config.gin',
+               ['wrap_all_layers.begin_step = 50',
+                'wrap_all_layers.end_step = 250',
+                'wrap_all_layers.frequency = 50'])
+    rows = results(tmp_path)
+    # The eval after 150 train steps (numbered 0..149) follows the pruning at
+    # step 100: p = 50/200 = 0.25, s = 0.9 * (1 - 0.75^3) = 0.5203 (global;
+    # every layer's share scales by the same factor).
+    assert rows[0]['networks']['actor']['sparsity'] == pytest.approx(
+        0.9 * (1 - 0.75 ** 3), abs=0.01)
+    assert rows[1]['networks']['actor']['sparsity'] == pytest.approx(
+        0.9, abs=0.01)
+
+
+def test_anf_config_noise_and_input_layer(tmp_path):
+    run_config(tmp_path, 'sac_anf_config.gin')
+    row = results(tmp_path)[-1]
+    actor = row['networks']['actor']
+    # Pendulum: 3 real features, 90% noise -> 30 inputs; input layer 30x32
+    # at 80% keeps 960 - floor(768) = 192 weights; other layers dense.
+    masks = checkpoint_masks(latest_checkpoint(tmp_path))
+    input_masks = [m for m in masks.values() if m.shape == (30, 32)]
+    assert input_masks and all(int(m.sum()) == 192 for m in input_masks)
+    total = 30 * 32 + 32 * 32 + 32 * 2
+    assert actor['sparsity'] == pytest.approx(768 / total)
+    connectivity = actor['input_connectivity']
+    assert set(connectivity) == {'per_real_feature', 'per_noise_feature'}
+    # 192 active weights over 30 rows: the mean over all rows is 6.4.
+    mean = (3 * connectivity['per_real_feature'] +
+            27 * connectivity['per_noise_feature']) / 30
+    assert mean == pytest.approx(6.4)
+
+
+def run_script(root, *bindings, timeout=300):
+    args = [sys.executable, SCRIPT, f'--root_dir={root}',
+            f'--gin_file={os.path.join(CONFIGS, "sac_mujoco_sparse_config.gin")}']
+    args += [f'--gin_bindings={b}' for b in TINY + list(bindings)]
+    return subprocess.run(args, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_killed_run_resumes_with_same_step_masks_and_replay(tmp_path):
+    root = tmp_path / 'run'
+    args = [sys.executable, SCRIPT, f'--root_dir={root}',
+            f'--gin_file={os.path.join(CONFIGS, "sac_mujoco_sparse_config.gin")}']
+    args += [f'--gin_bindings={b}' for b in TINY + [
+        'train_eval.num_iterations = 100000',
+        'train_eval.checkpoint_interval = 100',
+        'train_eval.eval_interval = 100000']]
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    pointer = root / 'checkpoints' / 'latest'
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if pointer.exists() and pointer.read_text().strip() != 'ckpt-100':
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = latest_checkpoint(root)
+    step = int(killed_at.rsplit('-', 1)[1])
+    assert step >= 200
+    masks = checkpoint_masks(killed_at)
+    with open(os.path.join(killed_at, 'state.json')) as f:
+        env_steps = json.load(f)['env_steps']
+    with np.load(os.path.join(killed_at, 'replay.npz')) as replay:
+        saved_observations = replay['observation'][:50].copy()
+    completed = run_script(root, f'train_eval.num_iterations = {step + 100}',
+                           'train_eval.checkpoint_interval = 100',
+                           'train_eval.eval_interval = 100000')
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert f'Resumed from {killed_at} at train step {step}.' in completed.stdout
+    final = latest_checkpoint(root)
+    assert final.endswith(f'ckpt-{step + 100}')
+    # Static masks: the resumed run kept exactly the checkpointed masks.
+    for name, mask in checkpoint_masks(final).items():
+        np.testing.assert_array_equal(mask, masks[name])
+    with open(os.path.join(final, 'state.json')) as f:
+        assert json.load(f)['env_steps'] == env_steps + 100
+    with np.load(os.path.join(final, 'replay.npz')) as replay:
+        np.testing.assert_array_equal(replay['observation'][:50],
+                                      saved_observations)
+
+
+def test_bad_binding_fails_clearly(tmp_path):
+    completed = run_script(tmp_path, 'train_eval.no_such_parameter = 1',
+                           timeout=120)
+    assert completed.returncode == 2
+    assert 'no_such_parameter' in completed.stderr
+
+
+def test_unknown_env_fails_clearly(tmp_path):
+    completed = run_script(tmp_path, "train_eval.env_name = 'HalfCheeta-v5'",
+                           timeout=120)
+    assert completed.returncode == 2
+    assert "'HalfCheeta-v5'" in completed.stderr
+    assert 'HalfCheetah-v5' in completed.stderr   # the suggestion
+    assert 'gymnasium' in completed.stderr        # how to list valid ids
+
+
+def test_bad_train_mode_fails_clearly(tmp_path):
+    completed = run_script(tmp_path, "train_eval.train_mode_actor = 'sprase'",
+                           timeout=120)
+    assert completed.returncode == 2
+    assert "train_mode_actor is 'sprase'; allowed: dense, sparse" in \
+        completed.stderr
