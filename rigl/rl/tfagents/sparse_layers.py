@@ -3,10 +3,11 @@
 A sparse layer is a Keras Dense (or Conv2D) layer wrapped in `MaskedLayer`, a
 `tfmot` `PruneLowMagnitude` wrapper whose `mask` variable holds the 0/1 mask.
 Unlike the stock wrapper, `MaskedLayer` does no work in its forward pass: the
-kernel is kept exactly masked by whoever changes it (`MaskedOptimizer` after
-every optimizer step and mask update, `init_masks` at the start), so the
-forward pass costs what a dense layer costs and the gradient with respect to
-the kernel is the dense gradient RigL needs.
+kernel is kept exactly masked by whoever changes masks or weights
+(`init_masks` at the start; `MaskedOptimizer`, which masks gradients and resets
+optimizer moments wherever a mask changes), so the forward pass costs what a
+dense layer costs and the gradient with respect to the kernel is the dense
+gradient RigL needs.
 
 Gin names follow the original suite: `wrap_all_layers`, `init_masks`,
 `log_sparsities`.
@@ -206,19 +207,6 @@ def init_masks(network: tf.keras.layers.Layer,
         else:
             layer.apply_mask()
     return sparsities
-
-
-def sync_masks(source: tf.keras.layers.Layer,
-               target: tf.keras.layers.Layer) -> None:
-    """Copies the masks of `source` into `target` and masks its kernels.
-
-    For target networks (SAC, TD3), which must carry the online masks.
-    """
-    for source_layer, target_layer in zip(masked_layers(source),
-                                          masked_layers(target),
-                                          strict=True):
-        target_layer.mask.assign(source_layer.mask)
-        target_layer.apply_mask()
 
 
 def apply_masks(networks: Sequence[tf.keras.layers.Layer]) -> tf.Operation:

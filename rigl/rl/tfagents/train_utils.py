@@ -24,7 +24,6 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import sparse_layers
 
 FLAGS = flags.FLAGS
