@@ -383,3 +383,65 @@ def test_bad_sparsity_and_mode():
             tf.keras.optimizers.Adam(1e-3), [model],
             tf.Variable(0, dtype=tf.int64),
             mask_updaters.mask_updater('set', schedule_alg='learning_rate'))
+
+
+def conv_chain():
+    # Input 6x6x2 -> Conv2D 3x3, 4 filters ('same') -> Flatten (6*6*4 = 144)
+    # -> Dense 8 -> Dense 2. Kernels: (3, 3, 2, 4) = 72, (144, 8) = 1152,
+    # (8, 2) = 16 weights.
+    return [tf.keras.layers.Conv2D(4, 3, padding='same', activation='relu'),
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(8, activation='relu'),
+            tf.keras.layers.Dense(2)]
+
+
+def test_conv_chain_wrapping_masks_and_rigl():
+    assert sparse_layers.kernel_shapes(conv_chain(), (6, 6, 2)) == [
+        (3, 3, 2, 4), (144, 8), (8, 2)]
+    layers = sparse_layers.wrap_all_layers(conv_chain(), (6, 6, 2),
+                                           dense_layers=[-1])
+    assert [type(l).__name__ for l in layers] == [
+        'MaskedLayer', 'Flatten', 'MaskedLayer', 'Dense']
+    model = tf.keras.Sequential(layers)
+    model.build((None, 6, 6, 2))
+    sparse_layers.init_masks(model, sparsity=0.75, mask_init_method='uniform',
+                             seed=0)
+    # uniform 0.75: floor(0.75 * 72) = 54 and floor(0.75 * 1152) = 864 zeros.
+    assert [int((m == 0).sum()) for m in masks_of(model)] == [54, 864]
+    step = tf.Variable(0, dtype=tf.int64)
+    masked = mask_updaters.MaskedOptimizer(
+        tf.keras.optimizers.Adam(1e-2), [model], step,
+        mask_updaters.mask_updater('rigl', update_freq=2,
+                                   init_drop_fraction=0.5,
+                                   schedule_alg='constant'))
+    inputs = tf.random.stateless_normal([16, 6, 6, 2], [5, 6])
+    targets = tf.random.stateless_normal([16, 2], [7, 8])
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(inputs) - targets) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        masked.apply_gradients(zip(grads, model.trainable_variables))
+        step.assign_add(1)
+
+    initial = masks_of(model)
+    for _ in range(5):
+        train_step()
+        assert_masked_zero(model)
+        assert [int((m == 0).sum()) for m in masks_of(model)] == [54, 864]
+    assert not np.array_equal(initial[0], masks_of(model)[0])
+    stats = sparse_layers.network_stats(model, input_spatial=(6, 6))
+    assert [l.active_weights for l in stats.layers] == [18, 288, 16]
+
+
+def test_conv_chain_pruning_finals():
+    wrapped = sparse_layers.wrap_all_layers(
+        conv_chain(), (6, 6, 2), mode='prune', final_sparsity=0.8,
+        mask_init_method='erdos_renyi_kernel', begin_step=0, end_step=10,
+        frequency=5)
+    expected = sparse_utils.get_sparsities([(3, 3, 2, 4), (144, 8), (8, 2)],
+                                           'erdos_renyi_kernel', 0.8)
+    finals = [w.pruning_schedule.final_sparsity for w in wrapped
+              if isinstance(w, sparse_layers.MaskedLayer)]
+    np.testing.assert_allclose(finals, expected)

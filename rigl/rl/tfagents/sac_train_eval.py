@@ -23,6 +23,7 @@ from absl import app  # noqa: E402
 import gin  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tf_agents.policies import greedy_policy  # noqa: E402
 from tf_agents.policies import policy_saver  # noqa: E402
 from tf_agents.specs import tensor_spec  # noqa: E402
 from tf_agents.trajectories import policy_step  # noqa: E402
@@ -262,7 +263,9 @@ def train_eval(root_dir: str,
         train_utils.log(f'Resumed from {latest} at train step '
                         f'{int(train_step.numpy())}.')
 
-    greedy_action = tf.function(lambda obs: agent.policy.action(
+    # SAC's agent.policy samples; evaluation and the saved policy use the mode.
+    eval_policy = greedy_policy.GreedyPolicy(agent.policy)
+    greedy_action = tf.function(lambda obs: eval_policy.action(
         ts.restart(obs, batch_size=1)).action[0], autograph=False)
 
 
@@ -363,13 +366,13 @@ def train_eval(root_dir: str,
                             f'{totals["actor"]["sparsity"]:.3f} critic '
                             f'{totals["critic_1"]["sparsity"]:.3f}')
         if policy_save_interval and step % policy_save_interval == 0:
-            policy_saver.PolicySaver(agent.policy, batch_size=None).save(
+            policy_saver.PolicySaver(eval_policy, batch_size=None).save(
                 os.path.join(root_dir, 'policies', f'policy-{step}'))
         if step % checkpoint_interval == 0 or step == num_iterations:
             state['wall_time'] = time.time() - run_start
             checkpoint(step)
 
-    policy_saver.PolicySaver(agent.policy, batch_size=None).save(
+    policy_saver.PolicySaver(eval_policy, batch_size=None).save(
         os.path.join(root_dir, 'policy'))
     metric = results.final_metric(average_last_fraction)
     if metric:

@@ -53,15 +53,37 @@ class MaskedLayer(pruning_wrapper.PruneLowMagnitude):
         return self.kernel.assign(self.kernel * self.mask)
 
 
-def kernel_shapes(units: Sequence[int], input_size: int) -> List[Tuple[int, int]]:
-    """Dense kernel shapes (in, out) of a chain of layers fed `input_size`."""
-    sizes = [int(input_size)] + [int(u) for u in units]
-    return list(zip(sizes[:-1], sizes[1:]))
+KERNEL_LAYER_TYPES = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
+
+
+def kernel_shapes(layers: Sequence[tf.keras.layers.Layer],
+                  input_shape) -> List[Tuple[int, ...]]:
+    """Kernel shapes of the Dense/Conv2D layers in a chain of unbuilt layers.
+
+    Args:
+        layers: the chain, input side first; layers without kernels (Flatten,
+            pooling, ...) only change the shape flowing through.
+        input_shape: one example's input shape, or an int for a flat input.
+
+    Returns:
+        (in, out) for Dense and (h, w, in, out) for Conv2D, in chain order.
+    """
+    shape = tf.TensorShape(
+        [None] + ([input_shape] if isinstance(input_shape, int)
+                  else list(input_shape)))
+    shapes = []
+    for layer in layers:
+        if isinstance(layer, tf.keras.layers.Dense):
+            shapes.append((int(shape[-1]), layer.units))
+        elif isinstance(layer, tf.keras.layers.Conv2D):
+            shapes.append((*layer.kernel_size, int(shape[-1]), layer.filters))
+        shape = tf.TensorShape(layer.compute_output_shape(shape))
+    return shapes
 
 
 @gin.configurable
 def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
-                    input_size: int,
+                    input_shape,
                     dense_layers: Sequence[int] = (),
                     mode: str = 'constant',
                     initial_sparsity: float = 0.0,
@@ -71,12 +93,14 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
                     begin_step: int = 200000,
                     end_step: int = 800000,
                     frequency: int = 1000) -> List[tf.keras.layers.Layer]:
-    """Wraps a chain of Dense layers in `MaskedLayer`s, except `dense_layers`.
+    """Wraps the Dense/Conv2D layers of a chain in `MaskedLayer`s.
 
     Args:
-        layers: unbuilt Dense layers, input layer first, each fed the previous.
-        input_size: the size of the first layer's input.
-        dense_layers: indices of layers left unwrapped (e.g. the output layer).
+        layers: unbuilt layers, input side first, each fed the previous; only
+            Dense and Conv2D layers (the kernel layers) are wrapped.
+        input_shape: one example's input shape (an int for a flat input).
+        dense_layers: indices among the kernel layers of those left unwrapped
+            (e.g. -1, the output layer).
         mode: 'constant' (masks change only through the mask updaters) or
             'prune' (gradual magnitude pruning to per-layer final sparsities).
         initial_sparsity: 'prune' mode: sparsity at `begin_step`.
@@ -95,10 +119,9 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
     if mode not in MODES:
         raise ValueError(f'wrap_all_layers.mode is {mode!r}; allowed: '
                          f'{", ".join(MODES)}.')
-    num_layers = len(layers)
-    dense = {sparse_utils.check_layer_index(i, num_layers, 'dense_layers')
+    shapes = kernel_shapes(layers, input_shape)
+    dense = {sparse_utils.check_layer_index(i, len(shapes), 'dense_layers')
              for i in dense_layers}
-    shapes = kernel_shapes([layer.units for layer in layers], input_size)
     if mode == 'prune':
         sparse_utils.check_sparsity(initial_sparsity,
                                     'wrap_all_layers.initial_sparsity')
@@ -115,7 +138,12 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
             shapes, mask_init_method, final_sparsity, dense_layers=sorted(dense),
             erk_power_scale=erk_power_scale)
     wrapped = []
-    for index, layer in enumerate(layers):
+    index = -1  # position among the kernel layers
+    for layer in layers:
+        if not isinstance(layer, KERNEL_LAYER_TYPES):
+            wrapped.append(layer)
+            continue
+        index += 1
         if index in dense:
             wrapped.append(layer)
             continue
@@ -142,8 +170,8 @@ def kernel_layers(network: tf.keras.layers.Layer) -> List[tf.keras.layers.Layer]
 
     def visit(layer):
         if isinstance(layer, MaskedLayer) or (
-                hasattr(layer, 'kernel') and isinstance(
-                    layer, (tf.keras.layers.Dense, tf.keras.layers.Conv2D))):
+                hasattr(layer, 'kernel') and isinstance(layer,
+                                                        KERNEL_LAYER_TYPES)):
             found.append(layer)
             return
         for child in getattr(layer, 'layers', ()):
@@ -215,16 +243,21 @@ def apply_masks(networks: Sequence[tf.keras.layers.Layer]) -> tf.Operation:
                      for layer in masked_layers(network)])
 
 
-def network_stats(network: tf.keras.layers.Layer,
-                  activation: str = 'relu') -> sparse_utils.NetworkStats:
-    """Measured per-layer sparsity, active parameters and inference FLOPs."""
+def network_stats(network: tf.keras.layers.Layer, activation: str = 'relu',
+                  input_spatial: Optional[Tuple[int, int]] = None
+                  ) -> sparse_utils.NetworkStats:
+    """Measured per-layer sparsity, active parameters and inference FLOPs.
+
+    Conv layers need `input_spatial` (see `sparse_utils.network_stats`).
+    """
     layers = kernel_layers(network)
     shapes = [tuple(layer.kernel.shape) for layer in layers]
     masks = [layer.mask.numpy() if isinstance(layer, MaskedLayer)
              else np.ones(shape, np.float32)
              for layer, shape in zip(layers, shapes)]
     activations = [activation] * (len(layers) - 1) + [None]
-    return sparse_utils.network_stats(shapes, masks, activations=activations)
+    return sparse_utils.network_stats(shapes, masks, activations=activations,
+                                      input_spatial=input_spatial)
 
 
 @gin.configurable
