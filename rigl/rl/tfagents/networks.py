@@ -10,7 +10,9 @@ from typing import List, Sequence
 
 import tensorflow as tf
 from tf_agents.agents.sac import tanh_normal_projection_network
+from tf_agents.networks import categorical_projection_network
 from tf_agents.networks import nest_map
+from tf_agents.networks import normal_projection_network
 from tf_agents.networks import sequential
 
 from rigl.rl.tfagents import sparse_layers
@@ -31,8 +33,9 @@ def _flat_size(spec) -> int:
 
 def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
                 train_mode: str, sparse_output_layer: bool, width: float,
-                output_kernel_initializer=None) -> List[tf.keras.layers.Layer]:
-    """ReLU hidden layers (scaled by `width`) and a linear output layer.
+                output_kernel_initializer=None,
+                activation: str = 'relu') -> List[tf.keras.layers.Layer]:
+    """Hidden layers (scaled by `width`) and a linear output layer.
 
     In 'sparse' mode the layers are wrapped by `wrap_all_layers`, the output
     layer only if `sparse_output_layer`.
@@ -44,7 +47,7 @@ def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
         return tf.keras.initializers.VarianceScaling(
             scale=1.0 / 3.0, mode='fan_in', distribution='uniform')
 
-    layers = [tf.keras.layers.Dense(units, activation='relu',
+    layers = [tf.keras.layers.Dense(units, activation=activation,
                                     kernel_initializer=initializer())
               for units in hidden]
     layers.append(tf.keras.layers.Dense(
@@ -57,17 +60,27 @@ def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
                                          dense_layers=dense)
 
 
+class _HeadOnTrunk:
+    """Lets a TF-Agents projection head sit at the end of a `Sequential`.
+
+    The head receives the trunk's features [outer dims..., units]; its
+    `outer_rank` is therefore the input rank minus one (1 when acting, 2 for
+    PPO's [batch, time] training batches).
+    """
+
+    def call(self, inputs, network_state=(), **kwargs):
+        kwargs.pop('step_type', None)
+        return super().call(inputs, outer_rank=inputs.shape.rank - 1,
+                            **kwargs)
+
+
 class _SparseTanhNormalProjection(
-        tanh_normal_projection_network.TanhNormalProjectionNetwork):
-    """TF-Agents' tanh-normal head over a (possibly sparse) given layer."""
+        _HeadOnTrunk, tanh_normal_projection_network.TanhNormalProjectionNetwork):
+    """TF-Agents' tanh-normal head (SAC) over a given mean/std layer."""
 
     def __init__(self, sample_spec, projection_layer):
         super().__init__(sample_spec)
         self._projection_layer = projection_layer
-
-    def call(self, inputs, network_state=(), **kwargs):
-        kwargs.pop('step_type', None)
-        return super().call(inputs, outer_rank=1, **kwargs)
 
 
 def create_sac_actor_network(observation_spec, action_spec,
@@ -105,3 +118,55 @@ def create_sac_critic_network(observation_spec, action_spec,
         [nest_map.NestFlatten(), tf.keras.layers.Concatenate(axis=-1)]
         + layers + [tf.keras.layers.Reshape([])],
         input_spec=(observation_spec, action_spec), name='CriticNetwork')
+
+
+class _SparseNormalProjection(
+        _HeadOnTrunk, normal_projection_network.NormalProjectionNetwork):
+    """TF-Agents' normal head (state-independent std) over a given mean layer."""
+
+    def __init__(self, sample_spec, means_layer):
+        super().__init__(sample_spec)
+        self._means_projection_layer = means_layer
+
+
+class _SparseCategoricalProjection(
+        _HeadOnTrunk, categorical_projection_network.CategoricalProjectionNetwork):
+    """TF-Agents' categorical head over a given logits layer."""
+
+    def __init__(self, sample_spec, logits_layer):
+        super().__init__(sample_spec)
+        self._projection_layer = logits_layer
+
+
+def create_ppo_actor_network(observation_spec, action_spec,
+                             hidden_units: Sequence[int] = (64, 64),
+                             train_mode: str = 'dense',
+                             sparse_output_layer: bool = False,
+                             width: float = 1.0) -> sequential.Sequential:
+    """PPO actor: tanh MLP and a normal (continuous) or categorical head."""
+    discrete = action_spec.dtype.is_integer
+    outputs = (int(action_spec.maximum - action_spec.minimum + 1) if discrete
+               else _flat_size(action_spec))
+    layers = dense_chain(
+        hidden_units, outputs, _flat_size(observation_spec), train_mode,
+        sparse_output_layer, width, activation='tanh',
+        output_kernel_initializer=tf.keras.initializers.VarianceScaling(0.1))
+    head = (_SparseCategoricalProjection if discrete
+            else _SparseNormalProjection)(action_spec, layers[-1])
+    return sequential.Sequential(layers[:-1] + [head],
+                                 input_spec=observation_spec,
+                                 name='ActorNetwork')
+
+
+def create_value_network(observation_spec,
+                         hidden_units: Sequence[int] = (64, 64),
+                         train_mode: str = 'dense',
+                         sparse_output_layer: bool = False,
+                         width: float = 1.0) -> sequential.Sequential:
+    """V(s): tanh MLP to a scalar."""
+    layers = dense_chain(hidden_units, 1, _flat_size(observation_spec),
+                         train_mode, sparse_output_layer, width,
+                         activation='tanh')
+    return sequential.Sequential(layers + [tf.keras.layers.Reshape([])],
+                                 input_spec=observation_spec,
+                                 name='ValueNetwork')

@@ -37,16 +37,6 @@ from rigl.rl.tfagents import sparse_layers  # noqa: E402
 from rigl.rl.tfagents import train_utils  # noqa: E402
 
 
-def make_optimizer(learning_rate: float, weight_decay: float):
-    """Adam, or AdamW (decoupled weight decay) when weight_decay > 0."""
-    if weight_decay < 0:
-        raise ValueError(f'weight_decay must be >= 0, got {weight_decay}.')
-    if weight_decay:
-        return tf.keras.optimizers.AdamW(learning_rate=learning_rate,
-                                         weight_decay=weight_decay)
-    return tf.keras.optimizers.Adam(learning_rate=learning_rate)
-
-
 def create_sac_agent(observation_spec, action_spec,
                      actor_fc_layers: Sequence[int] = (256, 256),
                      critic_joint_fc_layers: Sequence[int] = (256, 256),
@@ -96,8 +86,8 @@ def create_sac_agent(observation_spec, action_spec,
         ts.time_step_spec(observation_spec), action_spec,
         critic_network=critics[0], critic_network_2=critics[1],
         actor_network=actor,
-        actor_optimizer=make_optimizer(actor_learning_rate, weight_decay),
-        critic_optimizer=make_optimizer(critic_learning_rate, weight_decay),
+        actor_optimizer=train_utils.make_optimizer(actor_learning_rate, weight_decay),
+        critic_optimizer=train_utils.make_optimizer(critic_learning_rate, weight_decay),
         alpha_optimizer=tf.keras.optimizers.Adam(alpha_learning_rate),
         target_update_tau=target_update_tau,
         target_update_period=target_update_period, gamma=gamma,
@@ -347,24 +337,12 @@ def train_eval(root_dir: str,
             metrics = train_utils.evaluate(
                 eval_env, lambda o: greedy_action(o[None]).numpy(),
                 eval_episodes)
-            flops_per_step = training_flops_per_step(agent, batch_size)
-            with eval_writer.as_default(step=step):
-                for key, value in metrics.items():
-                    tf.summary.scalar(f'eval/{key}', value)
-                totals = train_utils.write_sparsity_summaries(
-                    named_networks, step, noise_mask)
             state['wall_time'] = time.time() - run_start
-            results.append(dict(
-                step=step, env_steps=state['env_steps'], **metrics,
-                networks=totals,
-                inference_flops=totals['actor']['flops'],
-                train_flops=state['train_flops'],
-                wall_time=state['wall_time']))
-            train_utils.log(f'eval at step {step:,}: return '
-                            f'{metrics["return_mean"]:.1f} ± '
-                            f'{metrics["return_std"]:.1f} | sparsity actor '
-                            f'{totals["actor"]["sparsity"]:.3f} critic '
-                            f'{totals["critic_1"]["sparsity"]:.3f}')
+            train_utils.record_evaluation(
+                eval_writer, results, step, state['env_steps'], metrics,
+                named_networks, noise_mask, state['train_flops'],
+                state['wall_time'])
+            flops_per_step = training_flops_per_step(agent, batch_size)
         if policy_save_interval and step % policy_save_interval == 0:
             policy_saver.PolicySaver(eval_policy, batch_size=None).save(
                 os.path.join(root_dir, 'policies', f'policy-{step}'))
@@ -372,14 +350,8 @@ def train_eval(root_dir: str,
             state['wall_time'] = time.time() - run_start
             checkpoint(step)
 
-    policy_saver.PolicySaver(eval_policy, batch_size=None).save(
-        os.path.join(root_dir, 'policy'))
-    metric = results.final_metric(average_last_fraction)
-    if metric:
-        train_utils.log(f'final metric (mean eval return over the last '
-                        f'{metric["num_evals_averaged"]} evals): '
-                        f'{metric["final_return"]:.1f}')
-    return metric
+    return train_utils.finish(root_dir, eval_policy, results,
+                              average_last_fraction)
 
 
 def main(_):

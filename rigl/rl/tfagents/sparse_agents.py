@@ -11,6 +11,7 @@ decay towards 0).
 from typing import Optional
 
 import tensorflow as tf
+from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.agents.sac import sac_agent
 
 from rigl.rl.tfagents import mask_updaters
@@ -65,3 +66,29 @@ class SparseSacAgent(sac_agent.SacAgent):
                     lambda: sparse_layers.apply_masks(self.target_networks),
                     tf.no_op)
         return loss_info
+
+
+class SparsePPOAgent(ppo_clip_agent.PPOClipAgent):
+    """PPO (clipped objective) with sparse actor and value networks.
+
+    PPO trains both networks with one optimizer, so one `MaskedOptimizer` and
+    one mask updater serve both; every minibatch gradient step is a train step
+    for the updater and for gradual pruning.
+
+    Args:
+        updater: mask updater (gin `mask_updater()` if None).
+        Other arguments are `PPOClipAgent`'s.
+    """
+
+    def __init__(self, time_step_spec, action_spec, optimizer, actor_net,
+                 value_net,
+                 updater: Optional[mask_updaters.MaskUpdater] = None,
+                 train_step_counter: Optional[tf.Variable] = None, **kwargs):
+        if train_step_counter is None:
+            train_step_counter = tf.compat.v1.train.get_or_create_global_step()
+        super().__init__(
+            time_step_spec, action_spec,
+            optimizer=mask_updaters.MaskedOptimizer(
+                optimizer, [actor_net, value_net], train_step_counter, updater),
+            actor_net=actor_net, value_net=value_net,
+            train_step_counter=train_step_counter, **kwargs)

@@ -176,9 +176,11 @@ def kernel_layers(network: tf.keras.layers.Layer) -> List[tf.keras.layers.Layer]
             return
         for child in getattr(layer, 'layers', ()):
             visit(child)
-        projection = getattr(layer, '_projection_layer', None)
-        if projection is not None and projection not in found:
-            visit(projection)
+        # TF-Agents projection heads keep their Dense layer in an attribute.
+        for attribute in ('_projection_layer', '_means_projection_layer'):
+            projection = getattr(layer, attribute, None)
+            if projection is not None and projection not in found:
+                visit(projection)
 
     for child in getattr(network, 'layers', ()):
         visit(child)
@@ -243,19 +245,26 @@ def apply_masks(networks: Sequence[tf.keras.layers.Layer]) -> tf.Operation:
                      for layer in masked_layers(network)])
 
 
-def network_stats(network: tf.keras.layers.Layer, activation: str = 'relu',
+def _activation_name(layer) -> Optional[str]:
+    inner = layer.layer if isinstance(layer, MaskedLayer) else layer
+    name = getattr(getattr(inner, 'activation', None), '__name__', None)
+    return None if name in (None, 'linear') else name
+
+
+def network_stats(network: tf.keras.layers.Layer,
                   input_spatial: Optional[Tuple[int, int]] = None
                   ) -> sparse_utils.NetworkStats:
     """Measured per-layer sparsity, active parameters and inference FLOPs.
 
-    Conv layers need `input_spatial` (see `sparse_utils.network_stats`).
+    Each layer's own activation is counted. Conv layers need `input_spatial`
+    (see `sparse_utils.network_stats`).
     """
     layers = kernel_layers(network)
     shapes = [tuple(layer.kernel.shape) for layer in layers]
     masks = [layer.mask.numpy() if isinstance(layer, MaskedLayer)
              else np.ones(shape, np.float32)
              for layer, shape in zip(layers, shapes)]
-    activations = [activation] * (len(layers) - 1) + [None]
+    activations = [_activation_name(layer) for layer in layers]
     return sparse_utils.network_stats(shapes, masks, activations=activations,
                                       input_spatial=input_spatial)
 

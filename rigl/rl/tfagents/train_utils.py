@@ -23,6 +23,7 @@ from absl import logging
 import gin
 import numpy as np
 import tensorflow as tf
+from tf_agents.policies import policy_saver
 
 from rigl.rl.tfagents import sparse_layers
 
@@ -51,6 +52,19 @@ def run_main(train_eval: Callable[..., Dict]) -> None:
     except (ValueError, SyntaxError, OSError) as error:  # gin: Value/Syntax
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
+
+
+def make_optimizer(learning_rate, weight_decay: float):
+    """Adam, or AdamW (decoupled weight decay) when weight_decay > 0.
+
+    `learning_rate` may be a float or a Keras learning-rate schedule.
+    """
+    if weight_decay < 0:
+        raise ValueError(f'weight_decay must be >= 0, got {weight_decay}.')
+    if weight_decay:
+        return tf.keras.optimizers.AdamW(learning_rate=learning_rate,
+                                         weight_decay=weight_decay)
+    return tf.keras.optimizers.Adam(learning_rate=learning_rate)
 
 
 class ReplayBuffer:
@@ -217,6 +231,40 @@ def evaluate(env, action_fn: Callable, num_episodes: int) -> Dict:
     return {'return_mean': float(np.mean(returns)),
             'return_std': float(np.std(returns)),
             'episode_length': float(np.mean(lengths))}
+
+
+def record_evaluation(writer, results: 'Results', step: int, env_steps: int,
+                      metrics: Dict, named_networks: Dict, noise_mask,
+                      train_flops: float, wall_time: float) -> Dict:
+    """Eval summaries, a results.jsonl row and a console line; returns the
+    per-network totals."""
+    with writer.as_default(step=step):
+        for key, value in metrics.items():
+            tf.summary.scalar(f'eval/{key}', value)
+        totals = write_sparsity_summaries(named_networks, step, noise_mask)
+    first = next(iter(totals))
+    results.append(dict(step=step, env_steps=env_steps, **metrics,
+                        networks=totals,
+                        inference_flops=totals[first]['flops'],
+                        train_flops=train_flops, wall_time=wall_time))
+    sparsities = ' '.join(f'{name} {values["sparsity"]:.3f}'
+                          for name, values in totals.items())
+    log(f'eval at step {step:,}: return {metrics["return_mean"]:.1f} ± '
+        f'{metrics["return_std"]:.1f} | sparsity {sparsities}')
+    return totals
+
+
+def finish(root_dir: str, eval_policy, results: 'Results',
+           average_last_fraction: float) -> Dict:
+    """Saves the final policy and writes and prints the final metric."""
+    policy_saver.PolicySaver(eval_policy, batch_size=None).save(
+        os.path.join(root_dir, 'policy'))
+    metric = results.final_metric(average_last_fraction)
+    if metric:
+        log(f'final metric (mean eval return over the last '
+            f'{metric["num_evals_averaged"]} evals): '
+            f'{metric["final_return"]:.1f}')
+    return metric
 
 
 def input_connectivity(network, noise_mask: Optional[np.ndarray]) -> Optional[Dict]:
