@@ -2,17 +2,15 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import gin
 import numpy as np
 import pytest
 
 import rigl  # noqa: F401
-import tensorflow as tf
+
+import helpers
+from helpers import checkpoint_masks, latest_checkpoint, results
 
 from rigl.rl.tfagents import sac_train_eval
 
@@ -42,24 +40,6 @@ def run_config(root, config, extra=()):
         return sac_train_eval.train_eval(str(root))
     finally:
         gin.clear_config()
-
-
-def results(root):
-    with open(os.path.join(root, 'results.jsonl')) as f:
-        return [json.loads(line) for line in f]
-
-
-def checkpoint_masks(path):
-    reader = tf.train.load_checkpoint(os.path.join(path, 'tf'))
-    return {name: reader.get_tensor(name)
-            for name in reader.get_variable_to_shape_map()
-            if '/mask/' in name}
-
-
-def latest_checkpoint(root):
-    directory = os.path.join(root, 'checkpoints')
-    with open(os.path.join(directory, 'latest')) as f:
-        return os.path.join(directory, f.read().strip())
 
 
 def test_dense_config(tmp_path):
@@ -133,33 +113,21 @@ def test_anf_config_noise_and_input_layer(tmp_path):
     assert mean == pytest.approx(6.4)
 
 
+SPARSE_CONFIG = os.path.join(CONFIGS, 'sac_mujoco_sparse_config.gin')
+
+
 def run_script(root, *bindings, timeout=300):
-    args = [sys.executable, SCRIPT, f'--root_dir={root}',
-            f'--gin_file={os.path.join(CONFIGS, "sac_mujoco_sparse_config.gin")}']
-    args += [f'--gin_bindings={b}' for b in TINY + list(bindings)]
-    return subprocess.run(args, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return helpers.run_training(SCRIPT, root, SPARSE_CONFIG,
+                                TINY + list(bindings), timeout)
 
 
 def test_killed_run_resumes_with_same_step_masks_and_replay(tmp_path):
     root = tmp_path / 'run'
-    args = [sys.executable, SCRIPT, f'--root_dir={root}',
-            f'--gin_file={os.path.join(CONFIGS, "sac_mujoco_sparse_config.gin")}']
-    args += [f'--gin_bindings={b}' for b in TINY + [
+    args = helpers.training_command(SCRIPT, root, SPARSE_CONFIG, TINY + [
         'train_eval.num_iterations = 100000',
         'train_eval.checkpoint_interval = 100',
-        'train_eval.eval_interval = 100000']]
-    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    pointer = root / 'checkpoints' / 'latest'
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if pointer.exists() and pointer.read_text().strip() != 'ckpt-100':
-            break
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = latest_checkpoint(root)
+        'train_eval.eval_interval = 100000'])
+    killed_at = helpers.kill_after_checkpoints(args, root)
     step = int(killed_at.rsplit('-', 1)[1])
     assert step >= 200
     masks = checkpoint_masks(killed_at)

@@ -264,8 +264,9 @@ def train_eval(root_dir: str,
     recent_returns = collections.deque(state.pop('recent_returns'), maxlen=10)
     episode_returns = np.zeros(num_parallel_environments)
     train_utils.write_operative_config(root_dir)
-    progress = train_utils.Progress(num_iterations * batch_steps,
-                                    state['env_steps'])
+    progress = train_utils.Progress(
+        num_iterations * (collect_sequence_length + 1) *
+        num_parallel_environments, state['env_steps'])
     run_start = time.time() - state['wall_time']
     time_step = env.reset()
     with train_writer.as_default():
@@ -292,7 +293,9 @@ def train_eval(root_dir: str,
                 state['episodes'] += 1
                 episode_returns[index] = 0.0
             time_step = next_step
-        state['env_steps'] += batch_steps
+        # Every step taken counts, the bootstrap-only last one included.
+        state['env_steps'] += ((collect_sequence_length + 1) *
+                               num_parallel_environments)
         experience = tf.nest.map_structure(
             lambda *xs: tf.constant(np.stack(xs, axis=1)), *steps)
         transitions = prepare(experience)

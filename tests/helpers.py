@@ -1,0 +1,62 @@
+"""Helpers for end-to-end tests: read a run's results and checkpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import tensorflow as tf
+
+
+def results(root):
+    with open(os.path.join(root, 'results.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def checkpoint_masks(path):
+    reader = tf.train.load_checkpoint(os.path.join(path, 'tf'))
+    return {name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()
+            if '/mask/' in name}
+
+
+def latest_checkpoint(root):
+    directory = os.path.join(root, 'checkpoints')
+    with open(os.path.join(directory, 'latest')) as f:
+        return os.path.join(directory, f.read().strip())
+
+
+def kill_after_checkpoints(args, root, count: int = 2,
+                           timeout: float = 240) -> str:
+    """Starts a training command, SIGKILLs it once `count` checkpoints were
+    written, and returns the newest complete checkpoint's path."""
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    directory = os.path.join(root, 'checkpoints')
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if os.path.isdir(directory) and len(
+                    [n for n in os.listdir(directory)
+                     if n.startswith('ckpt-') and not n.endswith('.tmp')]) >= count:
+                break
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    return latest_checkpoint(root)
+
+
+def training_command(script: str, root, gin_file: str, bindings) -> list:
+    """The command line of a train script with a config and gin bindings."""
+    return ([sys.executable, script, f'--root_dir={root}',
+             f'--gin_file={gin_file}'] +
+            [f'--gin_bindings={binding}' for binding in bindings])
+
+
+def run_training(script: str, root, gin_file: str, bindings,
+                 timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(training_command(script, root, gin_file, bindings),
+                          capture_output=True, text=True, timeout=timeout)

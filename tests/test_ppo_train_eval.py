@@ -1,0 +1,131 @@
+"""PPO end to end on tiny networks: configs, sparsity, resume, clear errors."""
+
+import json
+import os
+
+import gin
+import numpy as np
+import pytest
+
+import rigl  # noqa: F401
+
+import helpers
+from helpers import checkpoint_masks, latest_checkpoint, results
+
+from rigl.rl.tfagents import ppo_train_eval
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'ppo_train_eval.py')
+CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+# 3 iterations of 2 envs x 64 steps = 128 transitions -> 4 minibatches of 32,
+# 2 epochs: 8 train steps per iteration, 24 in all.
+TINY = [
+    'train_eval.num_iterations = 3',
+    'train_eval.num_parallel_environments = 2',
+    'train_eval.collect_sequence_length = 64',
+    'train_eval.minibatch_size = 32',
+    'train_eval.num_epochs = 2',
+    'train_eval.actor_fc_layers = (16, 16)',
+    'train_eval.value_fc_layers = (16, 16)',
+    'train_eval.eval_interval = 1',
+    'train_eval.eval_episodes = 1',
+    'train_eval.checkpoint_interval = 1',
+    'train_eval.seed = 0',
+]
+PENDULUM = ["train_eval.env_name = 'Pendulum-v1'"]
+
+
+def run_config(root, config, extra=()):
+    gin.clear_config()
+    gin.parse_config_files_and_bindings(
+        [os.path.join(CONFIGS, config)], TINY + list(extra))
+    try:
+        return ppo_train_eval.train_eval(str(root))
+    finally:
+        gin.clear_config()
+
+
+def test_classic_control_dense(tmp_path):
+    metric = run_config(tmp_path, 'ppo_classic_control_config.gin')
+    rows = results(tmp_path)
+    assert [row['step'] for row in rows] == [8, 16, 24]
+    assert [row['env_steps'] for row in rows] == [130, 260, 390]  # 2 x 65
+    assert rows[-1]['networks']['actor']['sparsity'] == 0.0
+    assert metric['final_return'] == pytest.approx(rows[-1]['return_mean'])
+    assert os.path.isdir(tmp_path / 'policy')
+
+
+@pytest.mark.parametrize('config, extra', [
+    ('ppo_mujoco_sparse_config.gin', PENDULUM + [
+        "mask_updater.update_alg = 'rigl'", 'mask_updater.update_freq = 4']),
+    ('ppo_classic_control_config.gin', [
+        "train_eval.train_mode_actor = 'sparse'",
+        "train_eval.train_mode_value = 'sparse'",
+        'init_masks.sparsity = 0.8', "mask_updater.update_alg = 'set'",
+        'mask_updater.update_freq = 4']),
+])
+def test_sparse_configs_keep_sparsity(tmp_path, config, extra):
+    run_config(tmp_path, config, extra)
+    target = 0.8 if 'init_masks.sparsity = 0.8' in extra else 0.9
+    for row in results(tmp_path):
+        for name in ('actor', 'value'):
+            assert row['networks'][name]['sparsity'] == pytest.approx(
+                target, abs=0.01)
+    first = checkpoint_masks(
+        os.path.join(tmp_path, 'checkpoints', 'ckpt-16'))
+    last = checkpoint_masks(latest_checkpoint(tmp_path))
+    # The updater changed masks (steps 16 and 20) without changing counts.
+    assert any(not np.array_equal(first[k], last[k]) for k in first)
+    assert {k: int(v.sum()) for k, v in first.items()} == \
+        {k: int(v.sum()) for k, v in last.items()}
+
+
+def test_pruning_config_follows_schedule(tmp_path):
+    run_config(tmp_path, 'ppo_mujoco_pruning_config.gin', PENDULUM + [
+        'wrap_all_layers.begin_step = 0', 'wrap_all_layers.end_step = 16',
+        'wrap_all_layers.frequency = 8'])
+    sparsities = [row['networks']['actor']['sparsity']
+                  for row in results(tmp_path)]
+    # After 8 steps (0..7) the prune at 0 set 0; after 16 the prune at 8
+    # set 0.9 * (1 - 0.5^3) = 0.7875; after 24 the prune at 16 set 0.9.
+    assert sparsities == pytest.approx([0.0, 0.7875, 0.9], abs=0.01)
+
+
+def test_killed_run_resumes(tmp_path):
+    root = tmp_path / 'run'
+    config = os.path.join(CONFIGS, 'ppo_mujoco_sparse_config.gin')
+    args = helpers.training_command(SCRIPT, root, config, PENDULUM + TINY + [
+        'train_eval.num_iterations = 100000',
+        'train_eval.eval_interval = 100000'])
+    killed_at = helpers.kill_after_checkpoints(args, root)
+    step = int(killed_at.rsplit('-', 1)[1])
+    with open(os.path.join(killed_at, 'state.json')) as f:
+        iteration = json.load(f)['iteration']
+    assert step == 8 * iteration and iteration >= 2
+    masks = checkpoint_masks(killed_at)
+    completed = helpers.run_training(
+        SCRIPT, root, config, PENDULUM + TINY + [
+            f'train_eval.num_iterations = {iteration + 1}'])
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert (f'Resumed from {killed_at} at iteration {iteration} '
+            f'(train step {step}).') in completed.stdout
+    final = latest_checkpoint(root)
+    assert final.endswith(f'ckpt-{step + 8}')
+    for name, mask in checkpoint_masks(final).items():  # static masks
+        np.testing.assert_array_equal(mask, masks[name])
+
+
+@pytest.mark.parametrize('binding, message', [
+    ('train_eval.minibatch_size = 1000',
+     'minibatch_size 1000 exceeds the 128 steps collected per iteration'),
+    ("train_eval.env_name = 'CartPol-v1'", "'CartPol-v1'"),
+    ('train_eval.num_epochs = 0',
+     'num_epochs must be a positive integer, got 0'),
+])
+def test_bad_input_fails_clearly(tmp_path, binding, message):
+    completed = helpers.run_training(
+        SCRIPT, tmp_path, os.path.join(CONFIGS,
+                                       'ppo_classic_control_config.gin'),
+        TINY + [binding], timeout=120)
+    assert completed.returncode == 2
+    assert message in completed.stderr
