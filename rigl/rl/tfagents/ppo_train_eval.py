@@ -28,7 +28,6 @@ from absl import app  # noqa: E402
 import gin  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from tf_agents.environments import batched_py_environment  # noqa: E402
 from tf_agents.specs import tensor_spec  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 from tf_agents.trajectories import trajectory  # noqa: E402
@@ -186,11 +185,14 @@ def train_eval(root_dir: str,
     env_list = [envs.create_environment(
         env_name=env_name, seed=None if seed is None else seed + index)
         for index in range(num_parallel_environments)]
-    env = batched_py_environment.BatchedPyEnvironment(env_list,
-                                                      multithreading=False)
     eval_env = envs.create_environment(
         env_name=env_name, seed=None if seed is None else seed + 10_000,
         feature_layout_from=env_list[0])
+
+    def stacked(time_steps):
+        # TF-Agents' BatchedPyEnvironment does the same generically, at
+        # ~0.2 ms per step more than MuJoCo's own step.
+        return ts.TimeStep(*(np.stack(field) for field in zip(*time_steps)))
     observation_spec = tensor_spec.from_spec(env_list[0].observation_spec())
     action_spec = tensor_spec.from_spec(env_list[0].action_spec())
 
@@ -268,7 +270,7 @@ def train_eval(root_dir: str,
         num_iterations * (collect_sequence_length + 1) *
         num_parallel_environments, state['env_steps'])
     run_start = time.time() - state['wall_time']
-    time_step = env.reset()
+    time_step = stacked([e.reset() for e in env_list])
     with train_writer.as_default():
         train_utils.write_sparsity_summaries(named_networks,
                                              int(train_step.numpy()),
@@ -277,11 +279,14 @@ def train_eval(root_dir: str,
     while state['iteration'] < num_iterations:
         steps = []
         for _ in range(collect_sequence_length + 1):
-            action_step = collect_action(time_step)
-            next_step = env.step(action_step.action.numpy())
+            # Tensors in: numpy arguments cost ~1 ms more per tf.function call.
+            action_step = collect_action(
+                tf.nest.map_structure(tf.convert_to_tensor, time_step))
+            actions = action_step.action.numpy()
+            next_step = stacked([e.step(a) for e, a in zip(env_list, actions)])
             steps.append(trajectory.Trajectory(
                 step_type=time_step.step_type, observation=time_step.observation,
-                action=action_step.action.numpy(),
+                action=actions,
                 policy_info=tf.nest.map_structure(lambda t: t.numpy(),
                                                   action_step.info),
                 next_step_type=next_step.step_type, reward=next_step.reward,
