@@ -60,3 +60,13 @@ def run_training(script: str, root, gin_file: str, bindings,
                  timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(training_command(script, root, gin_file, bindings),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def summary_tags(directory) -> set:
+    """Every scalar tag in the TensorBoard event files under `directory`."""
+    tags = set()
+    for name in os.listdir(directory):
+        for event in tf.compat.v1.train.summary_iterator(
+                os.path.join(directory, name)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags

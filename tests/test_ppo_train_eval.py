@@ -3,7 +3,6 @@
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 
@@ -11,8 +10,6 @@ import rigl  # noqa: F401
 
 import helpers
 from helpers import checkpoint_masks, latest_checkpoint, results
-
-from rigl.rl.tfagents import ppo_train_eval
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'ppo_train_eval.py')
@@ -36,13 +33,14 @@ PENDULUM = ["train_eval.env_name = 'Pendulum-v1'"]
 
 
 def run_config(root, config, extra=()):
-    gin.clear_config()
-    gin.parse_config_files_and_bindings(
-        [os.path.join(CONFIGS, config)], TINY + list(extra))
-    try:
-        return ppo_train_eval.train_eval(str(root))
-    finally:
-        gin.clear_config()
+    """Runs the script on a config (a subprocess: the SAC and PPO scripts
+    both register gin's `train_eval`, so one process holds one of them)."""
+    completed = helpers.run_training(SCRIPT, root,
+                                     os.path.join(CONFIGS, config),
+                                     TINY + list(extra))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with open(os.path.join(root, 'final_metric.json')) as f:
+        return json.load(f)
 
 
 def test_classic_control_dense(tmp_path):
@@ -53,6 +51,10 @@ def test_classic_control_dense(tmp_path):
     assert rows[-1]['networks']['actor']['sparsity'] == 0.0
     assert metric['final_return'] == pytest.approx(rows[-1]['return_mean'])
     assert os.path.isdir(tmp_path / 'policy')
+    assert {'loss/total', 'loss/policy_gradient_loss',
+            'loss/value_estimation_loss', 'steps_per_second',
+            'train/episode_return', 'train/episode_length',
+            'sparsity/value/total'} <= helpers.summary_tags(tmp_path / 'train')
 
 
 @pytest.mark.parametrize('config, extra', [

@@ -3,7 +3,6 @@
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 
@@ -11,8 +10,6 @@ import rigl  # noqa: F401
 
 import helpers
 from helpers import checkpoint_masks, latest_checkpoint, results
-
-from rigl.rl.tfagents import sac_train_eval
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'sac_train_eval.py')
@@ -33,17 +30,19 @@ TINY = [
 
 
 def run_config(root, config, extra=()):
-    gin.clear_config()
-    gin.parse_config_files_and_bindings(
-        [os.path.join(CONFIGS, config)], TINY + list(extra))
-    try:
-        return sac_train_eval.train_eval(str(root))
-    finally:
-        gin.clear_config()
+    """Runs the script on a config (a subprocess: the SAC and PPO scripts
+    both register gin's `train_eval`, so one process holds one of them)."""
+    completed = helpers.run_training(SCRIPT, root,
+                                     os.path.join(CONFIGS, config),
+                                     TINY + list(extra))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with open(os.path.join(root, 'final_metric.json')) as f:
+        return json.load(f)
 
 
 def test_dense_config(tmp_path):
-    metric = run_config(tmp_path, 'sac_mujoco_dense_config.gin')
+    metric = run_config(tmp_path, 'sac_mujoco_dense_config.gin',
+                        ['train_eval.summary_interval = 50'])
     rows = results(tmp_path)
     assert [row['step'] for row in rows] == [150, 300]
     assert rows[-1]['networks']['actor']['sparsity'] == 0.0
@@ -52,6 +51,16 @@ def test_dense_config(tmp_path):
     for name in ('operative_config.gin', 'final_metric.json', 'policy',
                  'train', 'eval'):
         assert os.path.exists(tmp_path / name), name
+    train_tags = helpers.summary_tags(tmp_path / 'train')
+    assert {'loss/total', 'loss/critic_loss', 'loss/actor_loss',
+            'loss/alpha_loss', 'alpha', 'drop_fraction/actor',
+            'steps_per_second', 'cumulative_train_flops',
+            'train/episode_return', 'train/episode_length',
+            'sparsity/actor/layer_0', 'sparsity/critic_1/total',
+            'sparsity/actor/active_parameters',
+            'sparsity/actor/inference_flops'} <= train_tags
+    assert {'eval/return_mean', 'eval/episode_length'} <= \
+        helpers.summary_tags(tmp_path / 'eval')
     assert 'train_eval.batch_size = 32' in (
         tmp_path / 'operative_config.gin').read_text()
 

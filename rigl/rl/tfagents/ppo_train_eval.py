@@ -247,7 +247,7 @@ def train_eval(root_dir: str,
     def train_minibatch(transitions, indices):
         batch = tf.nest.map_structure(lambda t: tf.gather(t, indices),
                                       transitions)
-        return agent.train(batch).loss
+        return agent.train(batch)
 
     @tf.function(autograph=False)
     def update_normalizers(experience):
@@ -265,6 +265,7 @@ def train_eval(root_dir: str,
                            minibatches * minibatch_size * 3 * network_flops)
     recent_returns = collections.deque(state.pop('recent_returns'), maxlen=10)
     episode_returns = np.zeros(num_parallel_environments)
+    episode_lengths = np.zeros(num_parallel_environments, np.int64)
     train_utils.write_operative_config(root_dir)
     progress = train_utils.Progress(
         num_iterations * (collect_sequence_length + 1) *
@@ -291,12 +292,18 @@ def train_eval(root_dir: str,
                                                   action_step.info),
                 next_step_type=next_step.step_type, reward=next_step.reward,
                 discount=next_step.discount))
-            episode_returns += np.where(time_step.is_last(), 0.0,
-                                        next_step.reward)
+            # The step after LAST only resets: it adds no reward or length.
+            in_episode = ~time_step.is_last()
+            episode_returns += np.where(in_episode, next_step.reward, 0.0)
+            episode_lengths += in_episode
             for index in np.flatnonzero(next_step.is_last()):
                 recent_returns.append(float(episode_returns[index]))
                 state['episodes'] += 1
-                episode_returns[index] = 0.0
+                with train_writer.as_default():
+                    train_utils.write_episode(int(train_step.numpy()),
+                                              episode_returns[index],
+                                              int(episode_lengths[index]))
+                episode_returns[index] = episode_lengths[index] = 0
             time_step = next_step
         # Every step taken counts, the bootstrap-only last one included.
         state['env_steps'] += ((collect_sequence_length + 1) *
@@ -307,18 +314,16 @@ def train_eval(root_dir: str,
         for _ in range(num_epochs):
             order = rng.permutation(batch_steps)
             for start in range(0, minibatches * minibatch_size, minibatch_size):
-                loss = train_minibatch(
+                loss_info = train_minibatch(
                     transitions, order[start:start + minibatch_size])
         update_normalizers(experience)
         state['iteration'] += 1
         state['train_flops'] += flops_per_iteration
         iteration, step = state['iteration'], int(train_step.numpy())
         with train_writer.as_default(step=step):
-            tf.summary.scalar('loss', loss)
+            train_utils.write_losses(loss_info)
             tf.summary.scalar('drop_fraction', updater.last_drop_fraction)
             tf.summary.scalar('cumulative_train_flops', state['train_flops'])
-            if recent_returns:
-                tf.summary.scalar('train/episode_return', recent_returns[-1])
         if iteration % log_interval == 0:
             line = progress.line(state['env_steps'], list(recent_returns),
                                  extra=f'iter {iteration}/{num_iterations} | ')

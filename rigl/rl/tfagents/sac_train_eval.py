@@ -264,7 +264,7 @@ def train_eval(root_dir: str,
         # (from the parameters before this step) and one train step.
         action = agent.collect_policy.action(
             ts.restart(observation, batch_size=1)).action[0]
-        return action, agent.train(transition_batch(batch)).loss
+        return action, agent.train(transition_batch(batch))
 
     act_and_train = tf.function(act_and_train, autograph=False)
     noise_mask = envs.noise_feature_mask(env)
@@ -280,21 +280,23 @@ def train_eval(root_dir: str,
     action_high = action_spec.maximum * np.ones(action_spec.shape, np.float32)
     recent_returns = collections.deque(state.pop('recent_returns'), maxlen=10)
     time_step = env.reset()
-    episode_return = 0.0
+    episode_return, episode_length = 0.0, 0
 
     def env_step(action):
-        nonlocal time_step, episode_return
+        nonlocal time_step, episode_return, episode_length
         next_step = env.step(action)
         replay.add(time_step.observation, action, next_step.reward,
                    next_step.discount, next_step.observation)
         episode_return += float(next_step.reward)
+        episode_length += 1
         state['env_steps'] += 1
         if next_step.is_last():
             recent_returns.append(episode_return)
             state['episodes'] += 1
-            with train_writer.as_default(step=int(train_step.numpy())):
-                tf.summary.scalar('train/episode_return', episode_return)
-            episode_return = 0.0
+            with train_writer.as_default():
+                train_utils.write_episode(int(train_step.numpy()),
+                                          episode_return, episode_length)
+            episode_return, episode_length = 0.0, 0
             next_step = env.reset()
         time_step = next_step
 
@@ -321,7 +323,7 @@ def train_eval(root_dir: str,
         state['train_flops'] += flops_per_step
         if step % summary_interval == 0:
             with train_writer.as_default(step=step):
-                tf.summary.scalar('loss', loss_info)
+                train_utils.write_losses(loss_info)
                 for name, updater in updaters.items():
                     tf.summary.scalar(f'drop_fraction/{name}',
                                       updater.last_drop_fraction)

@@ -233,6 +233,22 @@ def evaluate(env, action_fn: Callable, num_episodes: int) -> Dict:
             'episode_length': float(np.mean(lengths))}
 
 
+def write_losses(loss_info) -> None:
+    """'loss/total' and every scalar of the agent's LossInfo.extra."""
+    tf.summary.scalar('loss/total', loss_info.loss)
+    extra = loss_info.extra
+    for name in getattr(extra, '_fields', ()):
+        value = getattr(extra, name)
+        if isinstance(value, tf.Tensor) and value.shape.rank == 0:
+            tf.summary.scalar(f'loss/{name}', value)
+
+
+def write_episode(step: int, episode_return: float, length: int) -> None:
+    """Training episode summaries (inside a writer's default scope)."""
+    tf.summary.scalar('train/episode_return', episode_return, step=step)
+    tf.summary.scalar('train/episode_length', length, step=step)
+
+
 def record_evaluation(writer, results: 'Results', step: int, env_steps: int,
                       metrics: Dict, named_networks: Dict, noise_mask,
                       train_flops: float, wall_time: float) -> Dict:
