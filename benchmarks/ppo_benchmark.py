@@ -96,8 +96,8 @@ def main():
         rows['train steps/s (alone)'].append(rate)
         rows['train share of loop time'].append(
             args.iterations * TRAIN_STEPS_PER_ITERATION / rate / seconds)
-    for name, (dense, rigl) in rows.items():
-        print(f'{name:32s}{dense:10.2f}{rigl:10.2f}')
+    for name, (dense, sparse) in rows.items():
+        print(f"{name:32s}{dense:10.2f}{sparse:10.2f}")
 
 
 if __name__ == '__main__':

@@ -12,6 +12,8 @@ Prints, from one process:
 """
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -91,14 +93,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--train_steps', type=int, default=1500)
     parser.add_argument('--loop_steps', type=int, default=2000)
+    parser.add_argument('--repeats', type=int, default=3,
+                        help='interleaved repeats; medians are reported')
     args = parser.parse_args()
-    import contextlib
-    import io
-    rates = {}
-    for name, sparse in (('dense', False), ('rigl90', True)):
-        rates[f'bare_{name}'] = bare_train_rate(sparse, args.train_steps)
-        with contextlib.redirect_stdout(io.StringIO()):
-            rates[f'loop_{name}'] = loop_rate(sparse, args.loop_steps)
+    samples = {key: [] for key in ('bare_dense', 'bare_rigl90', 'loop_dense',
+                                   'loop_rigl90')}
+    for _ in range(args.repeats):  # interleaved, so drift hits all alike
+        for name, sparse in (('dense', False), ('rigl90', True)):
+            samples[f'bare_{name}'].append(
+                bare_train_rate(sparse, args.train_steps))
+            with contextlib.redirect_stdout(io.StringIO()):
+                samples[f'loop_{name}'].append(
+                    loop_rate(sparse, args.loop_steps))
+    rates = {key: float(np.median(values)) for key, values in samples.items()}
+    print(f'medians of {args.repeats} interleaved repeats')
     print(f'{"":24s}{"dense":>10s}{"rigl 90%":>10s}')
     print(f'{"bare train steps/s":24s}{rates["bare_dense"]:10.1f}'
           f'{rates["bare_rigl90"]:10.1f}')
@@ -110,6 +118,8 @@ def main():
         print(f'loop/bare time ratio ({name}): '
               f'{rates[f"bare_{name}"] / rates[f"loop_{name}"]:.3f} '
               '(target <= 1.10)')
+    print('per-repeat samples:', {k: [round(v, 1) for v in vs]
+                                  for k, vs in samples.items()})
 
 
 if __name__ == '__main__':
