@@ -8,8 +8,10 @@ with tau = 1, but blends kernels, so newly masked target weights would only
 decay towards 0).
 """
 
+import logging
 from typing import Optional
 
+from absl import logging as absl_logging
 import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.agents.sac import sac_agent
@@ -66,6 +68,18 @@ class SparseSacAgent(sac_agent.SacAgent):
                     lambda: sparse_layers.apply_masks(self.target_networks),
                     tf.no_op)
         return loss_info
+
+
+class _WrappedOptimizerWarningFilter(logging.Filter):
+    """Drops PPOAgent's warning about a non-Keras optimizer: MaskedOptimizer
+    wraps a Keras optimizer and exposes the learning rate PPO summarises."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(
+            'Only tf.keras.optimizers.Optimiers are well supported')
+
+
+absl_logging.get_absl_logger().addFilter(_WrappedOptimizerWarningFilter())
 
 
 class SparsePPOAgent(ppo_clip_agent.PPOClipAgent):
