@@ -26,12 +26,5 @@ for part in $PARTS; do
     *) echo "unknown part $part (allowed: cartpole dense rigl90)" >&2; exit 2 ;;
   esac
   echo "== $part"
-  python - "$OUT/$part" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1] + '/results.jsonl')]
-for r in rows:
-    print(f"env steps {r['env_steps']:>8}  return {r['return_mean']:8.1f} ± {r['return_std']:6.1f}"
-          f"  actor sparsity {r['networks']['actor']['sparsity']:.3f}")
-print(open(sys.argv[1] + '/final_metric.json').read())
-PY
+  python experiments/print_results.py "$OUT/$part"
 done

@@ -18,12 +18,5 @@ python rigl/rl/tfagents/sac_train_eval.py --root_dir="$OUT/rigl90" \
   --gin_bindings="mask_updater.last_update_step=$((STEPS * 8 / 10))" "${COMMON[@]}"
 for run in dense rigl90; do
   echo "== $run"
-  python - "$OUT/$run" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1] + '/results.jsonl')]
-for r in rows:
-    print(f"step {r['step']:>7}  return {r['return_mean']:8.1f} ± {r['return_std']:6.1f}"
-          f"  actor sparsity {r['networks']['actor']['sparsity']:.3f}")
-print(open(sys.argv[1] + '/final_metric.json').read())
-PY
+  python experiments/print_results.py "$OUT/$run"
 done

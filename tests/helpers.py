@@ -70,3 +70,13 @@ def summary_tags(directory) -> set:
                 os.path.join(directory, name)):
             tags.update(value.tag for value in event.summary.value)
     return tags
+
+
+def run_config(script: str, root, gin_file: str, bindings) -> dict:
+    """Runs a train script to completion (a subprocess: the SAC and PPO
+    scripts both register gin's `train_eval`, so one process holds one of
+    them) and returns its final metric."""
+    completed = run_training(script, root, gin_file, bindings)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with open(os.path.join(root, 'final_metric.json')) as f:
+        return json.load(f)

@@ -30,14 +30,8 @@ TINY = [
 
 
 def run_config(root, config, extra=()):
-    """Runs the script on a config (a subprocess: the SAC and PPO scripts
-    both register gin's `train_eval`, so one process holds one of them)."""
-    completed = helpers.run_training(SCRIPT, root,
-                                     os.path.join(CONFIGS, config),
-                                     TINY + list(extra))
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    with open(os.path.join(root, 'final_metric.json')) as f:
-        return json.load(f)
+    return helpers.run_config(SCRIPT, root, os.path.join(CONFIGS, config),
+                              TINY + list(extra))
 
 
 def test_dense_config(tmp_path):

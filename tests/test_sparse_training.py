@@ -48,12 +48,12 @@ def sparse_mlp(units=(16, 16, 3), input_size=6, sparsity=0.75, seed=0,
     return model
 
 
-def make_trainer(model, updater, optimizer=None, input_size=6):
+def make_trainer(model, updater, optimizer=None, input_shape=(6,)):
     """A graph-mode regression train step through a MaskedOptimizer."""
     step = tf.Variable(0, dtype=tf.int64)
     optimizer = optimizer or tf.keras.optimizers.Adam(1e-2)
     masked = mask_updaters.MaskedOptimizer(optimizer, [model], step, updater)
-    inputs = tf.random.stateless_normal([32, input_size], [1, 2])
+    inputs = tf.random.stateless_normal([32, *input_shape], [1, 2])
     targets = tf.random.stateless_normal([32, model.layers[-1].layer.units
                                           if hasattr(model.layers[-1], 'layer')
                                           else model.layers[-1].units], [3, 4])
@@ -408,22 +408,11 @@ def test_conv_chain_wrapping_masks_and_rigl():
                              seed=0)
     # uniform 0.75: floor(0.75 * 72) = 54 and floor(0.75 * 1152) = 864 zeros.
     assert [int((m == 0).sum()) for m in masks_of(model)] == [54, 864]
-    step = tf.Variable(0, dtype=tf.int64)
-    masked = mask_updaters.MaskedOptimizer(
-        tf.keras.optimizers.Adam(1e-2), [model], step,
-        mask_updaters.mask_updater('rigl', update_freq=2,
-                                   init_drop_fraction=0.5,
-                                   schedule_alg='constant'))
-    inputs = tf.random.stateless_normal([16, 6, 6, 2], [5, 6])
-    targets = tf.random.stateless_normal([16, 2], [7, 8])
-
-    @tf.function
-    def train_step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean((model(inputs) - targets) ** 2)
-        grads = tape.gradient(loss, model.trainable_variables)
-        masked.apply_gradients(zip(grads, model.trainable_variables))
-        step.assign_add(1)
+    train_step, _, _ = make_trainer(
+        model, mask_updaters.mask_updater('rigl', update_freq=2,
+                                          init_drop_fraction=0.5,
+                                          schedule_alg='constant'),
+        input_shape=(6, 6, 2))
 
     initial = masks_of(model)
     for _ in range(5):

@@ -159,17 +159,12 @@ def train_eval(root_dir: str,
     Returns:
         The final metric.
     """
-    for name, value in (('num_parallel_environments', num_parallel_environments),
-                        ('collect_sequence_length', collect_sequence_length),
-                        ('minibatch_size', minibatch_size),
-                        ('num_epochs', num_epochs),
-                        ('eval_interval', eval_interval),
-                        ('eval_episodes', eval_episodes),
-                        ('checkpoint_interval', checkpoint_interval),
-                        ('log_interval', log_interval)):
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f'train_eval.{name} must be a positive integer, '
-                             f'got {value!r}.')
+    train_utils.check_positive_ints(
+        num_parallel_environments=num_parallel_environments,
+        collect_sequence_length=collect_sequence_length,
+        minibatch_size=minibatch_size, num_epochs=num_epochs,
+        eval_interval=eval_interval, eval_episodes=eval_episodes,
+        checkpoint_interval=checkpoint_interval, log_interval=log_interval)
     batch_steps = collect_sequence_length * num_parallel_environments
     if minibatch_size > batch_steps:
         raise ValueError(
@@ -219,20 +214,12 @@ def train_eval(root_dir: str,
     results = train_utils.Results(root_dir)
     state = {'iteration': 0, 'env_steps': 0, 'episodes': 0, 'wall_time': 0.0,
              'train_flops': 0.0, 'recent_returns': []}
-    latest = checkpointer.latest()
-    if latest:
-        state = checkpointer.restore(latest)
-        rng.bit_generator.state = state.pop('rng')
-        results.truncate_after(int(train_step.numpy()))
-        train_utils.log(f'Resumed from {latest} at iteration '
-                        f'{state["iteration"]} (train step '
-                        f'{int(train_step.numpy())}).')
+    state = train_utils.resume(checkpointer, results, rng, train_step, state)
 
     collect_policy = agent.collect_policy
     collect_action = tf.function(
         lambda time_step: collect_policy.action(time_step), autograph=False)
-    greedy_action = tf.function(lambda obs: agent.policy.action(
-        ts.restart(obs, batch_size=1)).action[0], autograph=False)
+    greedy_action = train_utils.single_action_fn(agent.policy)
 
     @tf.function(autograph=False)
     def prepare(experience):
@@ -333,8 +320,7 @@ def train_eval(root_dir: str,
             train_utils.log(line)
         if iteration % eval_interval == 0 or iteration == num_iterations:
             metrics = train_utils.evaluate(
-                eval_env, lambda o: greedy_action(o[None]).numpy(),
-                eval_episodes)
+                eval_env, greedy_action, eval_episodes)
             state['wall_time'] = time.time() - run_start
             train_utils.record_evaluation(
                 eval_writer, results, step, state['env_steps'], metrics,

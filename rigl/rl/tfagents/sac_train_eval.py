@@ -190,16 +190,11 @@ def train_eval(root_dir: str,
     Returns:
         The final metric.
     """
-    for name, value in (('num_iterations', num_iterations),
-                        ('batch_size', batch_size),
-                        ('eval_interval', eval_interval),
-                        ('eval_episodes', eval_episodes),
-                        ('checkpoint_interval', checkpoint_interval),
-                        ('summary_interval', summary_interval),
-                        ('log_interval', log_interval)):
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f'train_eval.{name} must be a positive integer, '
-                             f'got {value!r}.')
+    train_utils.check_positive_ints(
+        num_iterations=num_iterations, batch_size=batch_size,
+        eval_interval=eval_interval, eval_episodes=eval_episodes,
+        checkpoint_interval=checkpoint_interval,
+        summary_interval=summary_interval, log_interval=log_interval)
     if initial_collect_steps < 0:
         raise ValueError('train_eval.initial_collect_steps must be >= 0, got '
                          f'{initial_collect_steps!r}.')
@@ -245,18 +240,12 @@ def train_eval(root_dir: str,
     results = train_utils.Results(root_dir)
     state = {'env_steps': 0, 'episodes': 0, 'wall_time': 0.0,
              'train_flops': 0.0, 'recent_returns': []}
-    latest = checkpointer.latest()
-    if latest:
-        state = checkpointer.restore(latest, replay)
-        rng.bit_generator.state = state.pop('rng')
-        results.truncate_after(int(train_step.numpy()))
-        train_utils.log(f'Resumed from {latest} at train step '
-                        f'{int(train_step.numpy())}.')
+    state = train_utils.resume(checkpointer, results, rng, train_step, state,
+                               replay)
 
     # SAC's agent.policy samples; evaluation and the saved policy use the mode.
     eval_policy = greedy_policy.GreedyPolicy(agent.policy)
-    greedy_action = tf.function(lambda obs: eval_policy.action(
-        ts.restart(obs, batch_size=1)).action[0], autograph=False)
+    greedy_action = train_utils.single_action_fn(eval_policy)
 
 
     def act_and_train(observation, batch):
@@ -337,8 +326,7 @@ def train_eval(root_dir: str,
             train_utils.log(progress.line(step, list(recent_returns)))
         if step % eval_interval == 0 or step == num_iterations:
             metrics = train_utils.evaluate(
-                eval_env, lambda o: greedy_action(o[None]).numpy(),
-                eval_episodes)
+                eval_env, greedy_action, eval_episodes)
             state['wall_time'] = time.time() - run_start
             train_utils.record_evaluation(
                 eval_writer, results, step, state['env_steps'], metrics,

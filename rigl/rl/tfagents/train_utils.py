@@ -24,6 +24,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 from tf_agents.policies import policy_saver
+from tf_agents.trajectories import time_step as ts
 
 from rigl.rl.tfagents import sparse_layers
 
@@ -231,6 +232,40 @@ def evaluate(env, action_fn: Callable, num_episodes: int) -> Dict:
     return {'return_mean': float(np.mean(returns)),
             'return_std': float(np.std(returns)),
             'episode_length': float(np.mean(lengths))}
+
+
+def check_positive_ints(**values) -> None:
+    """Raises naming the first `train_eval` argument that is not an int > 0."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f'train_eval.{name} must be a positive integer, '
+                             f'got {value!r}.')
+
+
+def resume(checkpointer: 'Checkpointer', results: 'Results',
+           rng: np.random.Generator, train_step: tf.Variable, state: Dict,
+           replay: Optional['ReplayBuffer'] = None) -> Dict:
+    """Restores the newest checkpoint, if any, into the TF objects, `replay`
+    and `rng`; drops results rows past it; returns the run state to go on
+    with (`state` itself when starting fresh)."""
+    latest = checkpointer.latest()
+    if not latest:
+        return state
+    state = checkpointer.restore(latest, replay)
+    rng.bit_generator.state = state.pop('rng')
+    step = int(train_step.numpy())
+    results.truncate_after(step)
+    where = (f'iteration {state["iteration"]} (train step {step})'
+             if 'iteration' in state else f'train step {step}')
+    log(f'Resumed from {latest} at {where}.')
+    return state
+
+
+def single_action_fn(policy) -> Callable[[np.ndarray], np.ndarray]:
+    """A compiled observation -> action function for evaluation."""
+    action = tf.function(lambda observation: policy.action(
+        ts.restart(observation, batch_size=1)).action[0], autograph=False)
+    return lambda observation: action(observation[None]).numpy()
 
 
 def write_losses(loss_info) -> None:
