@@ -239,7 +239,8 @@ def train_eval(root_dir: str,
                                             train_step=train_step)
     results = train_utils.Results(root_dir)
     state = {'env_steps': 0, 'episodes': 0, 'wall_time': 0.0,
-             'train_flops': 0.0, 'recent_returns': []}
+             'train_flops': 0.0, 'recent_returns': [], 'loop_seconds': 0.0,
+             'train_call_seconds': 0.0}
     state = train_utils.resume(checkpointer, results, rng, train_step, state,
                                replay)
 
@@ -305,8 +306,11 @@ def train_eval(root_dir: str,
     with train_writer.as_default():
         train_utils.write_sparsity_summaries(named_networks, step, noise_mask)
     while step < num_iterations:
-        action, loss_info = act_and_train(time_step.observation[None],
-                                          replay.sample(batch_size, rng))
+        started = time.perf_counter()
+        batch = replay.sample(batch_size, rng)
+        call_started = time.perf_counter()
+        action, loss_info = act_and_train(time_step.observation[None], batch)
+        state['train_call_seconds'] += time.perf_counter() - call_started
         env_step(action.numpy())
         step += 1
         state['train_flops'] += flops_per_step
@@ -322,6 +326,9 @@ def train_eval(root_dir: str,
                 if progress.steps_per_second:
                     tf.summary.scalar('steps_per_second',
                                       progress.steps_per_second)
+        # Per-step loop time (evaluation and checkpoints excluded): with
+        # train_call_seconds it tells what the loop costs beyond training.
+        state['loop_seconds'] += time.perf_counter() - started
         if step % log_interval == 0:
             train_utils.log(progress.line(step, list(recent_returns)))
         if step % eval_interval == 0 or step == num_iterations:
@@ -331,7 +338,8 @@ def train_eval(root_dir: str,
             train_utils.record_evaluation(
                 eval_writer, results, step, state['env_steps'], metrics,
                 named_networks, noise_mask, state['train_flops'],
-                state['wall_time'])
+                state['wall_time'], loop_seconds=state['loop_seconds'],
+                train_call_seconds=state['train_call_seconds'])
             flops_per_step = training_flops_per_step(agent, batch_size)
         if policy_save_interval and step % policy_save_interval == 0:
             policy_saver.PolicySaver(eval_policy, batch_size=None).save(

@@ -286,9 +286,9 @@ def write_episode(step: int, episode_return: float, length: int) -> None:
 
 def record_evaluation(writer, results: 'Results', step: int, env_steps: int,
                       metrics: Dict, named_networks: Dict, noise_mask,
-                      train_flops: float, wall_time: float) -> Dict:
-    """Eval summaries, a results.jsonl row and a console line; returns the
-    per-network totals."""
+                      train_flops: float, wall_time: float, **extra) -> Dict:
+    """Eval summaries, a results.jsonl row (plus any `extra` fields) and a
+    console line; returns the per-network totals."""
     with writer.as_default(step=step):
         for key, value in metrics.items():
             tf.summary.scalar(f'eval/{key}', value)
@@ -297,7 +297,8 @@ def record_evaluation(writer, results: 'Results', step: int, env_steps: int,
     results.append(dict(step=step, env_steps=env_steps, **metrics,
                         networks=totals,
                         inference_flops=totals[first]['flops'],
-                        train_flops=train_flops, wall_time=wall_time))
+                        train_flops=train_flops, wall_time=wall_time,
+                        **extra))
     sparsities = ' '.join(f'{name} {values["sparsity"]:.3f}'
                           for name, values in totals.items())
     log(f'eval at step {step:,}: return {metrics["return_mean"]:.1f} ± '
