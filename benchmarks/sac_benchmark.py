@@ -1,11 +1,12 @@
 """SAC throughput: bare train step and full loop, dense vs RigL-90% ERK.
 
-  python benchmarks/sac_benchmark.py [--train_steps 1500] [--loop_steps 2000]
+  python benchmarks/sac_benchmark.py [--train_steps 2000] [--loop_steps 2000] [--repeats 3]
 
 Prints, from one process:
   * bare `agent.train` steps/s (batch 256, 256x256 actor and two critics,
     HalfCheetah-v5 shapes) dense and RigL at 90% ERK with mask updates every
-    1000 steps, and the sparse/dense time ratio (target <= 1.10);
+    1000 steps, timed in alternating blocks in one process, and the
+    sparse/dense time ratio (target <= 1.10);
   * full sac_train_eval loop env steps/s (collect one step, train one step) on
     HalfCheetah-v5 between two results rows of one run (tracing, evaluation
     and checkpoints excluded), and the loop/bare time ratio two ways: across
@@ -47,8 +48,9 @@ SPARSE_AGENT = dict(train_mode_actor='sparse', train_mode_value='sparse',
                     sparse_output_layer=True)
 
 
-def bare_train_rate(sparse: bool, steps: int) -> float:
-    """agent.train steps/s on replay samples of random HalfCheetah data."""
+def make_bare_train(sparse: bool):
+    """A compiled `agent.train` on replay samples of random HalfCheetah data,
+    ready to time (traced, and past its first mask update when sparse)."""
     gin.clear_config()
     gin.parse_config(SPARSE_BINDINGS if sparse else [])
     env = envs.create_environment('HalfCheetah-v5', seed=0)
@@ -63,16 +65,31 @@ def bare_train_rate(sparse: bool, steps: int) -> float:
     for _ in range(10000):
         replay.add(rng.normal(size=obs_spec.shape), rng.uniform(-1, 1, 6),
                    rng.normal(), 1.0, rng.normal(size=obs_spec.shape))
-    batches = [replay.sample(256, rng) for _ in range(20)]
+    batches = [tf.nest.map_structure(tf.constant, replay.sample(256, rng))
+               for _ in range(20)]
     train = tf.function(
         lambda b: agent.train(sac_train_eval.transition_batch(b)).loss,
         autograph=False)
     for batch in batches[:5]:
         train(batch)
-    start = time.perf_counter()
-    for i in range(steps):  # crosses update steps 1000 (and 2000, ...)
-        train(batches[i % len(batches)])
-    return steps / (time.perf_counter() - start)
+    return train, batches
+
+
+def bare_train_rates(steps: int, blocks: int) -> dict:
+    """Train steps/s of dense and RigL-90%, built first and then timed in
+    alternating blocks so machine drift hits both alike (medians). Blocks
+    run through step 1000, so the RigL time includes one mask update."""
+    trainers = {'dense': make_bare_train(False),
+                'rigl90': make_bare_train(True)}
+    rates = {name: [] for name in trainers}
+    per_block = max(1, steps // blocks)
+    for block in range(blocks):
+        for name, (train, batches) in trainers.items():
+            start = time.perf_counter()
+            for i in range(per_block):
+                train(batches[(block * per_block + i) % len(batches)])
+            rates[name].append(per_block / (time.perf_counter() - start))
+    return rates
 
 
 def loop_rates(sparse: bool, steps: int) -> tuple:
@@ -97,24 +114,24 @@ def loop_rates(sparse: bool, steps: int) -> tuple:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--train_steps', type=int, default=1500)
+    parser.add_argument('--train_steps', type=int, default=2000)
     parser.add_argument('--loop_steps', type=int, default=2000)
     parser.add_argument('--repeats', type=int, default=3,
                         help='interleaved repeats; medians are reported')
     args = parser.parse_args()
-    samples = {key: [] for key in (
-        'bare_dense', 'bare_rigl90', 'loop_dense', 'loop_rigl90',
-        'overhead_dense', 'overhead_rigl90')}
+    samples = bare_train_rates(args.train_steps, blocks=10)
+    samples = {f'bare_{name}': values for name, values in samples.items()}
+    for name in ('dense', 'rigl90'):
+        samples[f'loop_{name}'], samples[f'overhead_{name}'] = [], []
     for _ in range(args.repeats):  # interleaved, so drift hits all alike
         for name, sparse in (('dense', False), ('rigl90', True)):
-            samples[f'bare_{name}'].append(
-                bare_train_rate(sparse, args.train_steps))
             with contextlib.redirect_stdout(io.StringIO()):
                 rate, overhead = loop_rates(sparse, args.loop_steps)
             samples[f'loop_{name}'].append(rate)
             samples[f'overhead_{name}'].append(overhead)
     rates = {key: float(np.median(values)) for key, values in samples.items()}
-    print(f'medians of {args.repeats} interleaved repeats')
+    print(f'medians: bare rates of 10 alternating blocks, loops of '
+          f'{args.repeats} interleaved runs')
     print(f'{"":24s}{"dense":>10s}{"rigl 90%":>10s}')
     print(f'{"bare train steps/s":24s}{rates["bare_dense"]:10.1f}'
           f'{rates["bare_rigl90"]:10.1f}')
