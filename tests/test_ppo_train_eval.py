@@ -125,3 +125,13 @@ def test_bad_input_fails_clearly(tmp_path, binding, message):
         TINY + [binding], timeout=120)
     assert completed.returncode == 2
     assert message in completed.stderr
+
+
+def test_mujoco_dense_config(tmp_path):
+    # The MuJoCo config on Pendulum (continuous actions): it parses, trains
+    # 3 iterations and evaluates after each.
+    run_config(tmp_path, 'ppo_mujoco_dense_config.gin', PENDULUM)
+    rows = results(tmp_path)
+    assert [row['step'] for row in rows] == [8, 16, 24]
+    assert all(row['networks']['value']['sparsity'] == 0.0 for row in rows)
+    assert all(row['episode_length'] == 200.0 for row in rows)  # time limit
