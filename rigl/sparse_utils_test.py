@@ -89,14 +89,58 @@ class ErdosRenyiTest(unittest.TestCase):
             sparse_utils.get_sparsities(shapes, 'erdos_renyi_kernel', 0.8,
                                         erk_power_scale=0.0), [0.8, 0.8])
 
-    def test_input_layer_sparsity_rescales_others(self):
-        # Layer 0 fixed at 0.8: 0.2 * 4352 = 870.4 active. Target 7142.4.
-        # Free: raw*N = 512, 262 -> eps = 6272 / 774 = 8.1034;
-        # layer 2 density 8.1034 * 262/1536 = 1.382 > 1 -> dense;
-        # eps = (6272 - 1536) / 512 = 9.25; layer 1 density 9.25/128.
+    def test_dense_layers_are_outside_the_budget(self):
+        # Output layer unwrapped (dense_layers=[2]): the 0.9 target covers
+        # layers 0 and 1 only, 4352 + 65536 = 69888 weights -> budget
+        # 0.1 * 69888 = 6988.8 active. raw*N = 273 + 512 = 785;
+        # eps = 6988.8 / 785 = 8.902930; densities 8.902930 * 273 / 4352 =
+        # 0.558476 and 8.902930 * 512 / 65536 = 0.069554, both <= 1.
+        eps = 6988.8 / 785
+        result = sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel', 0.9,
+                                             dense_layers=[2])
+        self.assertAlmostEqual(result[0], 1 - eps * 273 / 4352)  # 0.441524
+        self.assertAlmostEqual(result[1], 1 - eps * 512 / 65536)  # 0.930446
+        self.assertEqual(result[2], 0.0)
+        # The original suite budgets whole weights, N - floor(s * N):
+        # (4352 - 3916) + (65536 - 58982) = 6990, eps = 6990 / 785 = 8.904459,
+        # sparsities 1 - 8.904459 * 273 / 4352 = 0.441428 and
+        # 1 - 8.904459 * 512 / 65536 = 0.930434, i.e. [0.441, 0.930]: ours
+        # agree within 1e-4 (1.2 weights of budget apart).
+        np.testing.assert_allclose(result, [0.441428, 0.930434, 0.0],
+                                   atol=1e-4)
+
+    def test_custom_layer_is_outside_the_budget(self):
+        # Layer 0 custom at 0.5 adds no constraint: the target covers layers
+        # 1 and 2, 65536 + 1536 = 67072 weights -> budget 6707.2.
+        # raw*N = 512 + 262 = 774; eps = 6707.2 / 774 = 8.665633;
+        # layer 2 density 8.665633 * 262 / 1536 = 1.4781 > 1 -> dense, and it
+        # stays in the budget: 6707.2 - 1536 = 5171.2 left for layer 1,
+        # sparsity 1 - 5171.2 / 65536 = 0.921094.
+        expected = [0.5, 1 - 5171.2 / 65536, 0.0]
+        np.testing.assert_allclose(
+            sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel', 0.9,
+                                        custom_sparsities={0: 0.5}),
+            expected)
+        # Any custom value gives the other layers the same sparsities.
+        np.testing.assert_allclose(
+            sparse_utils.get_sparsities(MLP_17, 'erdos_renyi', 0.9,
+                                        custom_sparsities={0: 0.8}),
+            [0.8] + expected[1:])
+
+    def test_input_layer_sparsity_is_a_custom_layer(self):
+        # For the suite's methods input_layer_sparsity acts like
+        # custom_sparsities={0: value}: same numbers as the test above.
         result = sparse_utils.get_sparsities(
             MLP_17, 'erdos_renyi_kernel', 0.9, input_layer_sparsity=0.8)
-        np.testing.assert_allclose(result, [0.8, 1 - 4736 / 65536, 0.0])
+        np.testing.assert_allclose(result, [0.8, 1 - 5171.2 / 65536, 0.0])
+
+    def test_all_layers_fixed_leaves_nothing_to_spread(self):
+        # Every layer dense or custom: the target covers no weights.
+        self.assertEqual(
+            sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel', 0.9,
+                                        dense_layers=[0, 2],
+                                        custom_sparsities={1: 0.3}),
+            [0.0, 0.3, 0.0])
 
 
 class AnfMethodsTest(unittest.TestCase):
@@ -158,26 +202,34 @@ class GlobalTargetTest(unittest.TestCase):
     """Every method hits the global target within one weight per layer."""
 
     def test_targets(self):
+        # The suite's methods budget (1 - s) of the layers that are neither
+        # dense nor custom; ANF's methods budget (1 - s) of every layer.
         for shapes in (MLP_17, MLP_23):
-            total = sum(int(np.prod(s)) for s in shapes)
+            sizes = [int(np.prod(s)) for s in shapes]
+            total = sum(sizes)
             for sparsity in (0.5, 0.9, 0.95, 0.99):
                 for method, kwargs in (
                         ('uniform', {}),
                         ('erdos_renyi', {}),
                         ('erdos_renyi_kernel', {}),
                         ('erdos_renyi_kernel', {'dense_layers': [-1]}),
+                        ('erdos_renyi', {'dense_layers': [-1]}),
                         ('erdos_renyi_kernel', {'erk_power_scale': 0.5}),
                         ('anf_uniform', {}),
+                        ('anf_uniform', {'dense_layers': [-1]}),
                         ('anf_er', {}),
                         ('anf_new', {}),
                         ('anf_new', {'closeness': 0.5}),
                 ):
                     with self.subTest(shapes=shapes, sparsity=sparsity,
                                       method=method, kwargs=kwargs):
-                        output_size = int(np.prod(shapes[-1]))
-                        if ('dense_layers' in kwargs and
-                                output_size > (1 - sparsity) * total):
-                            # 17-256-256-6 at 0.99: the dense 1536-weight
+                        dense = sizes[-1] if 'dense_layers' in kwargs else 0
+                        if method.startswith('anf_'):
+                            exact = (1 - sparsity) * total
+                        else:
+                            exact = (1 - sparsity) * (total - dense) + dense
+                        if dense > exact:
+                            # ANF, 17-256-256-6 at 0.99: the dense 1536-weight
                             # output alone exceeds the 714.24 allowed.
                             with self.assertRaisesRegex(ValueError,
                                                         'cannot be reached'):
@@ -186,7 +238,6 @@ class GlobalTargetTest(unittest.TestCase):
                             continue
                         result = sparse_utils.get_sparsities(
                             shapes, method, sparsity, **kwargs)
-                        exact = (1 - sparsity) * total
                         self.assertLessEqual(
                             abs(active_count(shapes, result) - exact),
                             len(shapes))
@@ -252,6 +303,43 @@ class MaskTest(unittest.TestCase):
             big, np.random.default_rng(1))[big == 1]
         self.assertAlmostEqual(float(values.var()), 0.1, delta=0.03)
 
+    def test_fixed_sparse_init_dense_kernels_match_glorot(self):
+        # Keras glorot_uniform: limit sqrt(6 / (fan_in + fan_out)) with
+        # fan_in = h * w * c_in and fan_out = h * w * c_out for a conv kernel.
+        # Dense 3x3x4x8: fan_in = 9 * 4 = 36, fan_out = 9 * 8 = 72,
+        # limit sqrt(6 / 108) = 0.235702. Dense 2-D 5x3: sqrt(6 / 8).
+        for shape, limit in (((3, 3, 4, 8), math.sqrt(6 / 108)),
+                             ((5, 3), math.sqrt(6 / 8))):
+            with self.subTest(shape=shape):
+                mask = np.ones(shape, dtype=np.float32)
+                weights = sparse_utils.fixed_sparse_init(
+                    mask, np.random.default_rng(5))
+                # The same generator's draws, scaled by the limit.
+                draws = np.random.default_rng(5).uniform(-1.0, 1.0, size=shape)
+                np.testing.assert_allclose(weights, draws * limit, rtol=1e-6)
+
+    def test_fixed_sparse_init_conv_fans(self):
+        # Mask (1, 2, 2, 2) with active (h, w, c_in, c_out) positions
+        # (0, 0, 0, 0), (0, 1, 0, 0) and (0, 0, 1, 1).
+        # Fan-in of output channel 0: 2 (both from input channel 0), of 1: 1.
+        # Fan-out of input channel 0: 2 (to output 0 at two positions), of 1:
+        # 1. Limits: sqrt(6 / (2 + 2)) for the two connections of channel 0,
+        # sqrt(6 / (1 + 1)) for (0, 0, 1, 1).
+        mask = np.zeros((1, 2, 2, 2), dtype=np.float32)
+        for index in ((0, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 1)):
+            mask[index] = 1.0
+        limits = np.zeros(mask.shape)
+        limits[0, 0, 0, 0] = limits[0, 1, 0, 0] = math.sqrt(6 / 4)
+        limits[0, 0, 1, 1] = math.sqrt(6 / 2)
+        weights = sparse_utils.fixed_sparse_init(mask,
+                                                 np.random.default_rng(2))
+        draws = np.random.default_rng(2).uniform(-1.0, 1.0, size=mask.shape)
+        np.testing.assert_allclose(weights, draws * limits, rtol=1e-6)
+
+    def test_fixed_sparse_init_refuses_other_ranks(self):
+        with self.assertRaisesRegex(ValueError, r'mask has shape \(2, 2, 2\)'):
+            sparse_utils.fixed_sparse_init(np.ones((2, 2, 2)))
+
 
 class StatsTest(unittest.TestCase):
 
@@ -285,6 +373,89 @@ class StatsTest(unittest.TestCase):
         self.assertEqual(stats.parameters, 71680 + 513)
 
 
+class ZeroSparsityTest(unittest.TestCase):
+    """Sparsity 0 gives dense masks for every method and any shapes."""
+
+    # The 278-256-256-1 critic of an ANF Ant run: 71168 + 65536 + 256.
+    ANT_CRITIC = [(278, 256), (256, 256), (256, 1)]
+
+    def test_all_methods_all_dense(self):
+        for shapes in (self.ANT_CRITIC, MLP_17, MLP_23,
+                       [(3, 3, 16, 32), (32, 10)]):
+            for method in sparse_utils.METHODS:
+                for kwargs in ({}, {'dense_layers': [-1]}):
+                    with self.subTest(shapes=shapes, method=method,
+                                      kwargs=kwargs):
+                        self.assertEqual(
+                            sparse_utils.get_sparsities(shapes, method, 0.0,
+                                                        **kwargs),
+                            [0.0] * len(shapes))
+
+    def test_fixed_values_kept(self):
+        for method in sparse_utils.METHODS:
+            with self.subTest(method=method):
+                self.assertEqual(
+                    sparse_utils.get_sparsities(
+                        self.ANT_CRITIC, method, 0.0,
+                        input_layer_sparsity=0.8),
+                    [0.8, 0.0, 0.0])
+        for method in sparse_utils.SUITE_METHODS:
+            with self.subTest(method=method):
+                self.assertEqual(
+                    sparse_utils.get_sparsities(
+                        self.ANT_CRITIC, method, 0.0,
+                        custom_sparsities={1: 0.5}),
+                    [0.0, 0.5, 0.0])
+
+    def test_tiny_sparsity_float_overshoot(self):
+        # At s = 1e-17, 1 - s rounds to 1.0: the budget equals the layers'
+        # full size and every ERK density is 1 up to rounding (eps * raw_l
+        # may come out as 1 + 2e-16). No layer may be refused or divided by
+        # zero; every layer stays dense.
+        for method in sparse_utils.METHODS:
+            with self.subTest(method=method):
+                result = sparse_utils.get_sparsities(self.ANT_CRITIC, method,
+                                                     1e-17)
+                self.assertTrue(all(0.0 <= x < 1e-12 for x in result))
+                masks = sparse_utils.create_masks(self.ANT_CRITIC, result)
+                self.assertTrue(all(np.all(m == 1) for m in masks))
+
+
+class BuildableLayersTest(unittest.TestCase):
+    """Only layers that cannot keep one weight are refused."""
+
+    def test_small_layer_keeps_one_weight(self):
+        # A 2x2 layer at 0.9: (1 - 0.9) * 4 = 0.4 < 1, but the mask keeps
+        # 4 - floor(0.9 * 4) = 4 - 3 = 1 weight, so it can be built.
+        for method in ('uniform', 'anf_uniform'):
+            with self.subTest(method=method):
+                result = sparse_utils.get_sparsities([(2, 2)], method, 0.9)
+                np.testing.assert_allclose(result, [0.9])
+        mask = sparse_utils.create_masks([(2, 2)], [0.9], seed=0)[0]
+        self.assertEqual(int(mask.sum()), 1)
+
+    def test_starved_layer_is_refused(self):
+        # ERK at 0.99 with erk_power_scale 1000 (MLP_17): the raw scores are
+        # (n_in+n_out)/(n_in*n_out) ** 1000 = 0.0627**1000, 0.0078**1000 and
+        # 0.1706**1000; relative to layer 2 the others are e**-1001 and
+        # e**-3084, i.e. 0.0 in floating point. Layer 2 takes the whole budget
+        # 0.01 * 71424 = 714.24 (density 0.465) and layers 0 and 1 get
+        # density 0, sparsity 1: no weight left, which is refused.
+        with self.assertRaisesRegex(ValueError,
+                                    r'Layer 0 .* sparsity 1\.0.*'
+                                    r'erk_power_scale'):
+            sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel', 0.99,
+                                        erk_power_scale=1000.0)
+
+    def test_large_power_scale_stays_finite(self):
+        # Same scale at 0.9: layer 2 (top score) takes 7142.4 > 1536 -> dense;
+        # of 7142.4 - 1536 = 5606.4 layer 0 (next score) takes all it can,
+        # 4352 -> dense; layer 1 keeps 5606.4 - 4352 = 1254.4 of 65536.
+        result = sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel',
+                                             0.9, erk_power_scale=1000.0)
+        np.testing.assert_allclose(result, [0.0, 1 - 1254.4 / 65536, 0.0])
+
+
 class ErrorTest(unittest.TestCase):
 
     def assert_error(self, pattern, function, *args, **kwargs):
@@ -309,19 +480,14 @@ class ErrorTest(unittest.TestCase):
         self.assert_error(r'dense_layers has layer index 3; allowed are '
                           r'-3\.\.2', get, MLP_17, 'uniform', 0.5,
                           dense_layers=[3])
-        # A 2x2 layer at 0.9 would need 0.1 * 4 = 0.4 weights; at 0.75 it
-        # needs exactly 1, which is allowed.
-        self.assert_error(r'would keep 0\.4 < 1 weights', get, [(2, 2)],
-                          'uniform', 0.9)
-        self.assertEqual(get([(2, 2)], 'uniform', 0.75), [0.75])
         self.assert_error(r'Got 2 sparsities for 3 layers',
                           sparse_utils.create_masks, MLP_17, [0.5, 0.5])
         self.assert_error(r'Mask 0 has shape \(3, 3\)',
                           sparse_utils.network_stats, [(2, 2)],
                           [np.ones((3, 3))])
+        # ANF budgets the whole network: 71424 dense weights > 0.5 * 71424.
         self.assert_error(r'hold 71424 active weights, more than the 35712',
-                          get, MLP_17, 'erdos_renyi_kernel', 0.5,
-                          dense_layers=[0, 1, 2])
+                          get, MLP_17, 'anf_er', 0.5, dense_layers=[0, 1, 2])
         # Input layer fixed at 0.8 (870.4 active) but a 1% target needs
         # 0.99 * 71424 - 870.4 = 69839.4 active in layers 1 and 2, which hold
         # only 67072 weights.

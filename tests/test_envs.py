@@ -428,3 +428,35 @@ def test_create_environment_bad_arguments():
         envs.create_environment('Pendulum-v1', noise_std=-2)
     with pytest.raises(ValueError, match='num_bins=0'):
         envs.make_feature_histograms(np.zeros((4, 2)), 0)
+
+
+class _FailingEnv(_ConstantEnv):
+    """Env whose constructor fails like gymnasium's own checks do."""
+
+    def __init__(self, **kwargs):
+        raise gymnasium.error.Error('Broken env\nsecond line')
+
+
+def test_gymnasium_make_errors_become_value_errors():
+    env_id = 'SparserlFailingTestEnv-v0'
+    gymnasium.register(env_id, entry_point=_FailingEnv)
+    try:
+        with pytest.raises(ValueError) as error:
+            envs.create_environment(env_id, seed=0)
+    finally:
+        del gymnasium.registry[env_id]
+    message = str(error.value).splitlines()[0]
+    assert f"gymnasium.make('{env_id}', render_mode=None) failed" in message
+    assert 'Error: Broken env' in message
+
+
+def test_gymnasium_environment_seed_is_checked():
+    env = envs.GymnasiumEnvironment(_ConstantEnv([0.0]))
+    with pytest.raises(ValueError, match=r'seed=-1 is invalid'):
+        env.seed(-1)
+    with pytest.raises(ValueError, match=r'seed=-2 is invalid'):
+        envs.GymnasiumEnvironment(_ConstantEnv([0.0]), seed=-2)
+    with pytest.raises(ValueError, match=r"seed='3' is invalid"):
+        envs.NoiseFeatures(_ConstantEnv([0.0]), noise_fraction=0.5, seed='3')
+    env.seed(np.int64(4))  # numpy integers are integers.
+    assert env.reset().observation.shape == (1,)

@@ -121,8 +121,13 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         """Seeds the next reset and the action space.
 
         Args:
-            seed: Integer seed, or None to leave the randomness unseeded.
+            seed: Integer seed >= 0, or None to leave the randomness unseeded.
+
+        Raises:
+            ValueError: If `seed` is neither None nor an integer >= 0.
         """
+        _check_seed(seed)
+        seed = None if seed is None else int(seed)
         self._pending_seed = seed
         if seed is not None:
             self._gym_env.action_space.seed(seed)
@@ -230,6 +235,14 @@ def _check_positive_int(value: Any, name: str) -> None:
         raise ValueError(
             f'{name}={value!r} is invalid: it must be a positive integer or '
             'None.')
+
+
+def _check_seed(seed: Any) -> None:
+    if seed is not None and (isinstance(seed, bool) or
+                             not isinstance(seed, numbers.Integral) or
+                             seed < 0):
+        raise ValueError(
+            f'seed={seed!r} is invalid: it must be None or an integer >= 0.')
 
 
 def _check_histograms(bin_edges: np.ndarray, probabilities: np.ndarray,
@@ -402,6 +415,7 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
         super().__init__(env)
         _check_noise_fraction(noise_fraction)
         _check_noise_std(noise_std)
+        _check_seed(seed)
         if adjust_env_period is not None:
             _check_positive_int(adjust_env_period, 'adjust_env_period')
         space = env.observation_space
@@ -565,11 +579,16 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
 
 def _check_env_id(env_name: str) -> None:
     """Raises a helpful ValueError if `env_name` is not a registered id."""
+    if not isinstance(env_name, str):
+        raise ValueError(
+            f'env_name={env_name!r} is invalid: it must be a registered '
+            f'gymnasium id (a string), e.g. \'HalfCheetah-v5\'. List all '
+            f'valid ids with: {_LIST_ENV_IDS_COMMAND}')
     if env_name in gymnasium.registry:
         return
     ids_by_lowercase = {
         env_id.lower(): env_id for env_id in gymnasium.registry}
-    close = difflib.get_close_matches(str(env_name).lower(),
+    close = difflib.get_close_matches(env_name.lower(),
                                       list(ids_by_lowercase), n=5, cutoff=0.6)
     suggestion = (
         'Did you mean: ' + ', '.join(ids_by_lowercase[c] for c in close) + '? '
@@ -599,16 +618,21 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
 
     Args:
         env_name: Registered gymnasium id, e.g. 'HalfCheetah-v5'.
-        seed: Seed of the environment, action space and noise.
-        noise_fraction: Fraction of observation features that are noise.
-        noise_std: Standard deviation of Gaussian noise features.
+        seed: Seed (None or an integer >= 0) of the environment, action space
+            and noise.
+        noise_fraction: Fraction in [0, 1) of observation features that are
+            noise.
+        noise_std: Standard deviation (finite, > 0) of Gaussian noise
+            features.
         noise_histogram_file: Optional `.npz` to sample noise from per-feature
             histograms instead (see `make_feature_histograms`).
         permute_features: Shuffle all features with a fixed permutation.
         adjust_env_period: Redraw the permutation every this many env steps
-            (implies `permute_features`).
-        max_episode_steps: Overrides the registered time limit.
-        render_mode: Gymnasium render mode, e.g. 'rgb_array'.
+            (a positive integer; implies `permute_features`).
+        max_episode_steps: Positive integer overriding the registered time
+            limit.
+        render_mode: One of the environment's render modes, e.g.
+            'rgb_array'.
         feature_layout_from: Environment (e.g. the training one) whose
             feature permutation this one follows, so that an evaluation env
             sees the same input layout. Ignored when it has no noise wrapper
@@ -618,15 +642,28 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
         The wrapped environment; `noise_feature_mask(env)` gives the mask.
 
     Raises:
-        ValueError: On an unknown id (with suggestions) or invalid argument.
+        ValueError: On an unknown id (with suggestions), an invalid argument,
+            or an error of `gymnasium.make`.
     """
     _check_env_id(env_name)
+    _check_seed(seed)
     _check_noise_fraction(noise_fraction)
     _check_noise_std(noise_std)
+    if adjust_env_period is not None:
+        _check_positive_int(adjust_env_period, 'adjust_env_period')
+    if noise_histogram_file is not None and not isinstance(
+            noise_histogram_file, (str, os.PathLike)):
+        raise ValueError(
+            f'noise_histogram_file={noise_histogram_file!r} is invalid: it '
+            'must be None or a path.')
+    if render_mode is not None and not isinstance(render_mode, str):
+        raise ValueError(
+            f'render_mode={render_mode!r} is invalid: it must be None or a '
+            "string such as 'rgb_array'.")
     make_kwargs = {'render_mode': render_mode}
     if max_episode_steps is not None:
         _check_positive_int(max_episode_steps, 'max_episode_steps')
-        make_kwargs['max_episode_steps'] = max_episode_steps
+        make_kwargs['max_episode_steps'] = int(max_episode_steps)
     layout_source = (None if feature_layout_from is None else
                      _find_noise_wrapper(feature_layout_from))
     wants_noise_wrapper = (noise_fraction > 0 or
@@ -640,7 +677,7 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
             f'feature_layout_from {source_has} NoiseFeatures wrapper, but '
             f'this environment {this_wants} for noise features or a '
             'permutation; both must match to share a feature layout.')
-    gym_env = gymnasium.make(env_name, **make_kwargs)
+    gym_env = _make_gymnasium_env(env_name, make_kwargs)
     if wants_noise_wrapper:
         try:
             gym_env = NoiseFeatures(gym_env,
@@ -655,6 +692,27 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
             gym_env.close()
             raise
     return GymnasiumEnvironment(gym_env, seed=seed)
+
+
+def _make_gymnasium_env(env_name: str, make_kwargs: dict) -> gymnasium.Env:
+    """`gymnasium.make`, raising ValueError for its errors or a bad mode."""
+    try:
+        gym_env = gymnasium.make(env_name, **make_kwargs)
+    except Exception as error:  # gymnasium raises many types; report one.
+        first_line = (str(error).strip().splitlines() or [''])[0]
+        arguments = ', '.join(f'{key}={value!r}'
+                              for key, value in make_kwargs.items())
+        raise ValueError(
+            f'gymnasium.make({env_name!r}, {arguments}) failed: '
+            f'{type(error).__name__}: {first_line}') from error
+    render_mode = make_kwargs.get('render_mode')
+    allowed = gym_env.metadata.get('render_modes') or []
+    if render_mode is not None and render_mode not in allowed:
+        gym_env.close()
+        raise ValueError(
+            f'render_mode={render_mode!r} is invalid for {env_name}: allowed '
+            f'are None or one of {list(allowed)}.')
+    return gym_env
 
 
 def _inner_environment(env: Any) -> Any:
