@@ -49,17 +49,19 @@ def kill_after_checkpoints(args, root, count: int = 2,
     return latest_checkpoint(root)
 
 
-def training_command(script: str, root, gin_file: str, bindings) -> list:
+def training_command(script: str, root, gin_file: str, bindings,
+                     flags=()) -> list:
     """The command line of a train script with a config and gin bindings."""
     return ([sys.executable, script, f'--root_dir={root}',
              f'--gin_file={gin_file}'] +
-            [f'--gin_bindings={binding}' for binding in bindings])
+            [f'--gin_bindings={binding}' for binding in bindings] + list(flags))
 
 
 def run_training(script: str, root, gin_file: str, bindings,
-                 timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(training_command(script, root, gin_file, bindings),
-                          capture_output=True, text=True, timeout=timeout)
+                 timeout: float = 300, flags=()) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        training_command(script, root, gin_file, bindings, flags),
+        capture_output=True, text=True, timeout=timeout)
 
 
 def summary_tags(directory) -> set:

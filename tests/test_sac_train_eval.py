@@ -119,9 +119,9 @@ def test_anf_config_noise_and_input_layer(tmp_path):
 SPARSE_CONFIG = os.path.join(CONFIGS, 'sac_mujoco_sparse_config.gin')
 
 
-def run_script(root, *bindings, timeout=300):
+def run_script(root, *bindings, timeout=300, flags=()):
     return helpers.run_training(SCRIPT, root, SPARSE_CONFIG,
-                                TINY + list(bindings), timeout)
+                                TINY + list(bindings), timeout, flags)
 
 
 def test_killed_run_resumes_with_same_step_masks_and_replay(tmp_path):
@@ -140,7 +140,8 @@ def test_killed_run_resumes_with_same_step_masks_and_replay(tmp_path):
         saved_observations = replay['observation'][:50].copy()
     completed = run_script(root, f'train_eval.num_iterations = {step + 100}',
                            'train_eval.checkpoint_interval = 100',
-                           'train_eval.eval_interval = 100000')
+                           'train_eval.eval_interval = 100000',
+                           flags=['--allow_config_change'])
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert f'Resumed from {killed_at} at train step {step}.' in completed.stdout
     final = latest_checkpoint(root)

@@ -50,9 +50,9 @@ def sparse_mlp(units=(16, 16, 3), input_size=6, sparsity=0.75, seed=0,
 
 def make_trainer(model, updater, optimizer=None, input_shape=(6,)):
     """A graph-mode regression train step through a MaskedOptimizer."""
-    step = tf.Variable(0, dtype=tf.int64)
     optimizer = optimizer or tf.keras.optimizers.Adam(1e-2)
-    masked = mask_updaters.MaskedOptimizer(optimizer, [model], step, updater)
+    masked = mask_updaters.MaskedOptimizer(optimizer, [model], updater)
+    step = masked.steps
     inputs = tf.random.stateless_normal([32, *input_shape], [1, 2])
     targets = tf.random.stateless_normal([32, model.layers[-1].layer.units
                                           if hasattr(model.layers[-1], 'layer')
@@ -64,7 +64,6 @@ def make_trainer(model, updater, optimizer=None, input_shape=(6,)):
             loss = tf.reduce_mean((model(inputs) - targets) ** 2)
         grads = tape.gradient(loss, model.trainable_variables)
         masked.apply_gradients(zip(grads, model.trainable_variables))
-        step.assign_add(1)
         return loss
 
     return train_step, step, masked
@@ -220,7 +219,7 @@ def test_drop_fraction_schedules():
                                          schedule_alg='learning_rate')
     model = sparse_mlp()
     mask_updaters.MaskedOptimizer(tf.keras.optimizers.Adam(schedule), [model],
-                                  tf.Variable(0, dtype=tf.int64), updater)
+                                  updater)
     # At step 50 lr = 5.5e-4 -> d = 0.4 * 0.55 = 0.22.
     assert float(updater.drop_fraction(tf.constant(50, tf.int64))) == \
         pytest.approx(0.22, rel=1e-5)
@@ -353,10 +352,16 @@ def test_stats_of_network():
     (dict(update_alg='magic'), r"update_alg is 'magic'; allowed: '' "
                                r"\(static\), static, set, rigl"),
     (dict(update_alg='set', init_drop_fraction=1.5),
-     r'init_drop_fraction must be in \[0, 1\], got 1\.5'),
+     r'mask_updater.init_drop_fraction must be a finite number in \[0, 1\], '
+     r'got 1\.5'),
+    (dict(update_alg='set', init_drop_fraction='0.3'),
+     r"mask_updater.init_drop_fraction must be a finite number .*got '0\.3'"),
+    (dict(update_alg='set', init_drop_fraction=float('nan')), r'got nan'),
     (dict(update_alg='set', init_drop_fraction=-0.1), r'got -0\.1'),
     (dict(update_alg='rigl', update_freq=0),
-     r'update_freq must be a positive integer, got 0'),
+     r'mask_updater.update_freq must be an integer >= 1, got 0'),
+    (dict(update_alg='set', seed=-1),
+     r'mask_updater.seed must be an integer >= 0 or None, got -1'),
     (dict(update_alg='rigl', schedule_alg='linear'),
      r"schedule_alg is 'linear'; allowed: constant, cosine, learning_rate"),
 ])
@@ -381,7 +386,6 @@ def test_bad_sparsity_and_mode():
     with pytest.raises(ValueError, match="learning_rate' needs an optimizer"):
         mask_updaters.MaskedOptimizer(
             tf.keras.optimizers.Adam(1e-3), [model],
-            tf.Variable(0, dtype=tf.int64),
             mask_updaters.mask_updater('set', schedule_alg='learning_rate'))
 
 

@@ -23,6 +23,7 @@ import gin
 import tensorflow as tf
 
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents.run import settings
 
 UPDATE_ALGS = ('static', 'set', 'rigl')
 SCHEDULES = ('constant', 'cosine', 'learning_rate')
@@ -47,19 +48,20 @@ class MaskUpdater(tf.Module):
                  schedule_alg: str = 'cosine', begin_step: int = 0,
                  last_update_step: int = 800000, seed: Optional[int] = None):
         super().__init__(name=f'{self.name_for_errors}_mask_updater')
-        if isinstance(update_freq, bool) or not isinstance(update_freq, int) \
-                or update_freq <= 0:
-            raise ValueError(f'mask_updater.update_freq must be a positive '
-                             f'integer, got {update_freq!r}.')
-        if not 0.0 <= init_drop_fraction <= 1.0:
-            raise ValueError(f'mask_updater.init_drop_fraction must be in '
-                             f'[0, 1], got {init_drop_fraction!r}.')
+        name = 'mask_updater.'
+        settings.check(name + 'update_freq', update_freq, int, low=1)
+        init_drop_fraction = settings.check(
+            name + 'init_drop_fraction', init_drop_fraction, float, 0, 1)
+        settings.check(name + 'begin_step', begin_step, int, low=0)
+        settings.check(name + 'last_update_step', last_update_step, int,
+                       low=0)
+        settings.check(name + 'seed', seed, Optional[int], low=0)
         if schedule_alg not in SCHEDULES:
             raise ValueError(f'mask_updater.schedule_alg is {schedule_alg!r}; '
                              f'allowed: {", ".join(SCHEDULES)}.')
-        if not 0 <= begin_step <= last_update_step:
+        if begin_step > last_update_step:
             raise ValueError(
-                'mask_updater needs 0 <= begin_step <= last_update_step, got '
+                'mask_updater needs begin_step <= last_update_step, got '
                 f'begin_step={begin_step}, last_update_step={last_update_step}.')
         self.update_freq = update_freq
         self.init_drop_fraction = float(init_drop_fraction)
@@ -97,8 +99,8 @@ class MaskUpdater(tf.Module):
         lr_start = tf.cast(self.learning_rate_fn(0), tf.float32)
         return d0 * lr_now / lr_start
 
-    def grow_scores(self, step: tf.Tensor, kernel: tf.Tensor,
-                    dense_grad: tf.Tensor) -> tf.Tensor:
+    def grow_scores(self, step: tf.Tensor, layer_index: int,
+                    kernel: tf.Tensor, dense_grad: tf.Tensor) -> tf.Tensor:
         """Scores of every position; the largest non-kept ones are grown."""
         raise NotImplementedError
 
@@ -130,7 +132,7 @@ class MaskUpdater(tf.Module):
         kept = tf.scatter_nd(keep_index[:, None],
                              tf.ones_like(keep_index, tf.float32), [size])
         scores = tf.reshape(
-            self.grow_scores(step + index, layer.kernel, dense_grad), [-1])
+            self.grow_scores(step, index, layer.kernel, dense_grad), [-1])
         grow_score = tf.where(kept > 0, lowest, scores)
         _, grow_index = tf.math.top_k(grow_score, k=num_drop)
         grown = tf.scatter_nd(grow_index[:, None],
@@ -159,6 +161,8 @@ class SETUpdater(MaskUpdater):
 
     With `use_stateless` (default) the scores are a function of (seed, step,
     layer), so a resumed run regrows exactly where the uninterrupted one would.
+    The seed comes from the run's seed (one stream per optimizer) unless
+    `mask_updater.seed` is bound.
     """
 
     name_for_errors = 'set'
@@ -167,11 +171,12 @@ class SETUpdater(MaskUpdater):
         super().__init__(**kwargs)
         self._use_stateless = use_stateless
 
-    def grow_scores(self, step, kernel, dense_grad):
+    def grow_scores(self, step, layer_index, kernel, dense_grad):
         if not self._use_stateless:
             return tf.random.uniform(tf.shape(kernel))
-        seed = tf.stack([tf.constant(self._seed or 0, tf.int64),
-                         tf.cast(step, tf.int64)])
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.stack([tf.constant(self._seed or 0, tf.int64),
+                      tf.cast(step, tf.int64)]), layer_index)
         return tf.random.stateless_uniform(tf.shape(kernel), seed)
 
 
@@ -180,7 +185,7 @@ class RigLUpdater(MaskUpdater):
 
     name_for_errors = 'rigl'
 
-    def grow_scores(self, step, kernel, dense_grad):
+    def grow_scores(self, step, layer_index, kernel, dense_grad):
         return tf.abs(dense_grad)
 
 
@@ -233,26 +238,37 @@ class MaskedOptimizer(tf.Module):
     (decoupled weight decay keeps a 0 weight at 0 too). Masks change only on
     update or pruning steps, which also record `last_mask_change`.
 
+    Schedules (mask updates, gradual pruning) count this optimizer's own
+    applied steps (`steps`, 0 for the first one), not the agent's train step:
+    an optimizer that applies every k-th train step (e.g. TD3's delayed
+    actor) still updates its masks every `update_freq` of its own steps.
+
     Args:
         optimizer: the optimizer to wrap.
         networks: the networks whose `MaskedLayer`s it maintains.
-        step_counter: the agent's train step variable.
         updater: the mask updater (`mask_updater()` by default).
+        seed: seed of the updater's random stream when it is built here and
+            `mask_updater.seed` is not bound.
     """
 
     def __init__(self, optimizer, networks: Sequence[tf.keras.layers.Layer],
-                 step_counter: tf.Variable,
-                 updater: Optional[MaskUpdater] = None):
+                 updater: Optional[MaskUpdater] = None,
+                 seed: Optional[int] = None):
         super().__init__(name='masked_optimizer')
         self.optimizer = optimizer
-        self.updater = updater if updater is not None else mask_updater()
-        self._step_counter = step_counter
+        if updater is None:
+            updater = mask_updater()
+            if updater._seed is None:
+                updater._seed = seed
+        self.updater = updater
         self._layers = [layer for network in networks
                         for layer in sparse_layers.masked_layers(network)]
         # Kernel -> layer position (ints: a trackable-valued dict with
         # non-string keys could not be checkpointed).
         self._index_of_kernel: Dict = {
             layer.kernel.ref(): index for index, layer in enumerate(self._layers)}
+        self.steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                 name='steps')
         self.last_mask_change = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                             name='last_mask_change')
         # Keras keeps a schedule in `_learning_rate` (`learning_rate` gives
@@ -270,6 +286,14 @@ class MaskedOptimizer(tf.Module):
                              'an optimizer whose learning rate is a schedule.')
 
     @property
+    def layers(self) -> List['sparse_layers.MaskedLayer']:
+        return list(self._layers)
+
+    def steps_since_mask_change(self) -> tf.Tensor:
+        """Applied steps since the last mask change (this step counts 1)."""
+        return self.steps - self.last_mask_change
+
+    @property
     def learning_rate(self):
         return self.optimizer.learning_rate
 
@@ -283,14 +307,20 @@ class MaskedOptimizer(tf.Module):
                 dense_grads[index] = grad
                 grad = grad * self._layers[index].mask
             masked.append((grad, variable))
+        step = self.steps.read_value()
         applied = self.optimizer.apply_gradients(masked, **kwargs)
+        with tf.control_dependencies([applied]):
+            maintained = self._maintain_masks(step, dense_grads)
+        with tf.control_dependencies([maintained]):
+            return self.steps.assign_add(1).op
+
+    def _maintain_masks(self, step: tf.Tensor, dense_grads: Dict):
+        """Pruning and mask updates due at this optimizer step."""
         if not dense_grads:
-            return applied
+            return tf.no_op()
         indices = sorted(dense_grads)
         layers = [self._layers[i] for i in indices]
-        step = tf.cast(self._step_counter, tf.int64)
-        with tf.control_dependencies([applied]):
-            pruned = self._gradual_pruning(step, layers)
+        pruned = self._gradual_pruning(step, layers)
         if not self.updater.updates_masks:
             return pruned
         with tf.control_dependencies([pruned]):

@@ -1,0 +1,2 @@
+"""Algorithm modules: each owns its settings, networks, masks, agent, eval
+policy, training-FLOP formula and extra summaries (see `base`)."""

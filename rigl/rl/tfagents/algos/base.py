@@ -1,0 +1,167 @@
+"""What an algorithm module provides to the loops.
+
+An algorithm owns its settings (a dataclass of `train_eval` gin bindings),
+builds its networks, masks and TF-Agents agent, and exposes only public names
+to the loops: named networks, masked optimizers, the eval policy, compiled
+act/train functions, a training-FLOP count and extra summaries. These modules
+are the only places that touch TF-Agents' private attributes.
+"""
+
+import dataclasses
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.policies import greedy_policy
+from tf_agents.trajectories import policy_step
+from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory
+
+from rigl.rl.tfagents import mask_updaters
+from rigl.rl.tfagents import networks
+from rigl.rl.tfagents import sparse_agents
+from rigl.rl.tfagents.run.settings import RunSettings, setting
+
+OFF_POLICY, ON_POLICY = 'off_policy', 'on_policy'
+
+
+class Algorithm:
+    """Base of every algorithm; subclasses set the class attributes and
+    build `agent`, `networks` and `masked_optimizers` in `__init__`."""
+
+    name: str = ''
+    loop: str = ''
+    Settings = RunSettings
+
+    def __init__(self, settings, observation_spec, action_spec, seed: int):
+        self.settings = settings
+        self.observation_spec = observation_spec
+        self.action_spec = action_spec
+        self.seed = seed
+        self.train_step = tf.Variable(0, dtype=tf.int64, name='train_step')
+        self.agent = None
+        self.networks: Dict[str, tf.Module] = {}
+        self.masked_optimizers: Dict[str, mask_updaters.MaskedOptimizer] = {}
+
+    @property
+    def eval_policy(self):
+        """The greedy policy evaluated and saved."""
+        return greedy_policy.GreedyPolicy(self.agent.policy)
+
+    def checkpoint_objects(self) -> Dict[str, tf.Module]:
+        return {'agent': self.agent, 'train_step': self.train_step}
+
+    def training_flops(self) -> float:
+        """Theoretical FLOPs of one train step (off-policy) or iteration
+        (on-policy) at the networks' current sparsity."""
+        raise NotImplementedError
+
+    def write_summaries(self) -> None:
+        """Extra training summaries (inside the writer's step scope)."""
+        for name, optimizer in self.masked_optimizers.items():
+            tf.summary.scalar(f'drop_fraction/{name}',
+                              optimizer.updater.last_drop_fraction)
+
+
+def make_optimizer(learning_rate, weight_decay: float):
+    """Adam, or AdamW (decoupled weight decay) when weight_decay > 0.
+
+    `learning_rate` may be a float or a Keras learning-rate schedule.
+    """
+    if weight_decay:
+        return tf.keras.optimizers.AdamW(learning_rate=learning_rate,
+                                         weight_decay=weight_decay)
+    return tf.keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def parse_float_list(text: str, name: str, count: int) -> Optional[list]:
+    """'0.9,0.8' -> [0.9, 0.8]; '' -> None."""
+    if not text:
+        return None
+    try:
+        values = [float(part) for part in text.split(',')]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise ValueError(f'{name} must be {count} comma-separated numbers, got '
+                         f'{text!r}.')
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class OffPolicySettings(RunSettings):
+    """Settings of the off-policy loop (intervals count train steps)."""
+    num_iterations: int = setting(1000000, low=1)
+    initial_collect_steps: int = setting(10000, low=1)
+    batch_size: int = setting(256, low=1)
+    replay_capacity: int = setting(1000000, low=1)
+    train_every: int = setting(1, low=1)  # env steps per train step
+    time_loop: bool = False  # record loop vs train-call seconds per eval
+
+    def check(self) -> None:
+        if self.batch_size > self.initial_collect_steps:
+            raise ValueError(
+                f'train_eval.batch_size {self.batch_size} exceeds the '
+                f'{self.initial_collect_steps} transitions the replay holds at '
+                'the first train step (train_eval.initial_collect_steps).')
+        if self.batch_size > self.replay_capacity:
+            raise ValueError(
+                f'train_eval.batch_size {self.batch_size} exceeds '
+                f'train_eval.replay_capacity {self.replay_capacity}.')
+
+
+def check_train_modes(*pairs: Tuple[str, str]) -> None:
+    for name, value in pairs:
+        networks.check_train_mode(value, f'train_eval.{name}')
+
+
+def transition_batch(batch: Dict[str, np.ndarray]) -> trajectory.Transition:
+    """A replay sample as the Transition TF-Agents' off-policy agents train on."""
+    size = batch['reward'].shape[0]
+    mid = tf.fill([size], ts.StepType.MID)
+    return trajectory.Transition(
+        time_step=ts.TimeStep(mid, tf.zeros([size]), tf.ones([size]),
+                              batch['observation']),
+        action_step=policy_step.PolicyStep(batch['action'], (), ()),
+        next_time_step=ts.TimeStep(mid, batch['reward'], batch['discount'],
+                                   batch['next_observation']))
+
+
+class OffPolicyAlgorithm(Algorithm):
+    """An agent trained from replay by `loops.off_policy`.
+
+    Subclasses build `agent` (with a `sample_rng`), then call
+    `_compile()`; the loop uses `act`, `act_and_train` (one compiled call per
+    step: an exploration action from the parameters before the step, then
+    one train step), `train`, and `random_action`.
+    """
+
+    loop = OFF_POLICY
+    Settings = OffPolicySettings
+
+    def _compile(self) -> None:
+        agent = self.agent
+
+        def act(observation):
+            return sparse_agents.sample_action(
+                agent.collect_policy, ts.restart(observation, batch_size=1),
+                agent.sample_rng).action[0]
+
+        def act_and_train(observation, batch):
+            action = act(observation)
+            return action, agent.train(transition_batch(batch))
+
+        self.act = tf.function(act, autograph=False)
+        self.act_and_train = tf.function(act_and_train, autograph=False)
+        self.train = tf.function(
+            lambda batch: agent.train(transition_batch(batch)),
+            autograph=False)
+
+    def random_action(self, rng: np.random.Generator) -> np.ndarray:
+        """A uniform random action (initial collection)."""
+        spec = self.action_spec
+        low = np.broadcast_to(spec.minimum, spec.shape)
+        high = np.broadcast_to(spec.maximum, spec.shape)
+        if spec.dtype.is_integer:
+            return rng.integers(low, high + 1).astype(spec.dtype.as_numpy_dtype)
+        return rng.uniform(low, high).astype(np.float32)

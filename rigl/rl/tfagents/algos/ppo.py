@@ -1,0 +1,181 @@
+"""PPO (clipped objective, Schulman et al. 2017) with sparse actor and value
+networks, trained by `loops.on_policy`.
+
+One iteration collects `collect_sequence_length` steps in each of
+`num_parallel_environments` environments, computes GAE advantages once, and
+runs `num_epochs` passes of shuffled minibatch steps; each minibatch step is
+one train step (and one step of the masked optimizer).
+"""
+
+import dataclasses
+import math
+from typing import Optional, Tuple
+
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from rigl.rl.tfagents import networks
+from rigl.rl.tfagents import sparse_agents
+from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents.algos import base
+from rigl.rl.tfagents.run import seeding
+from rigl.rl.tfagents.run.settings import RunSettings, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class PpoSettings(RunSettings):
+    """PPO's settings; intervals count iterations."""
+    eval_interval: int = setting(5, low=1)
+    eval_episodes: int = setting(10, low=1)
+    checkpoint_interval: int = setting(10, low=1)
+    summary_interval: int = setting(1, low=1)
+    log_interval: int = setting(1, low=1)
+    num_environment_steps: int = setting(1000000, low=1)
+    num_iterations: Optional[int] = setting(None, low=1)
+    num_parallel_environments: int = setting(1, low=1)
+    actor_fc_layers: Tuple[int, ...] = setting((64, 64), low=1)
+    value_fc_layers: Tuple[int, ...] = setting((64, 64), low=1)
+    learning_rate: float = setting(3e-4, low=0, low_open=True)
+    linear_lr_decay: bool = True
+    collect_sequence_length: int = setting(2048, low=1)
+    minibatch_size: int = setting(64, low=1)
+    num_epochs: int = setting(10, low=1)
+    importance_ratio_clipping: float = setting(0.2, low=0)
+    entropy_regularization: float = setting(0.0, low=0)
+    value_pred_loss_coef: float = setting(0.5, low=0)
+    lambda_value: float = setting(0.95, low=0, high=1)
+    discount_factor: float = setting(0.99, low=0, high=1)
+    normalize_observations: bool = True
+    normalize_rewards: bool = True
+    gradient_clipping: float = setting(0.5, low=0)
+    weight_decay: float = setting(0.0, low=0)
+    width: float = setting(1.0, low=0, low_open=True)
+    sparse_output_layer: bool = False
+    train_mode_actor: str = 'dense'
+    train_mode_value: str = 'dense'
+    actor_value_sparsities_str: str = ''
+
+    @property
+    def batch_steps(self) -> int:
+        return self.collect_sequence_length * self.num_parallel_environments
+
+    @property
+    def minibatches(self) -> int:
+        return self.batch_steps // self.minibatch_size
+
+    @property
+    def iterations(self) -> int:
+        if self.num_iterations is not None:
+            return self.num_iterations
+        return max(1, math.ceil(self.num_environment_steps / self.batch_steps))
+
+    def check(self) -> None:
+        base.check_train_modes(('train_mode_actor', self.train_mode_actor),
+                               ('train_mode_value', self.train_mode_value))
+        if self.minibatch_size > self.batch_steps:
+            raise ValueError(
+                f'train_eval.minibatch_size {self.minibatch_size} exceeds the '
+                f'{self.batch_steps} steps collected per iteration.')
+        base.parse_float_list(self.actor_value_sparsities_str,
+                              'train_eval.actor_value_sparsities_str', 2)
+
+
+class Ppo(base.Algorithm):
+    """PPO: actor and value networks under one masked optimizer."""
+
+    name = 'ppo'
+    loop = base.ON_POLICY
+    Settings = PpoSettings
+
+    def __init__(self, settings: PpoSettings, observation_spec, action_spec,
+                 seed: int):
+        super().__init__(settings, observation_spec, action_spec, seed)
+        sparsities = base.parse_float_list(
+            settings.actor_value_sparsities_str, 'actor_value_sparsities_str', 2)
+        actor = networks.create_ppo_actor_network(
+            observation_spec, action_spec, settings.actor_fc_layers,
+            settings.train_mode_actor, settings.sparse_output_layer,
+            settings.width)
+        value = networks.create_value_network(
+            observation_spec, settings.value_fc_layers,
+            settings.train_mode_value, settings.sparse_output_layer,
+            settings.width)
+        self.networks = {'actor': actor, 'value': value}
+        for index, (name, network) in enumerate(self.networks.items()):
+            network.create_variables(observation_spec)
+            sparse_layers.init_masks(
+                network, seed=seeding.derive(seed, 'masks', name),
+                **({'sparsity': sparsities[index]} if sparsities else {}))
+        learning_rate = settings.learning_rate
+        if settings.linear_lr_decay:
+            learning_rate = tf.keras.optimizers.schedules.PolynomialDecay(
+                learning_rate, settings.iterations * settings.num_epochs *
+                settings.minibatches, end_learning_rate=0.0, power=1.0)
+        self.agent = sparse_agents.SparsePPOAgent(
+            ts.time_step_spec(observation_spec), action_spec,
+            optimizer=base.make_optimizer(learning_rate, settings.weight_decay),
+            actor_net=actor, value_net=value, greedy_eval=True,
+            importance_ratio_clipping=settings.importance_ratio_clipping,
+            lambda_value=settings.lambda_value,
+            discount_factor=settings.discount_factor,
+            entropy_regularization=settings.entropy_regularization,
+            value_pred_loss_coef=settings.value_pred_loss_coef, num_epochs=1,
+            use_gae=True, use_td_lambda_return=True,
+            normalize_rewards=settings.normalize_rewards,
+            normalize_observations=settings.normalize_observations,
+            gradient_clipping=settings.gradient_clipping,
+            compute_value_and_advantage_in_train=False,
+            update_normalizers_in_train=False,
+            train_step_counter=self.train_step, seed=seed)
+        self.agent.initialize()
+        self.masked_optimizers = {'': self.agent._optimizer}
+        self._compile()
+
+    @property
+    def eval_policy(self):
+        return self.agent.policy  # greedy_eval=True: already the mode
+
+    def _compile(self) -> None:
+        agent = self.agent
+        self.collect_action = tf.function(
+            lambda time_step: sparse_agents.sample_action(
+                agent.collect_policy, time_step, agent.sample_rng),
+            autograph=False)
+
+        @tf.function(autograph=False)
+        def prepare(experience):
+            """GAE advantages and returns over whole sequences, flattened to
+            transitions [N * T, 1, ...] (the last step only bootstraps)."""
+            processed = agent.preprocess_sequence(experience)
+            return tf.nest.map_structure(
+                lambda t: tf.reshape(t[:, :-1], tf.concat(
+                    [[-1, 1], tf.shape(t)[2:]], 0)), processed)
+
+        @tf.function(autograph=False)
+        def train_minibatch(transitions, indices):
+            batch = tf.nest.map_structure(lambda t: tf.gather(t, indices),
+                                          transitions)
+            return agent.train(batch)
+
+        @tf.function(autograph=False)
+        def update_normalizers(experience):
+            agent.update_observation_normalizer(experience.observation)
+            agent.update_reward_normalizer(experience.reward)
+
+        self.prepare = prepare
+        self.train_minibatch = train_minibatch
+        self.update_normalizers = update_normalizers
+
+    def training_flops(self) -> float:
+        """Per iteration: every collected step runs both networks forward;
+        every minibatch example trains both (3x forward)."""
+        settings = self.settings
+        network_flops = sum(sparse_layers.network_stats(n).flops
+                            for n in self.networks.values())
+        return float(settings.batch_steps * network_flops +
+                     settings.num_epochs * settings.minibatches *
+                     settings.minibatch_size * 3 * network_flops)
+
+    def write_summaries(self) -> None:
+        tf.summary.scalar('drop_fraction',
+                          self.agent._optimizer.updater.last_drop_fraction)

@@ -1,0 +1,126 @@
+"""SAC (Haarnoja et al. 2018) with sparse actor and critics.
+
+Settings are `train_eval.<name>` gin bindings (see `SacSettings`); the
+sparsity of each network comes from `init_masks` / `wrap_all_layers` /
+`mask_updater`, overridden per network by `actor_critic_sparsities_str`.
+"""
+
+import dataclasses
+from typing import Tuple
+
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from rigl.rl.tfagents import networks
+from rigl.rl.tfagents import sparse_agents
+from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents.algos import base
+from rigl.rl.tfagents.run import seeding
+from rigl.rl.tfagents.run.settings import setting
+
+POSITIVE = dict(low=0, low_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SacSettings(base.OffPolicySettings):
+    """SAC's settings; defaults are the original suite's MuJoCo config."""
+    actor_fc_layers: Tuple[int, ...] = setting((256, 256), low=1)
+    critic_joint_fc_layers: Tuple[int, ...] = setting((256, 256), low=1)
+    actor_learning_rate: float = setting(3e-4, **POSITIVE)
+    critic_learning_rate: float = setting(3e-4, **POSITIVE)
+    alpha_learning_rate: float = setting(3e-4, **POSITIVE)
+    gamma: float = setting(0.99, low=0, high=1)
+    target_update_tau: float = setting(0.005, low=0, high=1, low_open=True)
+    target_update_period: int = setting(1, low=1)
+    reward_scale_factor: float = 0.1
+    train_mode_actor: str = 'dense'
+    train_mode_value: str = 'dense'
+    sparse_output_layer: bool = False
+    width: float = setting(1.0, **POSITIVE)
+    weight_decay: float = setting(0.0, low=0)
+    actor_critic_sparsities_str: str = ''
+    actor_critic_widths_str: str = ''
+
+    def check(self) -> None:
+        super().check()
+        base.check_train_modes(('train_mode_actor', self.train_mode_actor),
+                               ('train_mode_value', self.train_mode_value))
+        base.parse_float_list(self.actor_critic_sparsities_str,
+                              'train_eval.actor_critic_sparsities_str', 2)
+        base.parse_float_list(self.actor_critic_widths_str,
+                              'train_eval.actor_critic_widths_str', 2)
+
+
+class Sac(base.OffPolicyAlgorithm):
+    """SAC: actor, two critics (own masks each), two target critics."""
+
+    name = 'sac'
+    Settings = SacSettings
+
+    def __init__(self, settings: SacSettings, observation_spec, action_spec,
+                 seed: int):
+        super().__init__(settings, observation_spec, action_spec, seed)
+        if not action_spec.dtype.is_floating:
+            raise ValueError(
+                f'SAC needs continuous actions; {settings.env_name} has '
+                f'{action_spec}. Use PPO (or DQN) for discrete ones.')
+        sparsities = base.parse_float_list(
+            settings.actor_critic_sparsities_str,
+            'actor_critic_sparsities_str', 2)
+        widths = base.parse_float_list(
+            settings.actor_critic_widths_str,
+            'actor_critic_widths_str', 2) or [settings.width] * 2
+        actor = networks.create_sac_actor_network(
+            observation_spec, action_spec, settings.actor_fc_layers,
+            settings.train_mode_actor, settings.sparse_output_layer, widths[0])
+        critics = [networks.create_sac_critic_network(
+            observation_spec, action_spec, settings.critic_joint_fc_layers,
+            settings.train_mode_value, settings.sparse_output_layer, widths[1])
+            for _ in range(2)]
+        actor.create_variables(observation_spec)
+        named = {'actor': actor, 'critic_1': critics[0],
+                 'critic_2': critics[1]}
+        for index, (name, network) in enumerate(named.items()):
+            if name != 'actor':
+                network.create_variables((observation_spec, action_spec))
+            sparse_layers.init_masks(
+                network, seed=seeding.derive(seed, 'masks', name),
+                **({'sparsity': sparsities[min(index, 1)]} if sparsities
+                   else {}))
+        self.agent = sparse_agents.SparseSacAgent(
+            ts.time_step_spec(observation_spec), action_spec,
+            critic_network=critics[0], critic_network_2=critics[1],
+            actor_network=actor,
+            actor_optimizer=base.make_optimizer(settings.actor_learning_rate,
+                                           settings.weight_decay),
+            critic_optimizer=base.make_optimizer(settings.critic_learning_rate,
+                                            settings.weight_decay),
+            alpha_optimizer=tf.keras.optimizers.Adam(
+                settings.alpha_learning_rate),
+            target_update_tau=settings.target_update_tau,
+            target_update_period=settings.target_update_period,
+            gamma=settings.gamma,
+            reward_scale_factor=settings.reward_scale_factor,
+            train_step_counter=self.train_step, seed=seed)
+        self.agent.initialize()
+        self.networks = named
+        self.masked_optimizers = {
+            'actor': self.agent._actor_optimizer,
+            'critic': self.agent._critic_optimizer}
+        self._compile()
+
+    def training_flops(self) -> float:
+        """RigL-paper convention: a trained network costs 3x its forward
+        pass per example. Counted: both critics trained, both target critics
+        forward on the next state, the actor forward for the next action,
+        the actor trained through one critic (forward + input gradient)."""
+        flops = {name: sparse_layers.network_stats(network).flops
+                 for name, network in self.networks.items()}
+        actor = flops['actor']
+        critic = flops['critic_1'] + flops['critic_2']
+        per_example = 3 * critic + critic + actor + 3 * actor + critic
+        return float(self.settings.batch_size * per_example)
+
+    def write_summaries(self) -> None:
+        super().write_summaries()
+        tf.summary.scalar('alpha', tf.exp(self.agent._log_alpha))

@@ -1,0 +1,88 @@
+"""The off-policy loop (SAC; TD3 and DQN to follow).
+
+    initial collection with random actions
+    repeat num_iterations times (one train step each):
+        act only, for train_every - 1 env steps
+        sample a batch from replay
+        one compiled call: act on the current observation and train
+        step the environment and store the transition
+        summaries, progress, evaluation, checkpoint when due
+
+All run plumbing (resume, results, checkpoints) lives in `Session`.
+"""
+
+import time
+from typing import Dict
+
+from rigl.rl.tfagents.loops.session import Session
+from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run.replay import ReplayBuffer
+
+
+def train_eval(root_dir: str, algorithm_class, settings,
+               allow_config_change: bool = False) -> Dict:
+    """Trains an off-policy algorithm; returns the final metric."""
+    session = Session(root_dir, algorithm_class, settings, allow_config_change)
+    algorithm, env = session.algorithm, session.env
+    replay = ReplayBuffer(
+        min(settings.replay_capacity,
+            settings.num_iterations + settings.initial_collect_steps),
+        algorithm.observation_spec.shape, algorithm.action_spec.shape,
+        algorithm.action_spec.dtype.as_numpy_dtype)
+    session.start(replay)
+    state = session.state
+    time_step = env.reset()
+    episode_return, episode_length = 0.0, 0
+
+    def env_step(action):
+        nonlocal time_step, episode_return, episode_length
+        next_step = env.step(action)
+        replay.add(time_step.observation, action, next_step.reward,
+                   next_step.discount, next_step.observation)
+        episode_return += float(next_step.reward)
+        episode_length += 1
+        state.env_steps += 1
+        if next_step.is_last():
+            session.episode_done(episode_return, episode_length)
+            episode_return, episode_length = 0.0, 0
+            next_step = env.reset()
+        time_step = next_step
+
+    while state.env_steps < settings.initial_collect_steps:
+        env_step(algorithm.random_action(session.rng))
+
+    step = session.step
+    progress = console.Progress(settings.num_iterations, step)
+    flops_per_step = algorithm.training_flops()
+    timed = settings.time_loop
+    while step < settings.num_iterations:
+        started = time.perf_counter() if timed else 0.0
+        for _ in range(settings.train_every - 1):
+            env_step(algorithm.act(time_step.observation[None]).numpy())
+        batch = replay.sample(settings.batch_size, session.rng)
+        call_started = time.perf_counter() if timed else 0.0
+        action, loss_info = algorithm.act_and_train(
+            time_step.observation[None], batch)
+        if timed:
+            state.train_call_seconds += time.perf_counter() - call_started
+        env_step(action.numpy())
+        step += 1
+        state.train_flops += flops_per_step
+        if step % settings.summary_interval == 0:
+            session.write_train_summaries(loss_info, progress.steps_per_second)
+        if timed:  # loop time per step, evaluation and checkpoints excluded
+            state.loop_seconds += time.perf_counter() - started
+        if step % settings.log_interval == 0:
+            console.log(progress.line(step, list(session.recent_returns)))
+        if step % settings.eval_interval == 0 or step == settings.num_iterations:
+            session.evaluate(**({'loop_seconds': state.loop_seconds,
+                                 'train_call_seconds': state.train_call_seconds}
+                                if timed else {}))
+            flops_per_step = algorithm.training_flops()
+        if (settings.policy_save_interval and
+                step % settings.policy_save_interval == 0):
+            session.save_policy(f'policies/policy-{step}')
+        if (step % settings.checkpoint_interval == 0 or
+                step == settings.num_iterations):
+            session.checkpoint()
+    return session.finish()

@@ -1,0 +1,250 @@
+"""Everything a training loop needs around its collect/train steps.
+
+`Session` owns the run directory (lock, config guard, clean fresh start),
+seeding, environments, the algorithm, checkpoints (TF objects, replay, run
+state and every random stream that can be saved), results, TensorBoard
+writers, evaluation and progress lines. A loop creates one, calls `start()`,
+then only collects, trains and asks the session to evaluate, checkpoint and
+finish.
+
+Outputs in `root_dir`:
+  run.json               what the run is (algorithm, env, seed, method ...)
+  operative_config.gin   the gin config in force
+  results.jsonl          one row per evaluation (with the run's metadata)
+  final_metric.json      mean eval return over the last fraction of evals
+  train/, eval/          TensorBoard summaries
+  checkpoints/           ckpt-<step>/ directories, each complete
+  policy/                the saved greedy policy at the end
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import time
+from typing import Callable, Dict, List, Optional
+
+import gin
+import numpy as np
+import tensorflow as tf
+from tf_agents.policies import policy_saver
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+
+from rigl.rl.tfagents import envs
+from rigl.rl.tfagents import env_streams
+from rigl.rl.tfagents.run import checkpoints
+from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import run_dir as run_dir_lib
+from rigl.rl.tfagents.run import seeding
+from rigl.rl.tfagents.run import summaries
+from rigl.rl.tfagents.run.replay import ReplayBuffer
+from rigl.rl.tfagents.run.results import Results
+
+
+@dataclasses.dataclass
+class RunState:
+    """Counters a run carries across checkpoints."""
+    iteration: int = 0
+    env_steps: int = 0
+    episodes: int = 0
+    wall_time: float = 0.0
+    train_flops: float = 0.0
+    recent_returns: List[float] = dataclasses.field(default_factory=list)
+    loop_seconds: float = 0.0
+    train_call_seconds: float = 0.0
+
+
+class Session:
+    """Run directory, environments, algorithm and outputs of one run.
+
+    Args:
+        root_dir: where every output goes; an existing run there resumes.
+        algorithm_class: an `algos` class.
+        settings: its checked settings.
+        allow_config_change: resume even if the config differs.
+        num_envs: training environments (PPO's parallel environments).
+    """
+
+    def __init__(self, root_dir: str, algorithm_class, settings,
+                 allow_config_change: bool = False, num_envs: int = 1):
+        self.run_dir = run_dir_lib.RunDir(root_dir)
+        self.root_dir = root_dir
+        self.settings = settings
+        self._allow_config_change = allow_config_change
+        probe = checkpoints.Checkpointer(root_dir)
+        self._saved_config = next(filter(None, map(
+            probe.read_config, probe.candidates())), None)
+        self.seed = self._run_seed(settings.seed)
+        seeding.seed_globals(self.seed)
+        self.envs = [envs.create_environment(
+            env_name=settings.env_name,
+            seed=seeding.derive(self.seed, 'env', index))
+            for index in range(num_envs)]
+        self.env = self.envs[0]
+        # Same feature layout as training (noise values stay independent).
+        self.eval_env = envs.create_environment(
+            env_name=settings.env_name,
+            seed=seeding.derive(self.seed, 'eval_env'),
+            feature_layout_from=self.env)
+        self.noise_mask = envs.noise_feature_mask(self.env)
+        self.algorithm = algorithm_class(
+            settings, tensor_spec.from_spec(self.env.observation_spec()),
+            tensor_spec.from_spec(self.env.action_spec()), self.seed)
+        self.rng = np.random.default_rng(seeding.derive(self.seed, 'loop'))
+        self.state = RunState()
+        self.recent_returns = collections.deque(maxlen=10)
+        self.record = run_dir_lib.config_record(algorithm_class.name, settings)
+        self.metadata = run_dir_lib.metadata(self.record, self.seed)
+        self.results = Results(root_dir, self.metadata)
+        self._checkpointer = checkpoints.Checkpointer(
+            root_dir, **self.algorithm.checkpoint_objects())
+        self._greedy_action = single_action_fn(self.algorithm.eval_policy)
+        self._replay: Optional[ReplayBuffer] = None
+        self.train_writer = self.eval_writer = None
+        self._run_start = time.time()
+
+    def _run_seed(self, seed: Optional[int]) -> int:
+        if seed is None and self._saved_config is not None:
+            return int(self._saved_config.get('seed', seeding.resolve(None)))
+        return seeding.resolve(seed)
+
+    @property
+    def step(self) -> int:
+        return int(self.algorithm.train_step.numpy())
+
+    def start(self, replay: Optional[ReplayBuffer] = None) -> None:
+        """Locks the run directory, then resumes or starts clean."""
+        self._replay = replay
+        self.run_dir.lock()
+        self.run_dir.check_resume(self._saved_config, self.record,
+                                  self._allow_config_change)
+        restored = self._checkpointer.restore(replay, self._restore_streams)
+        if restored is None:
+            removed = self.run_dir.clean_for_fresh_start()
+            note = (f' (removed outputs of an earlier attempt that saved no '
+                    f'checkpoint: {", ".join(removed)})' if removed else '')
+            console.log(f'Starting a new {self.algorithm.name} run in '
+                        f'{self.root_dir} with seed {self.seed}{note}.')
+        else:
+            path, saved = restored
+            self.results.truncate_after(self.step)
+            console.log(f'Resumed from {path} at '
+                        + (f'iteration {self.state.iteration} (train step '
+                           f'{self.step})' if self.algorithm.loop == 'on_policy'
+                           else f'train step {self.step}') + '.')
+        self.recent_returns.extend(self.state.recent_returns)
+        checkpoints.write_atomically(
+            os.path.join(self.root_dir, run_dir_lib.RUN_FILE),
+            json.dumps(dict(self.metadata, config=self.record), indent=2))
+        checkpoints.write_atomically(
+            os.path.join(self.root_dir, 'operative_config.gin'),
+            gin.operative_config_str())
+        for line in self.algorithm_warnings():
+            console.log(f'warning: {line}')
+        self.train_writer = tf.summary.create_file_writer(
+            os.path.join(self.root_dir, 'train'))
+        self.eval_writer = tf.summary.create_file_writer(
+            os.path.join(self.root_dir, 'eval'))
+        with self.train_writer.as_default():
+            summaries.write_sparsity_summaries(
+                self.algorithm.networks, self.step, self.noise_mask)
+        self._run_start = time.time() - self.state.wall_time
+
+    def algorithm_warnings(self) -> List[str]:
+        """Sparsity schedules that cannot happen within this run."""
+        total = self.total_train_steps()
+        lines = []
+        for name, optimizer in self.algorithm.masked_optimizers.items():
+            updater = optimizer.updater
+            if updater.updates_masks and updater.begin_step >= total:
+                lines.append(
+                    f'mask_updater.begin_step={updater.begin_step} is not '
+                    f'before the last of the {total} train steps: '
+                    f'{name or "the"} masks will never be updated.')
+            for layer in optimizer.layers:
+                schedule = layer.pruning_schedule
+                end = getattr(schedule, 'end_step', None)
+                if getattr(schedule, 'power', None) is not None and end > total:
+                    reached = float(schedule(tf.constant(
+                        max(total - 1, 0), tf.int64))[1])
+                    lines.append(
+                        f'wrap_all_layers.end_step={end} is past the run\'s '
+                        f'{total} train steps: pruning stops at sparsity '
+                        f'{reached:.3f} instead of '
+                        f'{schedule.final_sparsity:.3f}.')
+                    break
+        return lines
+
+    def total_train_steps(self) -> int:
+        settings = self.settings
+        if self.algorithm.loop == 'on_policy':
+            return (settings.iterations * settings.num_epochs *
+                    settings.minibatches)
+        return settings.num_iterations
+
+    def _restore_streams(self, saved: Dict) -> None:
+        """Run state and random streams from a checkpoint's state.json."""
+        streams = saved.pop('streams')
+        self.state = RunState(**saved)
+        self.rng.bit_generator.state = streams['loop']
+        for env, state in zip(self.envs, streams['envs']):
+            env_streams.set_rng_state(env, state)
+        env_streams.set_rng_state(self.eval_env, streams['eval_env'])
+
+    def checkpoint(self) -> None:
+        self.state.wall_time = time.time() - self._run_start
+        self.state.recent_returns = list(self.recent_returns)
+        streams = {'loop': self.rng.bit_generator.state,
+                   'envs': [env_streams.get_rng_state(env) for env in self.envs],
+                   'eval_env': env_streams.get_rng_state(self.eval_env)}
+        config = dict(self.record, seed=self.seed)
+        self._checkpointer.save(
+            self.step, dict(dataclasses.asdict(self.state), streams=streams),
+            config, self._replay)
+
+    def episode_done(self, episode_return: float, length: int) -> None:
+        self.recent_returns.append(float(episode_return))
+        self.state.episodes += 1
+        with self.train_writer.as_default():
+            summaries.write_episode(self.step, episode_return, length)
+
+    def write_train_summaries(self, loss_info, steps_per_second: float) -> None:
+        with self.train_writer.as_default(step=self.step):
+            summaries.write_losses(loss_info)
+            self.algorithm.write_summaries()
+            tf.summary.scalar('cumulative_train_flops', self.state.train_flops)
+            if steps_per_second:
+                tf.summary.scalar('steps_per_second', steps_per_second)
+
+    def evaluate(self, **extra) -> None:
+        """Greedy evaluation, a results row and eval summaries."""
+        metrics = summaries.evaluate(self.eval_env, self._greedy_action,
+                                     self.settings.eval_episodes)
+        self.state.wall_time = time.time() - self._run_start
+        summaries.record_evaluation(
+            self.eval_writer, self.results, self.step, self.state.env_steps,
+            metrics, self.algorithm.networks, self.noise_mask,
+            self.state.train_flops, self.state.wall_time, **extra)
+
+    def save_policy(self, name: str = 'policy') -> None:
+        policy_saver.PolicySaver(self.algorithm.eval_policy,
+                                 batch_size=None).save(
+            os.path.join(self.root_dir, name))
+
+    def finish(self) -> Dict:
+        """Saves the final policy and writes and prints the final metric."""
+        self.save_policy()
+        metric = self.results.final_metric(self.settings.average_last_fraction)
+        if metric:
+            console.log(f'final metric (mean eval return over the last '
+                        f'{metric["num_evals_averaged"]} evals): '
+                        f'{metric["final_return"]:.1f}')
+        return metric
+
+
+def single_action_fn(policy) -> Callable[[np.ndarray], np.ndarray]:
+    """A compiled observation -> action function for evaluation."""
+    action = tf.function(lambda observation: policy.action(
+        ts.restart(observation, batch_size=1)).action[0], autograph=False)
+    return lambda observation: action(observation[None]).numpy()

@@ -1,0 +1,131 @@
+"""Atomic checkpoints with fallback.
+
+Each checkpoint is written to `checkpoints/ckpt-<step>.tmp/` (TF objects,
+replay data, run state and the run's config), then renamed into place, then
+`latest` is replaced atomically. Restoring tries the newest complete
+checkpoint first and falls back to older ones when one cannot be read, so a
+truncated file, a missing index or a bad `latest` pointer loses at most one
+checkpoint interval. The newest `keep` (>= 2) checkpoints are kept.
+"""
+
+import json
+import os
+import shutil
+from typing import Callable, Dict, List, Optional, Tuple
+
+import tensorflow as tf
+
+from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run.replay import ReplayBuffer
+
+STATE_FILE = 'state.json'
+CONFIG_FILE = 'config.json'
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Writes `text` to `path` so a crash leaves the old or the new file."""
+    staging = path + '.tmp'
+    with open(staging, 'w') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(staging, path)
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    text = str(error).strip().splitlines()
+    text = text[0] if text else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+class Checkpointer:
+    """Saves and restores TF objects, replay data and JSON run state."""
+
+    def __init__(self, root_dir: str, keep: int = 2, **trackables):
+        self.directory = os.path.join(root_dir, 'checkpoints')
+        self._checkpoint = tf.train.Checkpoint(**trackables)
+        self._keep = max(2, keep)
+
+    def candidates(self) -> List[str]:
+        """Complete checkpoint directories, newest first."""
+        if not os.path.isdir(self.directory):
+            return []
+        steps = []
+        for name in os.listdir(self.directory):
+            if name.startswith('ckpt-') and not name.endswith('.tmp'):
+                try:
+                    steps.append(int(name[len('ckpt-'):]))
+                except ValueError:
+                    continue
+        return [os.path.join(self.directory, f'ckpt-{step}')
+                for step in sorted(steps, reverse=True)]
+
+    @staticmethod
+    def read_config(path: str) -> Optional[Dict]:
+        try:
+            with open(os.path.join(path, CONFIG_FILE)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def save(self, step: int, state: Dict, config: Dict,
+             replay: Optional[ReplayBuffer] = None) -> str:
+        name = f'ckpt-{step}'
+        os.makedirs(self.directory, exist_ok=True)
+        final = os.path.join(self.directory, name)
+        staging = final + '.tmp'
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        self._checkpoint.write(os.path.join(staging, 'tf'))
+        if replay is not None:
+            replay.save(os.path.join(staging, 'replay.npz'))
+        for file_name, content in ((STATE_FILE, state), (CONFIG_FILE, config)):
+            with open(os.path.join(staging, file_name), 'w') as f:
+                json.dump(content, f)
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(staging, final)
+        write_atomically(os.path.join(self.directory, 'latest'), name)
+        for old in self.candidates()[self._keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _restore_one(self, path: str, replay: Optional[ReplayBuffer]) -> Dict:
+        with open(os.path.join(path, STATE_FILE)) as f:
+            state = json.load(f)
+        self._checkpoint.read(
+            os.path.join(path, 'tf')).assert_existing_objects_matched()
+        if replay is not None:
+            replay.load(os.path.join(path, 'replay.npz'))
+        return state
+
+    def restore(self, replay: Optional[ReplayBuffer] = None,
+                on_restored: Optional[Callable[[Dict], None]] = None
+                ) -> Optional[Tuple[str, Dict]]:
+        """Restores the newest readable checkpoint.
+
+        Returns:
+            (path, run state), or None when there is no checkpoint.
+
+        Raises:
+            ValueError: when checkpoints exist but none can be restored (e.g.
+                the networks no longer match), with the newest one's error.
+        """
+        errors = []
+        for path in self.candidates():
+            try:
+                state = self._restore_one(path, replay)
+                if on_restored is not None:
+                    on_restored(state)
+            except Exception as error:  # pylint: disable=broad-except
+                errors.append((path, error))
+                console.log(f'warning: cannot restore {path} '
+                            f'({_first_line(error)}); trying an older one.')
+                continue
+            return path, state
+        if errors:
+            path, error = errors[0]
+            raise ValueError(
+                f'none of the {len(errors)} checkpoints in {self.directory} '
+                f'can be restored into this run; newest ({path}): '
+                f'{_first_line(error)}')
+        return None

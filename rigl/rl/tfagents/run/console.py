@@ -1,0 +1,94 @@
+"""Console output: progress lines, warnings, and the command-line front end
+that turns configuration errors into one line and exit code 2."""
+
+import sys
+import time
+import tokenize
+from typing import Callable, Sequence
+
+from absl import flags
+from absl import logging
+import gin
+import numpy as np
+
+FLAGS = flags.FLAGS
+
+
+def log(message: str) -> None:
+    """A progress line on stdout (TF's own INFO logging is silenced)."""
+    print(message, flush=True)
+
+
+class Progress:
+    """Readable console lines: step, steps/s, recent returns, time left."""
+
+    def __init__(self, total_steps: int, start_step: int):
+        self._total = total_steps
+        self._last_time = time.time()
+        self._last_step = start_step
+        self.steps_per_second = 0.0
+
+    def line(self, step: int, recent_returns: Sequence[float],
+             extra: str = '') -> str:
+        now = time.time()
+        elapsed = max(now - self._last_time, 1e-9)
+        self.steps_per_second = (step - self._last_step) / elapsed
+        self._last_time, self._last_step = now, step
+        remaining = (self._total - step) / max(self.steps_per_second, 1e-9)
+        recent = (f'{np.mean(recent_returns):9.1f}' if len(recent_returns)
+                  else '      n/a')
+        return (f'step {step:>9,}/{self._total:,} | '
+                f'{self.steps_per_second:7.1f} steps/s | '
+                f'return(last {len(recent_returns)}) {recent} | '
+                f'{extra}left {format_seconds(remaining)}')
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+def define_flags() -> None:
+    """The flags every train script takes."""
+    flags.DEFINE_string('root_dir', None, 'Directory for all run outputs; '
+                        'rerunning with the same one resumes the run.')
+    flags.DEFINE_multi_string('gin_file', [], 'Gin config files.')
+    flags.DEFINE_multi_string('gin_bindings', [],
+                              "Gin bindings, e.g. 'train_eval.seed=3'.")
+    flags.DEFINE_bool('allow_config_change', False,
+                      'Resume even if the config differs from the one the '
+                      'run in root_dir was started with.')
+    flags.DEFINE_bool('is_mujoco', True, 'Accepted for compatibility with the '
+                      "original suite's commands; has no effect.")
+    flags.mark_flag_as_required('root_dir')
+
+
+class RunDirBusy(RuntimeError):
+    """Another process holds the run directory."""
+
+
+def _explain(error: BaseException) -> str:
+    text = ' '.join(str(error).split())
+    text = text.split(' In call to configurable ')[0]
+    line = (getattr(error, 'text', None) or '').strip()
+    if 'ast.Name object' in text and '=' in line:
+        # gin parses values as Python literals: a bare word is a name.
+        name, _, value = line.partition('=')
+        return (f'cannot parse the gin binding {line!r}: quote strings, e.g. '
+                f"{name.strip()}='{value.strip()}'.")
+    if isinstance(error, tokenize.TokenError):
+        return f'gin syntax error: {text}'
+    return text
+
+
+def run_main(train: Callable[[str, bool], object]) -> None:
+    """Parses gin, runs `train(root_dir, allow_config_change)`, and turns
+    configuration errors into a one-line `error: ...` and exit code 2."""
+    logging.set_verbosity(logging.WARNING)
+    try:
+        gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
+        train(FLAGS.root_dir, FLAGS.allow_config_change)
+    except (ValueError, TypeError, SyntaxError, OSError, tokenize.TokenError,
+            RunDirBusy) as error:
+        print(f'error: {_explain(error)}', file=sys.stderr)
+        sys.exit(2)

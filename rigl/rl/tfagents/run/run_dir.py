@@ -1,0 +1,173 @@
+"""The run directory: one process at a time, one config per run, clean
+outputs for a fresh start.
+
+* `lock()` takes an exclusive `flock` on `root_dir/.lock`; a second process
+  on the same directory gets `RunDirBusy` naming the holder's pid.
+* `config_record()` is the run's full config: the algorithm, every
+  `train_eval` setting (defaults included) and every other gin parameter in
+  force. It is saved with each checkpoint; `check_resume` refuses a resume
+  whose config differs unless the user allows it.
+* `clean_for_fresh_start()` removes the outputs of an earlier attempt that
+  wrote no checkpoint, so a new run never appends to them.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from typing import Any, Dict, List, Optional
+
+import gin
+from gin import config_parser
+
+from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import settings as settings_lib
+
+LOCK_FILE = '.lock'
+RUN_FILE = 'run.json'
+OUTPUTS = ('results.jsonl', 'final_metric.json', 'operative_config.gin',
+           RUN_FILE, 'train', 'eval', 'policy', 'policies')
+
+
+def check_root_dir(root_dir: str) -> str:
+    if not root_dir:
+        raise ValueError('--root_dir must name a directory, got an empty '
+                         'string.')
+    if os.path.exists(root_dir) and not os.path.isdir(root_dir):
+        raise ValueError(f'root_dir {root_dir!r} is a file, not a directory; '
+                         'give a directory for the run outputs.')
+    return root_dir
+
+
+class RunDir:
+    """Lock, config guard and fresh-start cleanup of one run directory."""
+
+    def __init__(self, root_dir: str):
+        self.root_dir = check_root_dir(root_dir)
+        self._lock_file = None
+
+    def lock(self) -> None:
+        os.makedirs(self.root_dir, exist_ok=True)
+        path = os.path.join(self.root_dir, LOCK_FILE)
+        handle = open(path, 'a+')
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or 'unknown'
+            handle.close()
+            raise console.RunDirBusy(
+                f'root_dir {self.root_dir} is in use by process {holder} '
+                f'(lock {path}); wait for it or use another root_dir.'
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle  # held until the process exits
+
+    def check_resume(self, saved: Optional[Dict], current: Dict,
+                     allow_change: bool) -> None:
+        """Raises ValueError if `current` cannot resume a run saved with
+        `saved` (None: nothing to compare)."""
+        if saved is None:
+            return
+        if saved.get('algorithm') != current['algorithm']:
+            raise ValueError(
+                f'root_dir {self.root_dir} holds a {saved.get("algorithm")} '
+                f'run; this is {current["algorithm"]}. Use another root_dir.')
+        changes = config_changes(saved['settings'], current['settings'])
+        if changes and not allow_change:
+            raise ValueError(
+                f'root_dir {self.root_dir} holds a run with another config: '
+                f'{"; ".join(changes)}. Use another root_dir, or pass '
+                '--allow_config_change to resume with the new one.')
+        if changes:
+            console.log(f'Resuming with a changed config: {"; ".join(changes)}.')
+
+    def clean_for_fresh_start(self) -> List[str]:
+        """Removes earlier outputs; returns the names removed."""
+        removed = []
+        for name in OUTPUTS:
+            path = os.path.join(self.root_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+            else:
+                continue
+            removed.append(name)
+        return removed
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=repr))
+
+
+def gin_parameters() -> Dict[str, Any]:
+    """Every gin parameter in force except `train_eval`'s, as
+    {'[scope/]configurable.param': value} (from the operative config)."""
+    parameters = {}
+    parser = config_parser.ConfigParser(
+        gin.operative_config_str(), gin.config.ParserDelegate(skip_unknown=True))
+    for statement in parser:
+        if not isinstance(statement, config_parser.BindingStatement):
+            continue
+        if statement.selector.split('.')[-1] == settings_lib.PREFIX:
+            continue
+        scope = f'{statement.scope}/' if statement.scope else ''
+        parameters[f'{scope}{statement.selector}.{statement.arg_name}'] = (
+            _jsonable(statement.value))
+    return parameters
+
+
+def config_record(algorithm: str, settings) -> Dict:
+    """The run's full config, JSON-ready, with a short hash of it."""
+    values = dict(settings_lib.as_bindings(settings), **gin_parameters())
+    values = {key: values[key] for key in sorted(values)}
+    digest = hashlib.sha256(json.dumps(
+        [algorithm, values], sort_keys=True).encode()).hexdigest()[:12]
+    return {'algorithm': algorithm, 'settings': _jsonable(values),
+            'config_hash': digest}
+
+
+def config_changes(saved: Dict, current: Dict) -> List[str]:
+    """'name old -> new' for every binding that differs."""
+    missing = object()
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key, missing), current.get(key, missing)
+        if old != new:
+            show = lambda v: 'unset' if v is missing else repr(v)  # noqa: E731
+            changes.append(f'{key} {show(old)} -> {show(new)}')
+    return changes
+
+
+def metadata(record: Dict, seed: int) -> Dict:
+    """What identifies a run in its results rows and final metric."""
+    values = record['settings']
+    sparse = any(key.startswith(('init_masks.', 'wrap_all_layers.'))
+                 for key in values)
+    if not sparse:
+        method, sparsity = 'dense', 0.0
+    elif values.get('wrap_all_layers.mode') == 'prune':
+        method = 'prune'
+        sparsity = values.get('wrap_all_layers.final_sparsity')
+    else:
+        method = values.get('mask_updater.update_alg') or 'static'
+        sparsity = values.get('init_masks.sparsity')
+    return {
+        'algorithm': record['algorithm'],
+        'env_name': values.get('train_eval.env_name'),
+        'seed': seed,
+        'method': method,
+        'sparsity': sparsity,
+        'sparsity_distribution': (
+            values.get('wrap_all_layers.mask_init_method') if method == 'prune'
+            else values.get('init_masks.mask_init_method')) if sparse else None,
+        'update_alg': (values.get('mask_updater.update_alg') or 'static')
+        if sparse and method != 'prune' else None,
+        'noise_fraction': values.get('create_environment.noise_fraction', 0.0),
+        'config_hash': record['config_hash'],
+    }

@@ -1,0 +1,102 @@
+"""TensorBoard summaries and evaluation records shared by every loop."""
+
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run.results import Results
+
+
+def write_losses(loss_info) -> None:
+    """'loss/total' and every scalar of the agent's LossInfo.extra."""
+    tf.summary.scalar('loss/total', loss_info.loss)
+    extra = loss_info.extra
+    for name in getattr(extra, '_fields', ()):
+        value = getattr(extra, name)
+        if isinstance(value, tf.Tensor) and value.shape.rank == 0:
+            tf.summary.scalar(f'loss/{name}', value)
+
+
+def write_episode(step: int, episode_return: float, length: int) -> None:
+    """Training episode summaries (inside a writer's default scope)."""
+    tf.summary.scalar('train/episode_return', episode_return, step=step)
+    tf.summary.scalar('train/episode_length', length, step=step)
+
+
+def input_connectivity(network, noise_mask: Optional[np.ndarray]
+                       ) -> Optional[Dict]:
+    """Mean active input-layer weights per real and per noise feature (ANF).
+
+    The input layer's first rows are the observation (critics append the
+    action after it).
+    """
+    if noise_mask is None:
+        return None
+    layers = sparse_layers.kernel_layers(network)
+    if not layers or not isinstance(layers[0], sparse_layers.MaskedLayer):
+        return None
+    rows = layers[0].mask.numpy()[:noise_mask.size].sum(axis=1)
+    return {'per_real_feature': float(rows[~noise_mask].mean()),
+            'per_noise_feature': float(rows[noise_mask].mean())
+            if noise_mask.any() else 0.0}
+
+
+def write_sparsity_summaries(named_networks: Dict[str, tf.Module],
+                             step: int, noise_mask=None) -> Dict:
+    """Per-layer sparsity, parameters and FLOPs of each network, plus ANF
+    input connectivity; returns the totals for the results file."""
+    totals = {}
+    for name, network in named_networks.items():
+        sparse_layers.log_sparsities(network, name, step)
+        stats = sparse_layers.network_stats(network)
+        totals[name] = {'sparsity': stats.sparsity,
+                        'parameters': stats.parameters, 'flops': stats.flops}
+        connectivity = input_connectivity(network, noise_mask)
+        if connectivity:
+            for key, value in connectivity.items():
+                tf.summary.scalar(f'input_connectivity/{name}/{key}', value,
+                                  step=step)
+            totals[name]['input_connectivity'] = connectivity
+    return totals
+
+
+def evaluate(env, action_fn: Callable, num_episodes: int) -> Dict:
+    """Mean/std return and mean length of `num_episodes` greedy episodes."""
+    returns, lengths = [], []
+    for _ in range(num_episodes):
+        time_step = env.reset()
+        total, length = 0.0, 0
+        while not time_step.is_last():
+            time_step = env.step(action_fn(time_step.observation))
+            total += float(time_step.reward)
+            length += 1
+        returns.append(total)
+        lengths.append(length)
+    return {'return_mean': float(np.mean(returns)),
+            'return_std': float(np.std(returns)),
+            'episode_length': float(np.mean(lengths))}
+
+
+def record_evaluation(writer, results: Results, step: int, env_steps: int,
+                      metrics: Dict, named_networks: Dict, noise_mask,
+                      train_flops: float, wall_time: float, **extra) -> Dict:
+    """Eval summaries, a results.jsonl row (plus any `extra` fields) and a
+    console line; returns the per-network totals."""
+    with writer.as_default(step=step):
+        for key, value in metrics.items():
+            tf.summary.scalar(f'eval/{key}', value)
+        totals = write_sparsity_summaries(named_networks, step, noise_mask)
+    first = next(iter(totals))
+    results.append(dict(step=step, env_steps=env_steps, **metrics,
+                        networks=totals,
+                        inference_flops=totals[first]['flops'],
+                        train_flops=train_flops, wall_time=wall_time,
+                        **extra))
+    sparsities = ' '.join(f'{name} {values["sparsity"]:.3f}'
+                          for name, values in totals.items())
+    console.log(f'eval at step {step:,}: return {metrics["return_mean"]:.1f} ± '
+                f'{metrics["return_std"]:.1f} | sparsity {sparsities}')
+    return totals
