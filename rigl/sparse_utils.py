@@ -226,8 +226,10 @@ def get_sparsities(
         free_sparsities = {i: sparsity for i in free}
     else:
         if method in SUITE_METHODS:
-            # The target covers the free layers alone (possibly none).
-            budget = (1.0 - sparsity) * sum(sizes[i] for i in free)
+            # The target covers the free layers alone (possibly none), in
+            # whole weights as the original suite counts them.
+            budget = sum(sizes[i] - math.floor(sparsity * sizes[i])
+                         for i in free)
         else:
             budget = _anf_free_budget(sizes, sparsity, fixed, free)
         densities = _solve_densities(shapes, sizes, method, budget, free,

@@ -42,13 +42,15 @@ class ErdosRenyiTest(unittest.TestCase):
 
     def test_erk_with_dense_layer_rebalance(self):
         # raw_l * N_l = n_in + n_out: 273, 512, 262 (sum 1047).
-        # Target active = 0.1 * 71424 = 7142.4; eps = 7142.4 / 1047 = 6.8218;
-        # layer 2 density = 6.8218 * 262 / 1536 = 1.1636 > 1 -> dense.
-        # Then eps = (7142.4 - 1536) / (273 + 512) = 5606.4 / 785 = 7.141911.
-        eps = 5606.4 / 785
+        # Target active, in whole weights: (4352 - floor(3916.8)) +
+        # (65536 - floor(58982.4)) + (1536 - floor(1382.4)) = 436 + 6554 +
+        # 154 = 7144; eps = 7144 / 1047 = 6.823305;
+        # layer 2 density = 6.823305 * 262 / 1536 = 1.1639 > 1 -> dense.
+        # Then eps = (7144 - 1536) / (273 + 512) = 5608 / 785 = 7.143949.
+        eps = 5608 / 785
         result = sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel', 0.9)
-        self.assertAlmostEqual(result[0], 1 - eps * 273 / 4352)  # 0.55199
-        self.assertAlmostEqual(result[1], 1 - eps * 512 / 65536)  # 0.94420
+        self.assertAlmostEqual(result[0], 1 - eps * 273 / 4352)  # 0.551862
+        self.assertAlmostEqual(result[1], 1 - eps * 512 / 65536)  # 0.944188
         self.assertEqual(result[2], 0.0)
 
     def test_er_equals_erk_for_dense_kernels(self):
@@ -59,9 +61,12 @@ class ErdosRenyiTest(unittest.TestCase):
                                             sparsity))
 
     def test_erk_without_rebalance(self):
-        # s = 0.99: eps = 0.01 * 71424 / 1047 = 0.682178; layer 2 density
-        # 0.682178 * 262 / 1536 = 0.11636 < 1, so nothing is made dense.
-        eps = 714.24 / 1047
+        # s = 0.99, target active in whole weights: (4352 - floor(4308.48))
+        # + (65536 - floor(64880.64)) + (1536 - floor(1520.64)) = 44 + 656 +
+        # 16 = 716; eps = 716 / 1047 = 0.683859; layer 2 density
+        # 0.683859 * 262 / 1536 = 0.11665 < 1, so nothing is made dense.
+        # Sparsities 0.957102, 0.994657, 0.883352.
+        eps = 716 / 1047
         result = sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel', 0.99)
         np.testing.assert_allclose(
             result, [1 - eps * 273 / 4352, 1 - eps * 512 / 65536,
@@ -74,49 +79,53 @@ class ErdosRenyiTest(unittest.TestCase):
         shapes = [(3, 3, 16, 32), (32, 10)]  # 4608 + 320 = 4928 weights
         erk = sparse_utils.get_sparsities(shapes, 'erdos_renyi_kernel', 0.8)
         er = sparse_utils.get_sparsities(shapes, 'erdos_renyi', 0.8)
-        # ERK: raw*N = 54 and 42 (32+10); eps = 0.2*4928/96 = 10.2667;
-        # dense layer density 10.2667*42/320 = 1.3475 > 1 -> dense;
-        # eps = (985.6 - 320) / 54 = 12.326; conv density 12.326*54/4608.
-        self.assertAlmostEqual(erk[0], 1 - (985.6 - 320) / 4608)
+        # Budget in whole weights: (4608 - floor(3686.4)) +
+        # (320 - floor(256.0)) = 922 + 64 = 986 (0.8 * 320 is 256.0 in
+        # floating point too).
+        # ERK: raw*N = 54 and 42 (32+10); eps = 986/96 = 10.2708;
+        # dense layer density 10.2708*42/320 = 1.3480 > 1 -> dense;
+        # eps = (986 - 320) / 54 = 12.3333; conv density 12.3333*54/4608 =
+        # 666/4608, sparsity 0.855469.
+        self.assertAlmostEqual(erk[0], 1 - (986 - 320) / 4608)
         self.assertEqual(erk[1], 0.0)
-        # ER: raw*N = 48/512*4608 = 432 and 42; eps = 985.6/474 = 2.0793;
-        # dense density 2.0793*42/320 = 0.2729 < 1.
-        eps = 985.6 / 474
+        # ER: raw*N = 48/512*4608 = 432 and 42; eps = 986/474 = 2.080169;
+        # dense density 2.080169*42/320 = 0.2730 < 1. Sparsities 0.804984
+        # and 0.726978.
+        eps = 986 / 474
         np.testing.assert_allclose(er, [1 - eps * 432 / 4608,
                                         1 - eps * 42 / 320])
-        # Power scale 0 makes every ERK raw score 1: uniform at 0.8.
+        # Power scale 0 makes every ERK raw score 1: the same density for
+        # every layer, eps = 986 / 4928 = 0.200081, i.e. sparsity 0.799919
+        # (the whole-weight budget, not exactly 0.8 as 'uniform' gives).
         np.testing.assert_allclose(
             sparse_utils.get_sparsities(shapes, 'erdos_renyi_kernel', 0.8,
-                                        erk_power_scale=0.0), [0.8, 0.8])
+                                        erk_power_scale=0.0),
+            [1 - 986 / 4928] * 2)
 
     def test_dense_layers_are_outside_the_budget(self):
         # Output layer unwrapped (dense_layers=[2]): the 0.9 target covers
-        # layers 0 and 1 only, 4352 + 65536 = 69888 weights -> budget
-        # 0.1 * 69888 = 6988.8 active. raw*N = 273 + 512 = 785;
-        # eps = 6988.8 / 785 = 8.902930; densities 8.902930 * 273 / 4352 =
-        # 0.558476 and 8.902930 * 512 / 65536 = 0.069554, both <= 1.
-        eps = 6988.8 / 785
+        # layers 0 and 1 only, in whole weights as the original suite counts
+        # them: (4352 - floor(3916.8)) + (65536 - floor(58982.4)) = 436 +
+        # 6554 = 6990 active. raw*N = 273 + 512 = 785; eps = 6990 / 785 =
+        # 8.904459; sparsities 1 - eps * 273 / 4352 = 0.4414253 and
+        # 1 - eps * 512 / 65536 = 0.9304339: the original's [0.441, 0.930].
+        eps = 6990 / 785
         result = sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel', 0.9,
                                              dense_layers=[2])
-        self.assertAlmostEqual(result[0], 1 - eps * 273 / 4352)  # 0.441524
-        self.assertAlmostEqual(result[1], 1 - eps * 512 / 65536)  # 0.930446
+        self.assertAlmostEqual(result[0], 1 - eps * 273 / 4352)
+        self.assertAlmostEqual(result[1], 1 - eps * 512 / 65536)
         self.assertEqual(result[2], 0.0)
-        # The original suite budgets whole weights, N - floor(s * N):
-        # (4352 - 3916) + (65536 - 58982) = 6990, eps = 6990 / 785 = 8.904459,
-        # sparsities 1 - 8.904459 * 273 / 4352 = 0.441428 and
-        # 1 - 8.904459 * 512 / 65536 = 0.930434, i.e. [0.441, 0.930]: ours
-        # agree within 1e-4 (1.2 weights of budget apart).
-        np.testing.assert_allclose(result, [0.441428, 0.930434, 0.0],
-                                   atol=1e-4)
+        np.testing.assert_allclose(result, [0.4414253, 0.9304339, 0.0],
+                                   atol=1e-6)
 
     def test_custom_layer_is_outside_the_budget(self):
         # Layer 0 custom at 0.5 adds no constraint: the target covers layers
-        # 1 and 2, 65536 + 1536 = 67072 weights -> budget 6707.2.
-        # raw*N = 512 + 262 = 774; eps = 6707.2 / 774 = 8.665633;
-        # layer 2 density 8.665633 * 262 / 1536 = 1.4781 > 1 -> dense, and it
-        # stays in the budget: 6707.2 - 1536 = 5171.2 left for layer 1,
-        # sparsity 1 - 5171.2 / 65536 = 0.921094.
-        expected = [0.5, 1 - 5171.2 / 65536, 0.0]
+        # 1 and 2: (65536 - 58982) + (1536 - floor(1382.4)) = 6554 + 154 =
+        # 6708 active. raw*N = 512 + 262 = 774; eps = 6708 / 774 = 8.666667;
+        # layer 2 density 8.666667 * 262 / 1536 = 1.478 > 1 -> dense, and it
+        # stays in the budget: 6708 - 1536 = 5172 left for layer 1,
+        # sparsity 1 - 5172 / 65536 = 0.921082.
+        expected = [0.5, 1 - 5172 / 65536, 0.0]
         np.testing.assert_allclose(
             sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel', 0.9,
                                         custom_sparsities={0: 0.5}),
@@ -132,7 +141,7 @@ class ErdosRenyiTest(unittest.TestCase):
         # custom_sparsities={0: value}: same numbers as the test above.
         result = sparse_utils.get_sparsities(
             MLP_17, 'erdos_renyi_kernel', 0.9, input_layer_sparsity=0.8)
-        np.testing.assert_allclose(result, [0.8, 1 - 5171.2 / 65536, 0.0])
+        np.testing.assert_allclose(result, [0.8, 1 - 5172 / 65536, 0.0])
 
     def test_all_layers_fixed_leaves_nothing_to_spread(self):
         # Every layer dense or custom: the target covers no weights.
@@ -202,8 +211,14 @@ class GlobalTargetTest(unittest.TestCase):
     """Every method hits the global target within one weight per layer."""
 
     def test_targets(self):
-        # The suite's methods budget (1 - s) of the layers that are neither
-        # dense nor custom; ANF's methods budget (1 - s) of every layer.
+        # The suite's methods budget the layers that are neither dense nor
+        # custom in whole weights, sum of N - floor(s * N) over them; ANF's
+        # methods budget (1 - s) of every layer. ER/ERK densities d_l spend
+        # the budget exactly (sum of d_l * N_l, forced-dense layers at their
+        # full N), and a mask keeps N - floor((1 - d_l) * N) = ceil(d_l * N)
+        # weights, less than one more than d_l * N: so within one weight per
+        # layer of that budget. (Against (1 - s) * sum N instead it could be
+        # off by up to two per layer: the floors add up to one per layer.)
         for shapes in (MLP_17, MLP_23):
             sizes = [int(np.prod(s)) for s in shapes]
             total = sum(sizes)
@@ -227,7 +242,9 @@ class GlobalTargetTest(unittest.TestCase):
                         if method.startswith('anf_'):
                             exact = (1 - sparsity) * total
                         else:
-                            exact = (1 - sparsity) * (total - dense) + dense
+                            free = sizes[:-1] if dense else sizes
+                            exact = sum(n - math.floor(sparsity * n)
+                                        for n in free) + dense
                         if dense > exact:
                             # ANF, 17-256-256-6 at 0.99: the dense 1536-weight
                             # output alone exceeds the 714.24 allowed.
@@ -408,8 +425,8 @@ class ZeroSparsityTest(unittest.TestCase):
                     [0.0, 0.5, 0.0])
 
     def test_tiny_sparsity_float_overshoot(self):
-        # At s = 1e-17, 1 - s rounds to 1.0: the budget equals the layers'
-        # full size and every ERK density is 1 up to rounding (eps * raw_l
+        # At s = 1e-17, floor(s * N) = 0 (suite) and 1 - s rounds to 1.0
+        # (ANF): the budget equals the layers' full size and every ERK density is 1 up to rounding (eps * raw_l
         # may come out as 1 + 2e-16). No layer may be refused or divided by
         # zero; every layer stays dense.
         for method in sparse_utils.METHODS:
@@ -439,7 +456,9 @@ class BuildableLayersTest(unittest.TestCase):
         # (n_in+n_out)/(n_in*n_out) ** 1000 = 0.0627**1000, 0.0078**1000 and
         # 0.1706**1000; relative to layer 2 the others are e**-1001 and
         # e**-3084, i.e. 0.0 in floating point. Layer 2 takes the whole budget
-        # 0.01 * 71424 = 714.24 (density 0.465) and layers 0 and 1 get
+        # (4352 - floor(4308.48)) + (65536 - floor(64880.64)) +
+        # (1536 - floor(1520.64)) = 44 + 656 + 16 = 716 weights (density
+        # 716 / 1536 = 0.466) and layers 0 and 1 get
         # density 0, sparsity 1: no weight left, which is refused.
         with self.assertRaisesRegex(ValueError,
                                     r'Layer 0 .* sparsity 1\.0.*'
@@ -448,12 +467,15 @@ class BuildableLayersTest(unittest.TestCase):
                                         erk_power_scale=1000.0)
 
     def test_large_power_scale_stays_finite(self):
-        # Same scale at 0.9: layer 2 (top score) takes 7142.4 > 1536 -> dense;
-        # of 7142.4 - 1536 = 5606.4 layer 0 (next score) takes all it can,
-        # 4352 -> dense; layer 1 keeps 5606.4 - 4352 = 1254.4 of 65536.
+        # Same scale at 0.9, budget in whole weights (4352 - floor(3916.8)) +
+        # (65536 - floor(58982.4)) + (1536 - floor(1382.4)) = 436 + 6554 +
+        # 154 = 7144: layer 2 (top score) takes 7144 > 1536 -> dense;
+        # of 7144 - 1536 = 5608 layer 0 (next score) takes all it can,
+        # 4352 -> dense; layer 1 keeps 5608 - 4352 = 1256 of 65536, sparsity
+        # 1 - 1256 / 65536 = 0.980835.
         result = sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel',
                                              0.9, erk_power_scale=1000.0)
-        np.testing.assert_allclose(result, [0.0, 1 - 1254.4 / 65536, 0.0])
+        np.testing.assert_allclose(result, [0.0, 1 - 1256 / 65536, 0.0])
 
 
 class ErrorTest(unittest.TestCase):
