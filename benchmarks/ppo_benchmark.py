@@ -4,7 +4,7 @@
 
 Prints, from one process, for HalfCheetah-v5 with the paper's PPO settings
 (64x64 tanh nets, 2048-step sequences, minibatch 64, 10 epochs):
-  * full ppo_train_eval loop env steps/s, measured as the difference of two
+  * full PPO loop (loops.on_policy) env steps/s, measured as the difference of two
     run lengths so tracing and final saving cancel;
   * minibatch train steps/s of `agent.train` alone on a fixed minibatch;
   * the share of loop time the train steps account for.
@@ -13,20 +13,18 @@ Prints, from one process, for HalfCheetah-v5 with the paper's PPO settings
 import argparse
 import contextlib
 import io
-import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
+import gin
+import tensorflow as tf
+from tf_agents.specs import tensor_spec
 
-import rigl  # noqa: E402,F401
-import gin  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tf_agents.specs import tensor_spec  # noqa: E402
-
-from rigl.rl.tfagents import envs  # noqa: E402
-from rigl.rl.tfagents import ppo_train_eval  # noqa: E402
+from rigl.rl.tfagents import envs
+from rigl.rl.tfagents import train
+from rigl.rl.tfagents.algos import ppo
+from rigl.rl.tfagents.run import settings as settings_lib
 
 SPARSE_BINDINGS = [
     "init_masks.mask_init_method = 'erdos_renyi_kernel'",
@@ -44,11 +42,10 @@ def train_rate(sparse: bool, steps: int) -> float:
     gin.clear_config()
     gin.parse_config(SPARSE_BINDINGS if sparse else [])
     env = envs.create_environment('HalfCheetah-v5', seed=0)
-    agent = ppo_train_eval.create_ppo_agent(
-        tensor_spec.from_spec(env.observation_spec()),
-        tensor_spec.from_spec(env.action_spec()), total_train_steps=10 ** 6,
-        seed=0, train_step_counter=tf.Variable(0, dtype=tf.int64),
-        **(SPARSE_AGENT if sparse else {}))
+    settings = settings_lib.build(
+        ppo.PpoSettings, SPARSE_AGENT if sparse else {}, 'PPO')
+    agent = ppo.Ppo(settings, tensor_spec.from_spec(env.observation_spec()),
+                    tensor_spec.from_spec(env.action_spec()), seed=0).agent
     batch = tensor_spec.sample_spec_nest(agent.training_data_spec,
                                          outer_dims=(64, 1),
                                          seed=0)
@@ -72,8 +69,9 @@ def loop_seconds(sparse: bool, iterations: int) -> float:
         with tempfile.TemporaryDirectory() as root:
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
-                ppo_train_eval.train_eval(
-                    root, env_name='HalfCheetah-v5', num_iterations=count,
+                train.train_eval(
+                    root, algorithm='ppo', env_name='HalfCheetah-v5',
+                    num_iterations=count,
                     eval_interval=10 ** 9, eval_episodes=1,
                     checkpoint_interval=10 ** 9, seed=0,
                     **(SPARSE_AGENT if sparse else {}))

@@ -2,6 +2,8 @@
 
 import json
 import os
+
+import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
 import signal
 import subprocess
 import sys
@@ -82,3 +84,44 @@ def run_config(script: str, root, gin_file: str, bindings) -> dict:
     assert completed.returncode == 0, completed.stderr[-3000:]
     with open(os.path.join(root, 'final_metric.json')) as f:
         return json.load(f)
+
+
+def run_in_process(algorithm: str, root, gin_file, bindings,
+                   allow_config_change: bool = False):
+    """Runs a train script's body in this process (no TF start-up cost).
+
+    Returns:
+        (exit code, stdout, stderr) as the command line would give them.
+    """
+    import contextlib
+    import io
+
+    import gin
+
+    from rigl.rl.tfagents import train
+    from rigl.rl.tfagents.run import console
+
+    gin.clear_config()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = console.run_cli(
+            lambda root_dir, allow: train.train_eval(
+                root_dir, algorithm=algorithm, allow_config_change=allow),
+            [gin_file] if gin_file else [], list(bindings), str(root),
+            allow_config_change)
+    gin.clear_config()
+    return code, out.getvalue(), err.getvalue()
+
+
+def snapshot(root) -> dict:
+    """Every file under `root` with its size and modification time (but the
+    lock file, which names the last process that held the directory)."""
+    files = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            if name == '.lock':
+                continue
+            path = os.path.join(directory, name)
+            stat = os.stat(path)
+            files[os.path.relpath(path, root)] = (stat.st_size, stat.st_mtime_ns)
+    return files

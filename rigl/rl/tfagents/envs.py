@@ -166,6 +166,26 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
     def close(self) -> None:
         self._gym_env.close()
 
+    def rng_state(self) -> dict:
+        """The random state of resets and noise features, JSON-ready, so a
+        checkpoint can continue the streams rather than reseed them."""
+        state = {'env': self._gym_env.unwrapped.np_random.bit_generator.state}
+        noise = _find_noise_wrapper(self)
+        if noise is not None:
+            state['noise'] = noise.rng_state()
+        return state
+
+    def set_rng_state(self, state: dict) -> None:
+        """Restores `rng_state()`; the next reset continues that stream
+        instead of using the seed given at creation."""
+        self._pending_seed = None
+        generator = np.random.Generator(np.random.PCG64())
+        generator.bit_generator.state = state['env']
+        self._gym_env.unwrapped.np_random = generator
+        noise = _find_noise_wrapper(self)
+        if noise is not None and 'noise' in state:
+            noise.set_rng_state(state['noise'])
+
     def _reset(self) -> ts.TimeStep:
         seed, self._pending_seed = self._pending_seed, None
         observation, self._last_info = self._gym_env.reset(seed=seed)
@@ -544,6 +564,20 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
     def num_noise_features(self) -> int:
         """Number of appended noise features."""
         return self._num_noise
+
+    def rng_state(self) -> dict:
+        """Noise stream, step count and own permutation, JSON-ready."""
+        own = self._layout_source is self and self._permutation is not None
+        return {'rng': self._rng.bit_generator.state,
+                'env_steps': self._env_steps,
+                'permutation': self._permutation.tolist() if own else None}
+
+    def set_rng_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state['rng']
+        self._env_steps = int(state['env_steps'])
+        if state['permutation'] is not None and self._layout_source is self:
+            self._permutation = np.asarray(state['permutation'])
+            self._set_noise_mask()
 
     def step(self, action: Any) -> Tuple[Any, Any, bool, bool, dict]:
         self._env_steps += 1

@@ -8,6 +8,7 @@ by `sparse_layers.init_masks`.
 
 from typing import List, Sequence
 
+import numpy as np
 import tensorflow as tf
 from tf_agents.agents.sac import tanh_normal_projection_network
 from tf_agents.networks import categorical_projection_network
@@ -170,3 +171,34 @@ def create_value_network(observation_spec,
     return sequential.Sequential(layers + [tf.keras.layers.Reshape([])],
                                  input_spec=observation_spec,
                                  name='ValueNetwork')
+
+
+class _ScaleToSpec(tf.keras.layers.Layer):
+    """tanh, then scaled into the action spec's bounds."""
+
+    def __init__(self, action_spec, **kwargs):
+        super().__init__(**kwargs)
+        shape = action_spec.shape
+        self._low = np.broadcast_to(action_spec.minimum, shape).astype(
+            np.float32)
+        self._high = np.broadcast_to(action_spec.maximum, shape).astype(
+            np.float32)
+
+    def call(self, inputs):
+        return self._low + (tf.tanh(inputs) + 1.0) * 0.5 * (
+            self._high - self._low)
+
+
+def create_td3_actor_network(observation_spec, action_spec,
+                             hidden_units: Sequence[int] = (256, 256),
+                             train_mode: str = 'dense',
+                             sparse_output_layer: bool = False,
+                             width: float = 1.0) -> sequential.Sequential:
+    """TD3 actor: a deterministic MLP with a tanh output scaled to the
+    action bounds."""
+    layers = dense_chain(hidden_units, _flat_size(action_spec),
+                         _flat_size(observation_spec), train_mode,
+                         sparse_output_layer, width)
+    return sequential.Sequential(layers + [_ScaleToSpec(action_spec)],
+                                 input_spec=observation_spec,
+                                 name='ActorNetwork')

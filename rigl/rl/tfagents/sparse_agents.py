@@ -19,6 +19,7 @@ from absl import logging as absl_logging
 import tensorflow as tf
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.agents.sac import sac_agent
+from tf_agents.agents.td3 import td3_agent
 from tf_agents.trajectories import policy_step
 from tf_agents.utils import common
 from tf_agents.utils import nest_utils
@@ -28,13 +29,24 @@ from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import seeding
 
 
+TARGET_SPARSITY_MODES = ('mask', 'magnitude')
+
+
 class SparseTargetsMixin:
-    """Re-masks target networks when their online network's masks change.
+    """Keeps target networks as sparse as their online networks.
 
     Subclasses list `masked_targets()`: pairs of (the MaskedOptimizer of the
-    online networks, their target networks). Masked target weights stay 0
-    under Polyak averaging unless a mask changed since the last target
-    update, so targets are re-masked only then.
+    online networks, their target networks, in the same order), and call
+    `_init_sparse_targets()` at the end of `__init__` and `_sparsify_targets()`
+    after each train step. Two modes:
+
+    * 'mask' (default): a target carries its online network's mask. Polyak
+      averaging copies masks (tau 1 for non-trainable variables) but blends
+      kernels, so after a mask change the targets are re-masked on every
+      train step until a target update has copied the new masks.
+    * 'magnitude' (ANF): after every train step each target layer keeps only
+      its k largest |weights|, k = its online layer's active weights, so a
+      target never holds more non-zeros than its online network.
     """
 
     def masked_targets(self) -> Sequence[Tuple[mask_updaters.MaskedOptimizer,
@@ -46,16 +58,60 @@ class SparseTargetsMixin:
         return [network for _, targets in self.masked_targets()
                 for network in targets]
 
-    def remask_targets(self, after, target_update_period: int):
-        """Re-masks targets (after the ops in `after`) where a mask changed
-        within the last `target_update_period` optimizer steps."""
+    def _init_sparse_targets(self, mode: str = 'mask') -> None:
+        if mode not in TARGET_SPARSITY_MODES:
+            raise ValueError(f'target sparsity mode is {mode!r}; allowed: '
+                             f'{", ".join(TARGET_SPARSITY_MODES)}.')
+        self._target_sparsity = mode
+        # Per optimizer: its last_mask_change when last seen, and the train
+        # step at which a new change was first seen.
+        self._seen_mask_change = [
+            tf.Variable(-1, dtype=tf.int64, trainable=False)
+            for _ in self.masked_targets()]
+        self._mask_change_seen_at = [
+            tf.Variable(-10 ** 9, dtype=tf.int64, trainable=False)
+            for _ in self.masked_targets()]
+
+    def _sparsify_targets(self, after, target_update_period: int):
+        """Re-masks or prunes the targets (after the ops in `after`)."""
+        step = tf.cast(self.train_step_counter, tf.int64)
+        ops = []
         with tf.control_dependencies(tf.nest.flatten(after)):
-            return tf.group([
-                tf.cond(optimizer.steps_since_mask_change() <=
-                        target_update_period,
+            for index, (optimizer, targets) in enumerate(
+                    self.masked_targets()):
+                if self._target_sparsity == 'magnitude':
+                    ops.append(_prune_targets_by_magnitude(
+                        optimizer.layers, targets))
+                    continue
+                seen, seen_at = (self._seen_mask_change[index],
+                                 self._mask_change_seen_at[index])
+                changed = tf.not_equal(optimizer.last_mask_change, seen)
+                at = seen_at.assign(tf.where(changed, step, seen_at))
+                with tf.control_dependencies([at]):
+                    noted = seen.assign(optimizer.last_mask_change)
+                with tf.control_dependencies([noted]):
+                    ops.append(tf.cond(
+                        step - at <= target_update_period,
                         lambda targets=targets: sparse_layers.apply_masks(
-                            targets), tf.no_op)
-                for optimizer, targets in self.masked_targets()])
+                            targets), tf.no_op))
+        return tf.group(ops)
+
+
+def _prune_targets_by_magnitude(online_layers, targets) -> tf.Operation:
+    """ANF's sparse targets: each target layer keeps its k largest |w|,
+    k = the active weights of the matching online layer."""
+    target_layers = [layer for network in targets
+                     for layer in sparse_layers.masked_layers(network)]
+    ops = []
+    for online, target in zip(online_layers, target_layers):
+        kernel = tf.reshape(target.kernel, [-1])
+        active = tf.cast(tf.reduce_sum(online.mask), tf.int32)
+        _, keep = tf.math.top_k(tf.abs(kernel), k=active)
+        mask = tf.reshape(tf.scatter_nd(keep[:, None], tf.ones_like(
+            keep, tf.float32), tf.shape(kernel)), tf.shape(target.mask))
+        ops += [target.mask.assign(mask),
+                target.kernel.assign(target.kernel * mask)]
+    return tf.group(ops)
 
 
 def sample_action(policy, time_step, sample_rng: tf.random.Generator):
@@ -83,6 +139,7 @@ class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
         actor_updater: mask updater of the actor (gin `mask_updater()` if None).
         critic_updater: mask updater of both critics (likewise).
         seed: seeds the updaters' and the action sampling's streams.
+        target_sparsity: 'mask' or 'magnitude' (see `SparseTargetsMixin`).
         Other arguments are `SacAgent`'s.
     """
 
@@ -91,7 +148,7 @@ class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
                  alpha_optimizer, critic_network_2=None,
                  actor_updater: Optional[mask_updaters.MaskUpdater] = None,
                  critic_updater: Optional[mask_updaters.MaskUpdater] = None,
-                 seed: int = 0, **kwargs):
+                 seed: int = 0, target_sparsity: str = 'mask', **kwargs):
         critics = [critic_network] + (
             [critic_network_2] if critic_network_2 is not None else [])
         super().__init__(
@@ -107,6 +164,7 @@ class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
             **kwargs)
         self.sample_rng = tf.random.Generator.from_seed(
             seeding.derive(seed, 'sac_sampling'))
+        self._init_sparse_targets(target_sparsity)
 
     def masked_targets(self):
         return [(self._critic_optimizer, [self._target_critic_network_1,
@@ -128,7 +186,7 @@ class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
 
     def _train(self, experience, weights):
         loss_info = super()._train(experience, weights)
-        with tf.control_dependencies([self.remask_targets(
+        with tf.control_dependencies([self._sparsify_targets(
                 loss_info, self._target_update_period)]):
             return tf.nest.map_structure(tf.identity, loss_info)
 
@@ -170,3 +228,53 @@ class SparsePPOAgent(ppo_clip_agent.PPOClipAgent):
             actor_net=actor_net, value_net=value_net, **kwargs)
         self.sample_rng = tf.random.Generator.from_seed(
             seeding.derive(seed, 'ppo_sampling'))
+
+
+class SparseTd3Agent(SparseTargetsMixin, td3_agent.Td3Agent):
+    """TD3 with a sparse actor and twin critics and sparse targets.
+
+    The actor's optimizer applies only every `actor_update_period` train
+    steps and counts its own steps, so the actor's mask updates run on the
+    actor's update steps. Exploration noise is added by the algorithm
+    (`algos.td3`) with seeds from `sample_rng`.
+
+    Args:
+        actor_updater, critic_updater: mask updaters (gin `mask_updater()`
+            if None).
+        seed: seeds the updaters' and the exploration noise's streams.
+        target_sparsity: 'mask' or 'magnitude' (see `SparseTargetsMixin`).
+        Other arguments are `Td3Agent`'s.
+    """
+
+    def __init__(self, time_step_spec, action_spec, actor_network,
+                 critic_network, actor_optimizer, critic_optimizer,
+                 critic_network_2=None,
+                 actor_updater: Optional[mask_updaters.MaskUpdater] = None,
+                 critic_updater: Optional[mask_updaters.MaskUpdater] = None,
+                 seed: int = 0, target_sparsity: str = 'mask', **kwargs):
+        critics = [critic_network] + (
+            [critic_network_2] if critic_network_2 is not None else [])
+        super().__init__(
+            time_step_spec, action_spec, actor_network=actor_network,
+            critic_network=critic_network,
+            actor_optimizer=mask_updaters.MaskedOptimizer(
+                actor_optimizer, [actor_network], actor_updater,
+                seed=seeding.derive(seed, 'actor_updater')),
+            critic_optimizer=mask_updaters.MaskedOptimizer(
+                critic_optimizer, critics, critic_updater,
+                seed=seeding.derive(seed, 'critic_updater')),
+            critic_network_2=critic_network_2, **kwargs)
+        self.sample_rng = tf.random.Generator.from_seed(
+            seeding.derive(seed, 'td3_exploration'))
+        self._init_sparse_targets(target_sparsity)
+
+    def masked_targets(self):
+        return [(self._actor_optimizer, [self._target_actor_network]),
+                (self._critic_optimizer, [self._target_critic_network_1,
+                                          self._target_critic_network_2])]
+
+    def _train(self, experience, weights=None):
+        loss_info = super()._train(experience, weights)
+        with tf.control_dependencies([self._sparsify_targets(
+                loss_info, self._target_update_period)]):
+            return tf.nest.map_structure(tf.identity, loss_info)

@@ -105,7 +105,9 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
             'prune' (gradual magnitude pruning to per-layer final sparsities).
         initial_sparsity: 'prune' mode: sparsity at `begin_step`.
         final_sparsity: 'prune' mode: global sparsity at `end_step`, spread
-            over the layers (the dense ones included) by `mask_init_method`.
+            by `mask_init_method` (over the wrapped layers for the RigL-family
+            methods, over the whole network for ANF's; see
+            docs/sparsity_conventions.md).
         mask_init_method: a `sparse_utils.METHODS` name.
         erk_power_scale: ERK exponent.
         begin_step: 'prune' mode: first pruning step.
@@ -204,7 +206,8 @@ def init_masks(network: tf.keras.layers.Layer,
     """Draws random masks for the sparse layers of a built network.
 
     Per-layer sparsities come from `sparse_utils.get_sparsities` over all the
-    network's kernels; unwrapped kernels count as dense layers. The kernels
+    network's kernels; unwrapped kernels are its `dense_layers` (outside the
+    budget for the RigL-family methods, inside it for ANF's). The kernels
     are multiplied by their masks (or, with `fixed_sparse_init`, redrawn with a
     scale from each connection's real fan-in and fan-out).
 

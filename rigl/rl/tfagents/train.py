@@ -13,13 +13,15 @@ import gin
 
 from rigl.rl.tfagents.algos import ppo
 from rigl.rl.tfagents.algos import sac
+from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.loops import off_policy
 from rigl.rl.tfagents.loops import on_policy
+from rigl.rl.tfagents.loops import session as session_lib
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import run_dir
 from rigl.rl.tfagents.run import settings as settings_lib
 
-ALGORITHMS = {cls.name: cls for cls in (sac.Sac, ppo.Ppo)}
+ALGORITHMS = {cls.name: cls for cls in (sac.Sac, td3.Td3, ppo.Ppo)}
 LOOPS = {'off_policy': off_policy.train_eval, 'on_policy': on_policy.train_eval}
 
 
@@ -44,8 +46,10 @@ def train_eval(root_dir: str, algorithm: str = 'sac',
     run_dir.check_root_dir(root_dir)
     settings = settings_lib.build(algorithm_class.Settings, params,
                                   algorithm.upper())
-    return LOOPS[algorithm_class.loop](root_dir, algorithm_class, settings,
-                                       allow_config_change)
+    num_envs = getattr(settings, 'num_parallel_environments', 1)
+    with session_lib.Session(root_dir, algorithm_class, settings,
+                             allow_config_change, num_envs) as session:
+        return LOOPS[algorithm_class.loop](session)
 
 
 def main(algorithm: str) -> None:

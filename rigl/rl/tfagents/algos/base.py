@@ -139,13 +139,16 @@ class OffPolicyAlgorithm(Algorithm):
     loop = OFF_POLICY
     Settings = OffPolicySettings
 
+    def explore(self, time_step):
+        """Exploration actions for a batch of time steps (in graph)."""
+        return sparse_agents.sample_action(
+            self.agent.collect_policy, time_step, self.agent.sample_rng).action
+
     def _compile(self) -> None:
         agent = self.agent
 
         def act(observation):
-            return sparse_agents.sample_action(
-                agent.collect_policy, ts.restart(observation, batch_size=1),
-                agent.sample_rng).action[0]
+            return self.explore(ts.restart(observation, batch_size=1))[0]
 
         def act_and_train(observation, batch):
             action = act(observation)

@@ -1,4 +1,4 @@
-"""The off-policy loop (SAC; TD3 and DQN to follow).
+"""The off-policy loop (SAC, TD3; DQN to follow).
 
     initial collection with random actions
     repeat num_iterations times (one train step each):
@@ -19,11 +19,9 @@ from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run.replay import ReplayBuffer
 
 
-def train_eval(root_dir: str, algorithm_class, settings,
-               allow_config_change: bool = False) -> Dict:
-    """Trains an off-policy algorithm; returns the final metric."""
-    session = Session(root_dir, algorithm_class, settings, allow_config_change)
-    algorithm, env = session.algorithm, session.env
+def train_eval(session: Session) -> Dict:
+    """Trains the session's off-policy algorithm; returns the final metric."""
+    algorithm, env, settings = session.algorithm, session.env, session.settings
     replay = ReplayBuffer(
         min(settings.replay_capacity,
             settings.num_iterations + settings.initial_collect_steps),

@@ -27,13 +27,11 @@ def _stacked(time_steps) -> ts.TimeStep:
     return ts.TimeStep(*(np.stack(field) for field in zip(*time_steps)))
 
 
-def train_eval(root_dir: str, algorithm_class, settings,
-               allow_config_change: bool = False) -> Dict:
-    """Trains an on-policy algorithm; returns the final metric."""
-    num_envs = settings.num_parallel_environments
-    session = Session(root_dir, algorithm_class, settings, allow_config_change,
-                      num_envs=num_envs)
-    algorithm, env_list = session.algorithm, session.envs
+def train_eval(session: Session) -> Dict:
+    """Trains the session's on-policy algorithm; returns the final metric."""
+    algorithm, env_list, settings = (session.algorithm, session.envs,
+                                     session.settings)
+    num_envs = len(env_list)
     session.start()
     state, iterations = session.state, settings.iterations
     steps_per_iteration = (settings.collect_sequence_length + 1) * num_envs

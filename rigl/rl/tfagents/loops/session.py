@@ -3,9 +3,10 @@
 `Session` owns the run directory (lock, config guard, clean fresh start),
 seeding, environments, the algorithm, checkpoints (TF objects, replay, run
 state and every random stream that can be saved), results, TensorBoard
-writers, evaluation and progress lines. A loop creates one, calls `start()`,
-then only collects, trains and asks the session to evaluate, checkpoint and
-finish.
+writers, evaluation and progress lines. `train.train_eval` opens one (a
+context manager: the run directory stays locked until it closes); the loop
+calls `start()`, then only collects, trains and asks the session to
+evaluate, checkpoint and finish.
 
 Outputs in `root_dir`:
   run.json               what the run is (algorithm, env, seed, method ...)
@@ -32,7 +33,6 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from rigl.rl.tfagents import envs
-from rigl.rl.tfagents import env_streams
 from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import run_dir as run_dir_lib
@@ -109,6 +109,14 @@ class Session:
             return int(self._saved_config.get('seed', seeding.resolve(None)))
         return seeding.resolve(seed)
 
+    def __enter__(self) -> 'Session':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.run_dir.unlock()
+        for env in self.envs + [self.eval_env]:
+            env.close()
+
     @property
     def step(self) -> int:
         return int(self.algorithm.train_step.numpy())
@@ -116,9 +124,16 @@ class Session:
     def start(self, replay: Optional[ReplayBuffer] = None) -> None:
         """Locks the run directory, then resumes or starts clean."""
         self._replay = replay
-        self.run_dir.lock()
         self.run_dir.check_resume(self._saved_config, self.record,
                                   self._allow_config_change)
+        self.run_dir.lock()
+        newest = self._checkpointer.candidates()[:1]
+        if newest and self._checkpointer.step_of(newest[0]) > (
+                self.total_train_steps()):
+            raise ValueError(
+                f'{newest[0]} is past the end of this run (train_eval.'
+                'num_iterations is lower than when it was saved); keep '
+                'num_iterations or use another root_dir.')
         restored = self._checkpointer.restore(replay, self._restore_streams)
         if restored is None:
             removed = self.run_dir.clean_for_fresh_start()
@@ -127,7 +142,7 @@ class Session:
             console.log(f'Starting a new {self.algorithm.name} run in '
                         f'{self.root_dir} with seed {self.seed}{note}.')
         else:
-            path, saved = restored
+            path, _ = restored
             self.results.truncate_after(self.step)
             console.log(f'Resumed from {path} at '
                         + (f'iteration {self.state.iteration} (train step '
@@ -189,15 +204,15 @@ class Session:
         self.state = RunState(**saved)
         self.rng.bit_generator.state = streams['loop']
         for env, state in zip(self.envs, streams['envs']):
-            env_streams.set_rng_state(env, state)
-        env_streams.set_rng_state(self.eval_env, streams['eval_env'])
+            env.set_rng_state(state)
+        self.eval_env.set_rng_state(streams['eval_env'])
 
     def checkpoint(self) -> None:
         self.state.wall_time = time.time() - self._run_start
         self.state.recent_returns = list(self.recent_returns)
         streams = {'loop': self.rng.bit_generator.state,
-                   'envs': [env_streams.get_rng_state(env) for env in self.envs],
-                   'eval_env': env_streams.get_rng_state(self.eval_env)}
+                   'envs': [env.rng_state() for env in self.envs],
+                   'eval_env': self.eval_env.rng_state()}
         config = dict(self.record, seed=self.seed)
         self._checkpointer.save(
             self.step, dict(dataclasses.asdict(self.state), streams=streams),

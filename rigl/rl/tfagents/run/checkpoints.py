@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from rigl.rl.tfagents.run import console
-from rigl.rl.tfagents.run.replay import ReplayBuffer
+from rigl.rl.tfagents.run.replay import IncompatibleReplay, ReplayBuffer
 
 STATE_FILE = 'state.json'
 CONFIG_FILE = 'config.json'
@@ -45,6 +45,10 @@ class Checkpointer:
         self.directory = os.path.join(root_dir, 'checkpoints')
         self._checkpoint = tf.train.Checkpoint(**trackables)
         self._keep = max(2, keep)
+
+    @staticmethod
+    def step_of(path: str) -> int:
+        return int(os.path.basename(path)[len('ckpt-'):])
 
     def candidates(self) -> List[str]:
         """Complete checkpoint directories, newest first."""
@@ -92,8 +96,12 @@ class Checkpointer:
     def _restore_one(self, path: str, replay: Optional[ReplayBuffer]) -> Dict:
         with open(os.path.join(path, STATE_FILE)) as f:
             state = json.load(f)
-        self._checkpoint.read(
-            os.path.join(path, 'tf')).assert_existing_objects_matched()
+        status = self._checkpoint.read(os.path.join(path, 'tf'))
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError:
+            status.expect_partial()  # no per-variable warning flood
+            raise
         if replay is not None:
             replay.load(os.path.join(path, 'replay.npz'))
         return state
@@ -108,7 +116,9 @@ class Checkpointer:
 
         Raises:
             ValueError: when checkpoints exist but none can be restored (e.g.
-                the networks no longer match), with the newest one's error.
+                the networks no longer match), with the newest one's error,
+                or when the replay buffer cannot hold the saved data (no
+                fallback: an older checkpoint would silently lose progress).
         """
         errors = []
         for path in self.candidates():
@@ -116,6 +126,8 @@ class Checkpointer:
                 state = self._restore_one(path, replay)
                 if on_restored is not None:
                     on_restored(state)
+            except IncompatibleReplay as error:
+                raise ValueError(f'cannot resume from {path}: {error}') from None
             except Exception as error:  # pylint: disable=broad-except
                 errors.append((path, error))
                 console.log(f'warning: cannot restore {path} '

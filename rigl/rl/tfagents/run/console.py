@@ -1,6 +1,7 @@
 """Console output: progress lines, warnings, and the command-line front end
 that turns configuration errors into one line and exit code 2."""
 
+import logging as std_logging
 import sys
 import time
 import tokenize
@@ -81,14 +82,35 @@ def _explain(error: BaseException) -> str:
     return text
 
 
-def run_main(train: Callable[[str, bool], object]) -> None:
+def run_cli(train: Callable[[str, bool], object], gin_files: Sequence[str],
+            gin_bindings: Sequence[str], root_dir: str,
+            allow_config_change: bool = False) -> int:
     """Parses gin, runs `train(root_dir, allow_config_change)`, and turns
-    configuration errors into a one-line `error: ...` and exit code 2."""
-    logging.set_verbosity(logging.WARNING)
+    configuration errors into a one-line `error: ...` on stderr.
+
+    Returns:
+        The exit code: 0, or 2 for a configuration error.
+    """
     try:
-        gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
-        train(FLAGS.root_dir, FLAGS.allow_config_change)
+        gin.parse_config_files_and_bindings(gin_files, gin_bindings)
+        train(root_dir, allow_config_change)
     except (ValueError, TypeError, SyntaxError, OSError, tokenize.TokenError,
             RunDirBusy) as error:
         print(f'error: {_explain(error)}', file=sys.stderr)
-        sys.exit(2)
+        # A failed restore leaves TF objects that log every unrestored value
+        # when collected; the one line above says what matters.
+        std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
+        return 2
+    return 0
+
+
+def run_main(train: Callable[[str, bool], object]) -> None:
+    """`run_cli` with the command-line flags; exits with its code."""
+    logging.set_verbosity(logging.WARNING)
+    # TF's own warnings (e.g. each unrestored value of a checkpoint we fall
+    # back from) are not for users; errors still show.
+    std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
+    code = run_cli(train, FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.root_dir,
+                   FLAGS.allow_config_change)
+    if code:
+        sys.exit(code)

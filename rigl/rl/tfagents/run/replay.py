@@ -5,6 +5,10 @@ from typing import Dict, Sequence
 import numpy as np
 
 
+class IncompatibleReplay(ValueError):
+    """Saved replay data that this run's buffer cannot hold."""
+
+
 class ReplayBuffer:
     """A numpy ring buffer of transitions."""
 
@@ -52,7 +56,7 @@ class ReplayBuffer:
         with np.load(path) as saved:
             size, next_index = int(saved['size']), int(saved['next'])
             if size > self.capacity:
-                raise ValueError(
+                raise IncompatibleReplay(
                     f'the checkpoint holds {size} transitions but the replay '
                     f'buffer now has room for {self.capacity}; keep '
                     'train_eval.replay_capacity and num_iterations as they '
@@ -60,7 +64,7 @@ class ReplayBuffer:
             arrays = {name: saved[name] for name in self.FIELDS}
         for name, array in arrays.items():
             if array.shape[1:] != self._data[name].shape[1:]:
-                raise ValueError(
+                raise IncompatibleReplay(
                     f'saved replay field {name!r} has shape {array.shape[1:]}, '
                     f'this run needs {self._data[name].shape[1:]}.')
         for name, array in arrays.items():

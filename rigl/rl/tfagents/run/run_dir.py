@@ -65,7 +65,12 @@ class RunDir:
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
-        self._lock_file = handle  # held until the process exits
+        self._lock_file = handle  # held until unlock() or process exit
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing releases the flock
+            self._lock_file = None
 
     def check_resume(self, saved: Optional[Dict], current: Dict,
                      allow_change: bool) -> None:

@@ -27,7 +27,9 @@ def setting(default: Any, low: Optional[float] = None,
 
 def _describe(hint) -> str:
     if typing.get_origin(hint) in (tuple, Tuple):
-        return f'a tuple of {_describe(typing.get_args(hint)[0])}s'
+        item = typing.get_args(hint)[0]
+        return 'a tuple of ' + {int: 'integers', float: 'numbers'}.get(
+            item, str(item))
     return {int: 'an integer', float: 'a finite number', str: 'a string',
             bool: 'True or False'}.get(hint, str(hint))
 

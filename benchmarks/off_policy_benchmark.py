@@ -1,13 +1,14 @@
-"""SAC throughput: bare train step and full loop, dense vs RigL-90% ERK.
+"""Off-policy throughput (SAC or TD3): bare train step and full loop, dense
+vs RigL-90% ERK.
 
-  python benchmarks/sac_benchmark.py [--train_steps 2000] [--loop_steps 2000] [--repeats 3]
+  python benchmarks/off_policy_benchmark.py [--algo sac|td3] [--train_steps 2000] [--loop_steps 2000] [--repeats 3]
 
 Prints, from one process:
-  * bare `agent.train` steps/s (batch 256, 256x256 actor and two critics,
-    HalfCheetah-v5 shapes) dense and RigL at 90% ERK with mask updates every
-    1000 steps, timed in alternating blocks in one process, and the
-    sparse/dense time ratio (target <= 1.10);
-  * full sac_train_eval loop env steps/s (collect one step, train one step) on
+  * bare train steps/s (the algorithm's default batch and 256x256 actor and
+    two critics, HalfCheetah-v5 shapes) dense and RigL at 90% ERK with mask
+    updates every 1000 steps, timed in alternating blocks in one process,
+    and the sparse/dense time ratio (target <= 1.10);
+  * full loop (loops.off_policy, `time_loop=True`) env steps/s (collect one step, train one step) on
     HalfCheetah-v5 between two results rows of one run (tracing, evaluation
     and checkpoints excluded), and the loop/bare time ratio two ways: across
     runs (bare rate / loop rate) and within one run (loop time / time in the
@@ -16,25 +17,25 @@ Prints, from one process:
 """
 
 import argparse
-import json
 import contextlib
 import io
+import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
+import gin
+import numpy as np
+import tensorflow as tf
+from tf_agents.specs import tensor_spec
 
-import rigl  # noqa: E402,F401
-import gin  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tf_agents.specs import tensor_spec  # noqa: E402
-
-from rigl.rl.tfagents import envs  # noqa: E402
-from rigl.rl.tfagents import sac_train_eval  # noqa: E402
-from rigl.rl.tfagents import train_utils  # noqa: E402
+from rigl.rl.tfagents import envs
+from rigl.rl.tfagents import train
+from rigl.rl.tfagents.algos import sac
+from rigl.rl.tfagents.algos import td3
+from rigl.rl.tfagents.run import settings as settings_lib
+from rigl.rl.tfagents.run.replay import ReplayBuffer
 
 SPARSE_BINDINGS = [
     "init_masks.mask_init_method = 'erdos_renyi_kernel'",
@@ -48,39 +49,41 @@ SPARSE_AGENT = dict(train_mode_actor='sparse', train_mode_value='sparse',
                     sparse_output_layer=True)
 
 
-def make_bare_train(sparse: bool):
-    """A compiled `agent.train` on replay samples of random HalfCheetah data,
-    ready to time (traced, and past its first mask update when sparse)."""
+ALGORITHMS = {'sac': sac.Sac, 'td3': td3.Td3}
+
+
+def make_bare_train(algo: str, sparse: bool):
+    """A compiled train step on replay samples of random HalfCheetah
+    data, ready to time (traced, and past its first mask update when
+    sparse)."""
     gin.clear_config()
     gin.parse_config(SPARSE_BINDINGS if sparse else [])
     env = envs.create_environment('HalfCheetah-v5', seed=0)
     obs_spec = tensor_spec.from_spec(env.observation_spec())
     act_spec = tensor_spec.from_spec(env.action_spec())
-    agent = sac_train_eval.create_sac_agent(
-        obs_spec, act_spec, seed=0,
-        train_step_counter=tf.Variable(0, dtype=tf.int64),
-        **(SPARSE_AGENT if sparse else {}))
+    algorithm_class = ALGORITHMS[algo]
+    settings = settings_lib.build(
+        algorithm_class.Settings, SPARSE_AGENT if sparse else {}, algo)
+    algorithm = algorithm_class(settings, obs_spec, act_spec, seed=0)
     rng = np.random.default_rng(0)
-    replay = train_utils.ReplayBuffer(10000, obs_spec.shape, act_spec.shape)
+    replay = ReplayBuffer(10000, obs_spec.shape, act_spec.shape)
     for _ in range(10000):
         replay.add(rng.normal(size=obs_spec.shape), rng.uniform(-1, 1, 6),
                    rng.normal(), 1.0, rng.normal(size=obs_spec.shape))
-    batches = [tf.nest.map_structure(tf.constant, replay.sample(256, rng))
+    batches = [tf.nest.map_structure(tf.constant,
+                                     replay.sample(settings.batch_size, rng))
                for _ in range(20)]
-    train = tf.function(
-        lambda b: agent.train(sac_train_eval.transition_batch(b)).loss,
-        autograph=False)
     for batch in batches[:5]:
-        train(batch)
-    return train, batches
+        algorithm.train(batch)
+    return algorithm.train, batches
 
 
-def bare_train_rates(steps: int, blocks: int) -> dict:
+def bare_train_rates(algo: str, steps: int, blocks: int) -> dict:
     """Train steps/s of dense and RigL-90%, built first and then timed in
     alternating blocks so machine drift hits both alike (medians). Blocks
     run through step 1000, so the RigL time includes one mask update."""
-    trainers = {'dense': make_bare_train(False),
-                'rigl90': make_bare_train(True)}
+    trainers = {'dense': make_bare_train(algo, False),
+                'rigl90': make_bare_train(algo, True)}
     rates = {name: [] for name in trainers}
     per_block = max(1, steps // blocks)
     for block in range(blocks):
@@ -92,17 +95,18 @@ def bare_train_rates(steps: int, blocks: int) -> dict:
     return rates
 
 
-def loop_rates(sparse: bool, steps: int) -> tuple:
-    """One sac_train_eval run: (env steps/s of the loop, loop time / time in
+def loop_rates(algo: str, sparse: bool, steps: int) -> tuple:
+    """One SAC run: (env steps/s of the loop, loop time / time in
     the compiled act-and-train call), between two results rows so tracing,
     evaluation and checkpoints are excluded."""
     gin.clear_config()
     gin.parse_config(SPARSE_BINDINGS if sparse else [])
     with tempfile.TemporaryDirectory() as root:
-        sac_train_eval.train_eval(
-            root, env_name='HalfCheetah-v5', num_iterations=200 + steps,
-            initial_collect_steps=1000, eval_interval=200, eval_episodes=1,
-            checkpoint_interval=10 ** 9, log_interval=10 ** 9, seed=0,
+        train.train_eval(
+            root, algorithm=algo, env_name='HalfCheetah-v5',
+            num_iterations=200 + steps, initial_collect_steps=1000,
+            eval_interval=200, eval_episodes=1, checkpoint_interval=10 ** 9,
+            log_interval=10 ** 9, seed=0, time_loop=True,
             **(SPARSE_AGENT if sparse else {}))
         with open(os.path.join(root, 'results.jsonl')) as f:
             rows = [json.loads(line) for line in f]
@@ -114,24 +118,25 @@ def loop_rates(sparse: bool, steps: int) -> tuple:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--algo', choices=sorted(ALGORITHMS), default='sac')
     parser.add_argument('--train_steps', type=int, default=2000)
     parser.add_argument('--loop_steps', type=int, default=2000)
     parser.add_argument('--repeats', type=int, default=3,
                         help='interleaved repeats; medians are reported')
     args = parser.parse_args()
-    samples = bare_train_rates(args.train_steps, blocks=10)
+    samples = bare_train_rates(args.algo, args.train_steps, blocks=10)
     samples = {f'bare_{name}': values for name, values in samples.items()}
     for name in ('dense', 'rigl90'):
         samples[f'loop_{name}'], samples[f'overhead_{name}'] = [], []
     for _ in range(args.repeats):  # interleaved, so drift hits all alike
         for name, sparse in (('dense', False), ('rigl90', True)):
             with contextlib.redirect_stdout(io.StringIO()):
-                rate, overhead = loop_rates(sparse, args.loop_steps)
+                rate, overhead = loop_rates(args.algo, sparse, args.loop_steps)
             samples[f'loop_{name}'].append(rate)
             samples[f'overhead_{name}'].append(overhead)
     rates = {key: float(np.median(values)) for key, values in samples.items()}
-    print(f'medians: bare rates of 10 alternating blocks, loops of '
-          f'{args.repeats} interleaved runs')
+    print(f'{args.algo}: medians of bare rates of 10 alternating blocks, '
+          f'loops of {args.repeats} interleaved runs')
     print(f'{"":24s}{"dense":>10s}{"rigl 90%":>10s}')
     print(f'{"bare train steps/s":24s}{rates["bare_dense"]:10.1f}'
           f'{rates["bare_rigl90"]:10.1f}')

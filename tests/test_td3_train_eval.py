@@ -1,0 +1,167 @@
+"""TD3 end to end on tiny networks: every config trains, the delayed actor
+updates its masks on its own steps, targets stay within their online masks,
+sparsity is kept, kill-and-resume, clear errors, same seed same run."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import rigl  # noqa: F401
+
+import helpers
+from helpers import checkpoint_masks, latest_checkpoint, results
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'td3_train_eval.py')
+CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+TINY = [
+    "train_eval.env_name = 'Pendulum-v1'",
+    'train_eval.num_iterations = 200',
+    'train_eval.initial_collect_steps = 100',
+    'train_eval.actor_fc_layers = (16, 16)',
+    'train_eval.critic_joint_fc_layers = (16, 16)',
+    'train_eval.batch_size = 16',
+    'train_eval.eval_interval = 100',
+    'train_eval.eval_episodes = 1',
+    'train_eval.checkpoint_interval = 100',
+    'train_eval.log_interval = 100',
+    'train_eval.seed = 0',
+]
+
+
+def td3(root, config, *extra, allow=False):
+    code, out, err = helpers.run_in_process(
+        'td3', root, os.path.join(CONFIGS, config), TINY + list(extra), allow)
+    assert code == 0, err[-2000:]
+    return out
+
+
+def variables(path, fragment):
+    """Checkpointed tensors whose name contains `fragment`, by name."""
+    reader = tf.train.load_checkpoint(os.path.join(path, 'tf'))
+    return {name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()
+            if fragment in name and 'OPTIMIZER_SLOT' not in name}
+
+
+@pytest.mark.parametrize('config, sparsity', [
+    ('td3_mujoco_dense_config.gin', 0.0),
+    ('td3_mujoco_static_config.gin', 0.5),
+    ('td3_mujoco_sparse_config.gin', 0.5),
+])
+def test_configs_train_and_keep_sparsity(tmp_path, config, sparsity):
+    td3(tmp_path, config, 'mask_updater.update_freq = 15')
+    rows = results(tmp_path)
+    assert [row['step'] for row in rows] == [100, 200]
+    for name in ('actor', 'critic_1', 'critic_2'):
+        values = {row['networks'][name]['sparsity'] for row in rows}
+        assert len(values) == 1  # kept exactly
+        # ANF's uniform 0.5 over the whole network, output layer dense.
+        assert values.pop() == pytest.approx(sparsity, abs=0.01)
+    assert rows[-1]['algorithm'] == 'td3'
+    assert os.path.isdir(tmp_path / 'policy')
+
+
+def test_delayed_actor_updates_its_masks_on_its_own_steps(tmp_path):
+    # Actor updates every 2 train steps; update_freq 15 is odd, so keyed on
+    # the shared train step the actor would update only at 0, 30, 60, ...
+    # and would never see step 15, 45, ... Its own counter reaches 15.
+    td3(tmp_path, 'td3_mujoco_sparse_config.gin',
+        'mask_updater.update_freq = 15')
+    state = variables(latest_checkpoint(tmp_path), '_actor_optimizer/')
+    steps = next(v for k, v in state.items() if k.endswith('steps/.ATTRIBUTES'
+                                                           '/VARIABLE_VALUE'))
+    change = next(v for k, v in state.items() if 'last_mask_change' in k)
+    assert steps == 100  # 200 train steps, actor on every 2nd
+    assert change == 90  # its own step 90 = 6 x 15
+    initial = checkpoint_masks(
+        os.path.join(tmp_path, 'checkpoints', 'ckpt-100'))
+    final = checkpoint_masks(latest_checkpoint(tmp_path))
+    actor_keys = [k for k in final if k.startswith('agent/_actor_network')]
+    assert actor_keys
+    assert any(not np.array_equal(initial[k], final[k]) for k in actor_keys)
+    for key in actor_keys:
+        assert int(initial[key].sum()) == int(final[key].sum())
+
+
+def _targets_within_online_masks(path):
+    masks = checkpoint_masks(path)
+    kernels = variables(path, '/kernel/')
+    pairs = {'_target_actor_network': '_actor_network',
+             '_target_critic_network_1': '_critic_network_1',
+             '_target_critic_network_2': '_critic_network_2'}
+    checked = 0
+    for target, online in pairs.items():
+        for name, mask in masks.items():
+            if not name.startswith(f'agent/{online}/'):
+                continue
+            target_kernel = kernels[
+                name.replace(online, target).replace('/mask/', '/layer/kernel/')]
+            assert np.all(target_kernel[mask == 0] == 0), name
+            checked += 1
+    return checked
+
+
+def test_every_target_stays_within_its_online_mask(tmp_path):
+    td3(tmp_path, 'td3_mujoco_sparse_config.gin',
+        'mask_updater.update_freq = 10')
+    assert _targets_within_online_masks(latest_checkpoint(tmp_path)) == 6
+
+
+def test_anf_config_prunes_targets_by_magnitude(tmp_path):
+    td3(tmp_path, 'td3_anf_config.gin', 'mask_updater.update_freq = 10')
+    path = latest_checkpoint(tmp_path)
+    kernels = variables(path, '/kernel/')
+    masks = checkpoint_masks(path)
+    for online in ('_actor_network', '_critic_network_1'):
+        mask = next(m for k, m in masks.items()
+                    if k.startswith(f'agent/{online}/'))
+        target = next(v for k, v in kernels.items()
+                      if k.startswith(f'agent/_target{online}/') and
+                      v.shape == mask.shape)
+        # No more non-zeros than the online layer's active weights.
+        assert 0 < np.count_nonzero(target) <= int(mask.sum())
+    # Pendulum with 90% noise: 30 inputs; the 30x16 input layer at 80%.
+    assert results(tmp_path)[-1]['networks']['actor'][
+        'input_connectivity'] is not None
+
+
+def test_killed_run_resumes_and_seed_reproduces(tmp_path):
+    root = tmp_path / 'run'
+    args = helpers.training_command(
+        SCRIPT, root, os.path.join(CONFIGS, 'td3_mujoco_sparse_config.gin'),
+        TINY + ['train_eval.num_iterations = 100000',
+                'train_eval.eval_interval = 100000'])
+    killed_at = helpers.kill_after_checkpoints(args, root)
+    step = int(killed_at.rsplit('-', 1)[1])
+    with open(os.path.join(killed_at, 'state.json')) as f:
+        env_steps = json.load(f)['env_steps']
+    td3(root, 'td3_mujoco_sparse_config.gin',
+        f'train_eval.num_iterations = {step + 100}',
+        'train_eval.eval_interval = 100000', allow=True)
+    final = latest_checkpoint(root)
+    assert final.endswith(f'ckpt-{step + 100}')
+    with open(os.path.join(final, 'state.json')) as f:
+        assert json.load(f)['env_steps'] == env_steps + 100
+    # Same seed, same run.
+    td3(tmp_path / 'a', 'td3_mujoco_sparse_config.gin')
+    td3(tmp_path / 'b', 'td3_mujoco_sparse_config.gin')
+    assert ([r['return_mean'] for r in results(tmp_path / 'a')] ==
+            [r['return_mean'] for r in results(tmp_path / 'b')])
+
+
+@pytest.mark.parametrize('binding, message', [
+    ("train_eval.target_sparsity = 'all'",
+     "train_eval.target_sparsity is 'all'; allowed: mask, magnitude"),
+    ('train_eval.actor_update_period = 0',
+     'train_eval.actor_update_period must be an integer >= 1, got 0'),
+    ("train_eval.env_name = 'CartPole-v1'", 'TD3 needs continuous actions'),
+])
+def test_bad_input_fails_clearly(tmp_path, binding, message):
+    code, _, err = helpers.run_in_process(
+        'td3', tmp_path / 'run',
+        os.path.join(CONFIGS, 'td3_mujoco_dense_config.gin'), TINY + [binding])
+    assert code == 2 and err.count('\n') == 1 and message in err, err
