@@ -434,12 +434,22 @@ class NetworkStats:
         return sum(layer.flops for layer in self.layers)
 
 
+@dataclasses.dataclass(frozen=True)
+class ConvGeometry:
+    """Where a conv layer sits: its input (height, width), strides, padding."""
+    input_spatial: Tuple[int, int]
+    strides: Tuple[int, int] = (1, 1)
+    padding: str = 'same'
+
+
 def network_stats(shapes: Sequence[Sequence[int]],
                   masks_or_sparsities: Sequence,
                   activations: Optional[Sequence[Optional[str]]] = None,
                   use_bias: bool = True,
                   input_spatial: Optional[Tuple[int, int]] = None,
-                  param_bits: int = 32) -> NetworkStats:
+                  param_bits: int = 32,
+                  conv_geometry: Optional[Sequence[Optional[ConvGeometry]]]
+                  = None) -> NetworkStats:
     """Active parameters and inference FLOPs of a network, one example.
 
     Args:
@@ -449,9 +459,11 @@ def network_stats(shapes: Sequence[Sequence[int]],
         activations: per-layer activation names for micronet_counting; by
             default 'relu' on hidden layers and none on the output layer.
         use_bias: whether the layers carry biases.
-        input_spatial: (height, width) of the first conv layer's input; needed
-            only for conv layers (stride 1, 'same' padding assumed).
+        input_spatial: (height, width) of every conv layer's input when
+            `conv_geometry` is not given (stride 1, 'same' padding assumed).
         param_bits: bits per parameter for the sparse bitmask cost.
+        conv_geometry: per layer, the `ConvGeometry` of a conv layer (None
+            for Dense layers): input size, strides and padding.
 
     Returns:
         A `NetworkStats`.
@@ -475,8 +487,10 @@ def network_stats(shapes: Sequence[Sequence[int]],
                                  f'but its layer has shape {shape}.')
             active = int(np.count_nonzero(item))
             sparsity = 1.0 - active / size
-        layer = _counting_layer(shape, activations[index], use_bias,
-                                input_spatial)
+        geometry = conv_geometry[index] if conv_geometry else None
+        if geometry is None and input_spatial is not None:
+            geometry = ConvGeometry(tuple(input_spatial))
+        layer = _counting_layer(shape, activations[index], use_bias, geometry)
         layers.append(LayerStats(
             shape=shape, sparsity=sparsity, active_weights=active,
             parameters=counting.count_parameters(layer, sparsity, param_bits),
@@ -485,16 +499,18 @@ def network_stats(shapes: Sequence[Sequence[int]],
 
 
 def _counting_layer(shape: Shape, activation: Optional[str], use_bias: bool,
-                    input_spatial: Optional[Tuple[int, int]]):
+                    geometry: Optional[ConvGeometry]):
     if len(shape) == 2:
         return counting.FullyConnected(input_size=shape[0],
                                        output_size=shape[1],
                                        use_bias=use_bias, activation=activation)
-    if input_spatial is None:
-        raise ValueError('Conv layers need input_spatial=(height, width) to '
-                         'count FLOPs.')
-    return counting.Conv2D(input_height=input_spatial[0],
-                           input_width=input_spatial[1],
+    if geometry is None:
+        raise ValueError('Conv layers need input_spatial=(height, width) or '
+                         'conv_geometry to count FLOPs.')
+    return counting.Conv2D(input_height=geometry.input_spatial[0],
+                           input_width=geometry.input_spatial[1],
                            in_channels=shape[2], out_channels=shape[3],
                            kernel_size=(shape[0], shape[1]),
+                           strides=tuple(geometry.strides),
+                           padding=geometry.padding,
                            use_bias=use_bias, activation=activation)

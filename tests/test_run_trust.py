@@ -331,3 +331,23 @@ def test_schedule_past_the_run_is_announced(tmp_path):
                  'wrap_all_layers.frequency = 100', config=SAC_PRUNING))
     assert ("warning: wrap_all_layers.end_step=1000 is past the run's 200 "
             'train steps: pruning stops at sparsity') in out
+
+
+@pytest.mark.parametrize('values, method, sparsity', [
+    ({'train_eval.train_mode_actor': 'dense',
+      'train_eval.train_mode_value': 'dense',
+      'init_masks.sparsity': 0.9}, 'dense', 0.0),
+    ({'train_eval.train_mode': 'sparse', 'wrap_all_layers.mode': 'prune',
+      'wrap_all_layers.final_sparsity': 0.95,
+      'init_masks.sparsity': 0.0}, 'prune', 0.95),
+    ({'train_eval.train_mode_actor': 'sparse', 'init_masks.sparsity': 0.8,
+      'mask_updater.update_alg': ''}, 'static', 0.8),
+    ({'train_eval.train_mode_value': 'sparse', 'init_masks.sparsity': 0.9,
+      'mask_updater.update_alg': 'rigl'}, 'rigl', 0.9),
+])
+def test_metadata_names_the_method(values, method, sparsity):
+    from rigl.rl.tfagents.run import run_dir
+    record = {'algorithm': 'sac', 'settings': values, 'config_hash': 'x'}
+    metadata = run_dir.metadata(record, seed=3)
+    assert (metadata['method'], metadata['sparsity'], metadata['seed']) == (
+        method, sparsity, 3)

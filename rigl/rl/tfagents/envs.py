@@ -95,8 +95,15 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         """
         super().__init__(handle_auto_reset=True)
         self._gym_env = gym_env
+        space = gym_env.observation_space
+        # Image observations (e.g. Atari's 84x84x4 frames) stay uint8: 4x
+        # less memory in replay; the network scales them.
+        self._observation_dtype = (
+            np.uint8 if isinstance(space, gymnasium.spaces.Box) and
+            space.dtype == np.uint8 and len(space.shape) == 3 else np.float32)
         self._observation_spec = _spec_from_space(
-            gym_env.observation_space, 'observation', force_float32=True)
+            space, 'observation',
+            force_float32=self._observation_dtype == np.float32)
         self._action_spec = _spec_from_space(
             gym_env.action_space, 'action', force_float32=False)
         self._discrete_actions = isinstance(gym_env.action_space,
@@ -212,10 +219,9 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         return ts.TimeStep(step_type, reward,
                            np.asarray(1.0, dtype=np.float32), observation)
 
-    @staticmethod
-    def _to_observation(observation: Any) -> np.ndarray:
+    def _to_observation(self, observation: Any) -> np.ndarray:
         # Copy so that stored observations never alias the env's buffers.
-        return np.array(observation, dtype=np.float32, copy=True)
+        return np.array(observation, dtype=self._observation_dtype, copy=True)
 
 
 def num_noise_features(num_real_features: int, noise_fraction: float) -> int:
@@ -611,6 +617,77 @@ class NoiseFeatures(gymnasium.ObservationWrapper):
         return np.minimum(low + (high - low) * uniforms[1], high)
 
 
+def _register_atari() -> None:
+    """Registers the ALE/... ids (ale-py ships the ROMs)."""
+    try:
+        import ale_py  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ValueError('Atari ids (ALE/...) need ale-py: pip install -r '
+                         'requirements.txt') from None
+    gymnasium.register_envs(ale_py)
+
+
+class EpisodicLife(gymnasium.Wrapper):
+    """Ends a training episode at every lost life (as the DQN papers do) but
+    resets the game only when it is over; a reset after a lost life takes a
+    no-op step instead."""
+
+    def __init__(self, env: gymnasium.Env):
+        super().__init__(env)
+        self._lives = 0
+        self._game_over = True
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(
+            action)
+        self._game_over = terminated or truncated
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self._lives:
+            terminated = True
+        self._lives = lives
+        return observation, reward, terminated, truncated, info
+
+    def reset(self, **kwargs):
+        if self._game_over:
+            observation, info = self.env.reset(**kwargs)
+        else:
+            observation, _, _, _, info = self.env.step(0)
+        self._lives = self.env.unwrapped.ale.lives()
+        self._game_over = False
+        return observation, info
+
+
+class _ChannelsLast(gymnasium.ObservationWrapper):
+    """(stack, H, W) frame stacks as (H, W, stack), the layout of Conv2D."""
+
+    def __init__(self, env: gymnasium.Env):
+        super().__init__(env)
+        space = env.observation_space
+        self.observation_space = gymnasium.spaces.Box(
+            low=0, high=255, shape=space.shape[1:] + space.shape[:1],
+            dtype=np.uint8)
+
+    def observation(self, observation):
+        return np.moveaxis(np.asarray(observation), 0, -1)
+
+
+def _make_atari_env(env_name: str, make_kwargs: dict,
+                    evaluation: bool) -> gymnasium.Env:
+    """Nature-DQN preprocessing: 4-frame skip (max of the last two), 84x84
+    grayscale, up to 30 no-op starts, 4 stacked frames; for training also
+    episodic life and rewards clipped to their sign."""
+    env = _make_gymnasium_env(env_name, dict(make_kwargs, frameskip=1))
+    env = gymnasium.wrappers.AtariPreprocessing(
+        env, noop_max=30, frame_skip=4, screen_size=84,
+        terminal_on_life_loss=False, grayscale_obs=True)
+    if not evaluation:
+        env = EpisodicLife(env)
+        env = gymnasium.wrappers.TransformReward(env, np.sign)
+    env = gymnasium.wrappers.FrameStackObservation(env, 4,
+                                                   padding_type='reset')
+    return _ChannelsLast(env)
+
+
 def _check_env_id(env_name: str) -> None:
     """Raises a helpful ValueError if `env_name` is not a registered id."""
     if not isinstance(env_name, str):
@@ -618,6 +695,8 @@ def _check_env_id(env_name: str) -> None:
             f'env_name={env_name!r} is invalid: it must be a registered '
             f'gymnasium id (a string), e.g. \'HalfCheetah-v5\'. List all '
             f'valid ids with: {_LIST_ENV_IDS_COMMAND}')
+    if env_name.startswith('ALE/'):
+        _register_atari()
     if env_name in gymnasium.registry:
         return
     ids_by_lowercase = {
@@ -642,7 +721,8 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
                        adjust_env_period: Optional[int] = None,
                        max_episode_steps: Optional[int] = None,
                        render_mode: Optional[str] = None,
-                       feature_layout_from: Optional[Any] = None
+                       feature_layout_from: Optional[Any] = None,
+                       evaluation: bool = False
                        ) -> GymnasiumEnvironment:
     """Creates a gymnasium environment as a TF-Agents `PyEnvironment`.
 
@@ -671,6 +751,8 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
             feature permutation this one follows, so that an evaluation env
             sees the same input layout. Ignored when it has no noise wrapper
             and none is requested here.
+        evaluation: an evaluation environment: for Atari (ALE/... ids) no
+            episodic life and raw rewards.
 
     Returns:
         The wrapped environment; `noise_feature_mask(env)` gives the mask.
@@ -711,7 +793,10 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
             f'feature_layout_from {source_has} NoiseFeatures wrapper, but '
             f'this environment {this_wants} for noise features or a '
             'permutation; both must match to share a feature layout.')
-    gym_env = _make_gymnasium_env(env_name, make_kwargs)
+    if env_name.startswith('ALE/'):
+        gym_env = _make_atari_env(env_name, make_kwargs, evaluation)
+    else:
+        gym_env = _make_gymnasium_env(env_name, make_kwargs)
     if wants_noise_wrapper:
         try:
             gym_env = NoiseFeatures(gym_env,

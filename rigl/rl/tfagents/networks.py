@@ -202,3 +202,57 @@ def create_td3_actor_network(observation_spec, action_spec,
     return sequential.Sequential(layers + [_ScaleToSpec(action_spec)],
                                  input_spec=observation_spec,
                                  name='ActorNetwork')
+
+
+def create_q_network(observation_spec, action_spec,
+                     hidden_units: Sequence[int] = (512, 512),
+                     train_mode: str = 'dense',
+                     sparse_output_layer: bool = False,
+                     width: float = 1.0) -> sequential.Sequential:
+    """DQN's Q(s, .): an MLP from the observation to one value per action."""
+    num_actions = int(action_spec.maximum - action_spec.minimum + 1)
+    layers = dense_chain(hidden_units, num_actions,
+                         _flat_size(observation_spec), train_mode,
+                         sparse_output_layer, width)
+    return sequential.Sequential(layers, input_spec=observation_spec,
+                                 name='QNetwork')
+
+
+class _ScaleFrames(tf.keras.layers.Layer):
+    """uint8 frames to floats in [0, 1]."""
+
+    def call(self, inputs):
+        return tf.cast(inputs, tf.float32) / 255.0
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def create_atari_q_network(observation_spec, action_spec,
+                           train_mode: str = 'dense',
+                           sparse_output_layer: bool = False,
+                           width: float = 1.0) -> sequential.Sequential:
+    """The Nature-DQN Q-network on (84, 84, 4) uint8 frame stacks: conv
+    32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512 (all ReLU, channels and units
+    scaled by `width`), and one linear output per action."""
+    check_train_mode(train_mode, 'train_mode')
+    num_actions = int(action_spec.maximum - action_spec.minimum + 1)
+
+    def units(count):
+        return sparse_layers.num_units(count, width)
+
+    layers = [
+        _ScaleFrames(),
+        tf.keras.layers.Conv2D(units(32), 8, strides=4, activation='relu'),
+        tf.keras.layers.Conv2D(units(64), 4, strides=2, activation='relu'),
+        tf.keras.layers.Conv2D(units(64), 3, strides=1, activation='relu'),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(units(512), activation='relu'),
+        tf.keras.layers.Dense(num_actions),
+    ]
+    if train_mode == 'sparse':
+        layers = sparse_layers.wrap_all_layers(
+            layers, tuple(observation_spec.shape),
+            dense_layers=() if sparse_output_layer else (-1,))
+    return sequential.Sequential(layers, input_spec=observation_spec,
+                                 name='QNetwork')

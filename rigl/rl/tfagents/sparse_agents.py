@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from absl import logging as absl_logging
 import tensorflow as tf
+from tf_agents.agents.dqn import dqn_agent
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.agents.sac import sac_agent
 from tf_agents.agents.td3 import td3_agent
@@ -274,6 +275,43 @@ class SparseTd3Agent(SparseTargetsMixin, td3_agent.Td3Agent):
                                           self._target_critic_network_2])]
 
     def _train(self, experience, weights=None):
+        loss_info = super()._train(experience, weights)
+        with tf.control_dependencies([self._sparsify_targets(
+                loss_info, self._target_update_period)]):
+            return tf.nest.map_structure(tf.identity, loss_info)
+
+
+class SparseDqnAgent(SparseTargetsMixin, dqn_agent.DqnAgent):
+    """DQN with a sparse Q-network whose target carries its masks.
+
+    Epsilon-greedy exploration is done by the algorithm (`algos.dqn`) with
+    seeds from `sample_rng`.
+
+    Args:
+        updater: mask updater (gin `mask_updater()` if None).
+        seed: seeds the updater's and the exploration's streams.
+        Other arguments are `DqnAgent`'s.
+    """
+
+    def __init__(self, time_step_spec, action_spec, q_network, optimizer,
+                 updater: Optional[mask_updaters.MaskUpdater] = None,
+                 seed: int = 0, target_update_period: int = 1, **kwargs):
+        self._target_update_period = target_update_period
+        super().__init__(
+            time_step_spec, action_spec, q_network=q_network,
+            target_update_period=target_update_period,
+            optimizer=mask_updaters.MaskedOptimizer(
+                optimizer, [q_network], updater,
+                seed=seeding.derive(seed, 'updater')),
+            **kwargs)
+        self.sample_rng = tf.random.Generator.from_seed(
+            seeding.derive(seed, 'dqn_exploration'))
+        self._init_sparse_targets('mask')
+
+    def masked_targets(self):
+        return [(self._optimizer, [self._target_q_network])]
+
+    def _train(self, experience, weights):
         loss_info = super()._train(experience, weights)
         with tf.control_dependencies([self._sparsify_targets(
                 loss_info, self._target_update_period)]):

@@ -254,13 +254,42 @@ def _activation_name(layer) -> Optional[str]:
     return None if name in (None, 'linear') else name
 
 
+def _conv_geometry(network, layers) -> Optional[List]:
+    """Each conv layer's input size, strides and padding, from the network's
+    input spec (None when the network has no conv layer or no spec)."""
+    inner = [layer.layer if isinstance(layer, MaskedLayer) else layer
+             for layer in layers]
+    if not any(isinstance(layer, tf.keras.layers.Conv2D) for layer in inner):
+        return None
+    spec = getattr(network, 'input_tensor_spec', None)
+    if spec is None or len(spec.shape) != 3:
+        return None
+    height, width = int(spec.shape[0]), int(spec.shape[1])
+    geometry = []
+    for layer in inner:
+        if not isinstance(layer, tf.keras.layers.Conv2D):
+            geometry.append(None)
+            continue
+        strides, padding = tuple(layer.strides), layer.padding
+        geometry.append(sparse_utils.ConvGeometry((height, width), strides,
+                                                  padding))
+        size = [height, width]
+        for axis, (kernel, stride) in enumerate(zip(layer.kernel_size,
+                                                    strides)):
+            size[axis] = (math.ceil(size[axis] / stride) if padding == 'same'
+                          else (size[axis] - kernel) // stride + 1)
+        height, width = size
+    return geometry
+
+
 def network_stats(network: tf.keras.layers.Layer,
                   input_spatial: Optional[Tuple[int, int]] = None
                   ) -> sparse_utils.NetworkStats:
     """Measured per-layer sparsity, active parameters and inference FLOPs.
 
-    Each layer's own activation is counted. Conv layers need `input_spatial`
-    (see `sparse_utils.network_stats`).
+    Each layer's own activation is counted. Conv layers are counted at their
+    real input size, strides and padding, worked out from the network's
+    input spec (or, without one, at `input_spatial` with stride 1).
     """
     layers = kernel_layers(network)
     shapes = [tuple(layer.kernel.shape) for layer in layers]
@@ -268,8 +297,9 @@ def network_stats(network: tf.keras.layers.Layer,
              else np.ones(shape, np.float32)
              for layer, shape in zip(layers, shapes)]
     activations = [_activation_name(layer) for layer in layers]
-    return sparse_utils.network_stats(shapes, masks, activations=activations,
-                                      input_spatial=input_spatial)
+    return sparse_utils.network_stats(
+        shapes, masks, activations=activations, input_spatial=input_spatial,
+        conv_geometry=_conv_geometry(network, layers))
 
 
 @gin.configurable

@@ -11,6 +11,7 @@ from typing import Dict
 
 import gin
 
+from rigl.rl.tfagents.algos import dqn
 from rigl.rl.tfagents.algos import ppo
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.algos import td3
@@ -21,7 +22,8 @@ from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import run_dir
 from rigl.rl.tfagents.run import settings as settings_lib
 
-ALGORITHMS = {cls.name: cls for cls in (sac.Sac, td3.Td3, ppo.Ppo)}
+ALGORITHMS = {cls.name: cls for cls in (sac.Sac, td3.Td3, dqn.Dqn,
+                                         ppo.Ppo)}
 LOOPS = {'off_policy': off_policy.train_eval, 'on_policy': on_policy.train_eval}
 
 

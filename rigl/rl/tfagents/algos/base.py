@@ -20,6 +20,7 @@ from tf_agents.trajectories import trajectory
 from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
+from rigl.rl.tfagents.run import summaries
 from rigl.rl.tfagents.run.settings import RunSettings, setting
 
 OFF_POLICY, ON_POLICY = 'off_policy', 'on_policy'
@@ -56,6 +57,23 @@ class Algorithm:
         (on-policy) at the networks' current sparsity."""
         raise NotImplementedError
 
+    def per_example_loss(self, batch) -> Optional[tf.Tensor]:
+        """The training loss of each example of a batch, for gradient SNR
+        summaries (`log_snr.freq`); None where the algorithm has none."""
+        return None
+
+    def snr_summaries(self, batch) -> Dict[str, tf.Tensor]:
+        """Gradient signal-to-noise of the trainable variables on `batch`
+        ({} for an algorithm without `per_example_loss`)."""
+        if type(self).per_example_loss is Algorithm.per_example_loss:
+            return {}
+        if not hasattr(self, '_snr'):
+            variables = [v for network in self.networks.values()
+                         for v in network.trainable_variables]
+            self._snr = tf.function(lambda b: summaries.gradient_snr(
+                self.per_example_loss, variables, b), autograph=False)
+        return self._snr(batch)
+
     def write_summaries(self) -> None:
         """Extra training summaries (inside the writer's step scope)."""
         for name, optimizer in self.masked_optimizers.items():
@@ -63,15 +81,18 @@ class Algorithm:
                               optimizer.updater.last_drop_fraction)
 
 
-def make_optimizer(learning_rate, weight_decay: float):
+def make_optimizer(learning_rate, weight_decay: float,
+                   epsilon: float = 1e-7):
     """Adam, or AdamW (decoupled weight decay) when weight_decay > 0.
 
     `learning_rate` may be a float or a Keras learning-rate schedule.
     """
     if weight_decay:
         return tf.keras.optimizers.AdamW(learning_rate=learning_rate,
-                                         weight_decay=weight_decay)
-    return tf.keras.optimizers.Adam(learning_rate=learning_rate)
+                                         weight_decay=weight_decay,
+                                         epsilon=epsilon)
+    return tf.keras.optimizers.Adam(learning_rate=learning_rate,
+                                    epsilon=epsilon)
 
 
 def parse_float_list(text: str, name: str, count: int) -> Optional[list]:

@@ -14,19 +14,21 @@ All run plumbing (resume, results, checkpoints) lives in `Session`.
 import time
 from typing import Dict
 
+from tf_agents.trajectories.time_step import StepType
+
 from rigl.rl.tfagents.loops.session import Session
 from rigl.rl.tfagents.run import console
-from rigl.rl.tfagents.run.replay import ReplayBuffer
+from rigl.rl.tfagents.run import summaries
+from rigl.rl.tfagents.run.replay import make_replay_buffer
 
 
 def train_eval(session: Session) -> Dict:
     """Trains the session's off-policy algorithm; returns the final metric."""
     algorithm, env, settings = session.algorithm, session.env, session.settings
-    replay = ReplayBuffer(
-        min(settings.replay_capacity,
-            settings.num_iterations + settings.initial_collect_steps),
-        algorithm.observation_spec.shape, algorithm.action_spec.shape,
-        algorithm.action_spec.dtype.as_numpy_dtype)
+    replay = make_replay_buffer(
+        min(settings.replay_capacity, settings.initial_collect_steps +
+            settings.num_iterations * settings.train_every),
+        algorithm.observation_spec, algorithm.action_spec)
     session.start(replay)
     state = session.state
     time_step = env.reset()
@@ -36,12 +38,14 @@ def train_eval(session: Session) -> Dict:
         nonlocal time_step, episode_return, episode_length
         next_step = env.step(action)
         replay.add(time_step.observation, action, next_step.reward,
-                   next_step.discount, next_step.observation)
+                   next_step.discount, next_step.observation,
+                   first=time_step.step_type == StepType.FIRST)
         episode_return += float(next_step.reward)
         episode_length += 1
         state.env_steps += 1
         if next_step.is_last():
             session.episode_done(episode_return, episode_length)
+            replay.end_episode()
             episode_return, episode_length = 0.0, 0
             next_step = env.reset()
         time_step = next_step
@@ -53,6 +57,7 @@ def train_eval(session: Session) -> Dict:
     progress = console.Progress(settings.num_iterations, step)
     flops_per_step = algorithm.training_flops()
     timed = settings.time_loop
+    snr_freq = summaries.log_snr()
     while step < settings.num_iterations:
         started = time.perf_counter() if timed else 0.0
         for _ in range(settings.train_every - 1):
@@ -68,6 +73,8 @@ def train_eval(session: Session) -> Dict:
         state.train_flops += flops_per_step
         if step % settings.summary_interval == 0:
             session.write_train_summaries(loss_info, progress.steps_per_second)
+        if snr_freq and step % snr_freq == 0:
+            session.write_snr(batch)
         if timed:  # loop time per step, evaluation and checkpoints excluded
             state.loop_seconds += time.perf_counter() - started
         if step % settings.log_interval == 0:

@@ -86,7 +86,7 @@ class Session:
         self.eval_env = envs.create_environment(
             env_name=settings.env_name,
             seed=seeding.derive(self.seed, 'eval_env'),
-            feature_layout_from=self.env)
+            feature_layout_from=self.env, evaluation=True)
         self.noise_mask = envs.noise_feature_mask(self.env)
         self.algorithm = algorithm_class(
             settings, tensor_spec.from_spec(self.env.observation_spec()),
@@ -231,6 +231,13 @@ class Session:
             tf.summary.scalar('cumulative_train_flops', self.state.train_flops)
             if steps_per_second:
                 tf.summary.scalar('steps_per_second', steps_per_second)
+
+    def write_snr(self, batch) -> None:
+        """Gradient signal-to-noise summaries on a training batch."""
+        values = self.algorithm.snr_summaries(batch)
+        with self.train_writer.as_default(step=self.step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
 
     def evaluate(self, **extra) -> None:
         """Greedy evaluation, a results row and eval summaries."""

@@ -1,4 +1,4 @@
-"""The uniform replay buffer of the off-policy loop, saved with checkpoints."""
+"""Uniform replay buffers of the off-policy loop, saved with checkpoints."""
 
 from typing import Dict, Sequence
 
@@ -31,7 +31,8 @@ class ReplayBuffer:
         self._next = 0
 
     def add(self, observation, action, reward, discount,
-            next_observation) -> None:
+            next_observation, first: bool = False) -> None:
+        del first  # whole observations are stored
         index = self._next
         data = self._data
         data['observation'][index] = observation
@@ -41,6 +42,9 @@ class ReplayBuffer:
         data['next_observation'][index] = next_observation
         self._next = (index + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+
+    def end_episode(self) -> None:
+        """Nothing to do: transitions are stored whole."""
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Dict:
         indices = rng.integers(0, self.size, batch_size)
@@ -70,3 +74,121 @@ class ReplayBuffer:
         for name, array in arrays.items():
             self._data[name][:size] = array
         self.size, self._next = size, next_index % self.capacity
+
+
+class FrameReplayBuffer:
+    """A replay buffer for stacked image observations that stores every
+    frame once (Atari: 84x84 uint8, ~7 GB for 1M transitions instead of
+    ~56 GB for stacked observation pairs).
+
+    Slot i holds the newest frame of a transition's observation, its action,
+    reward and discount; the next observation's newest frame is in slot
+    i + 1 (an episode's final frame takes one extra slot). Stacks are rebuilt
+    when sampling by walking back from a slot, repeating an episode's first
+    frame before its start, as the environment's frame stack does.
+    """
+
+    def __init__(self, capacity: int, observation_shape: Sequence[int],
+                 action_shape: Sequence[int], action_dtype=np.int64):
+        if capacity <= 4:
+            raise ValueError(f'replay_capacity must be > 4, got {capacity}.')
+        *frame_shape, self._stack = observation_shape
+        self.capacity = int(capacity)
+        self._frames = np.zeros((capacity, *frame_shape), np.uint8)
+        self._action = np.zeros((capacity, *action_shape), action_dtype)
+        self._reward = np.zeros((capacity,), np.float32)
+        self._discount = np.zeros((capacity,), np.float32)
+        self._first = np.zeros((capacity,), bool)  # frame starts an episode
+        self._valid = np.zeros((capacity,), bool)  # slot starts a transition
+        self._next = 0  # slot of the current observation's newest frame
+        self._episode_open = False
+        self.size = 0  # transitions stored
+
+    def _write_frame(self, slot: int, frame, first: bool) -> None:
+        self._frames[slot] = frame
+        self._first[slot] = first
+        self._valid[slot] = False
+        # Slots just after this one lose their real history.
+        self._valid[(slot + np.arange(1, self._stack)) % self.capacity] = False
+
+    def add(self, observation, action, reward, discount, next_observation,
+            first: bool = False) -> None:
+        slot = self._next
+        if first or not self._episode_open:
+            if self._episode_open or self._valid.any():
+                slot = (slot + 1) % self.capacity  # keep the last final frame
+            self._write_frame(slot, observation[..., -1], True)
+        self._action[slot] = action
+        self._reward[slot] = reward
+        self._discount[slot] = discount
+        following = (slot + 1) % self.capacity
+        self._write_frame(following, next_observation[..., -1], False)
+        self._valid[slot] = True
+        self._next = following
+        self._episode_open = True
+        self.size = int(self._valid.sum())
+
+    def end_episode(self) -> None:
+        """The next `add` starts a new episode (after its final frame)."""
+        self._episode_open = False
+
+    def _stacks(self, slots: np.ndarray) -> np.ndarray:
+        """[B, H, W, stack] observations ending at `slots`."""
+        columns = [slots]
+        current = slots
+        for _ in range(self._stack - 1):
+            current = np.where(self._first[current], current,
+                               (current - 1) % self.capacity)
+            columns.append(current)
+        return np.stack([self._frames[c] for c in reversed(columns)], axis=-1)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Dict:
+        chosen = np.empty(0, np.int64)
+        while chosen.size < batch_size:
+            candidates = rng.integers(0, self.capacity, 2 * batch_size)
+            chosen = np.concatenate([chosen,
+                                     candidates[self._valid[candidates]]])
+        slots = chosen[:batch_size]
+        observation = self._stacks(slots)
+        following = (slots + 1) % self.capacity
+        next_observation = np.concatenate(
+            [observation[..., 1:], self._frames[following][..., None]],
+            axis=-1)
+        return {'observation': observation, 'action': self._action[slots],
+                'reward': self._reward[slots],
+                'discount': self._discount[slots],
+                'next_observation': next_observation}
+
+    def save(self, path: str) -> None:
+        np.savez(path, frames=self._frames, action=self._action,
+                 reward=self._reward, discount=self._discount,
+                 first=self._first, valid=self._valid,
+                 state=np.array([self._next, int(self._episode_open)]))
+
+    def load(self, path: str) -> None:
+        with np.load(path) as saved:
+            if saved['frames'].shape != self._frames.shape:
+                raise IncompatibleReplay(
+                    f'saved frames have shape {saved["frames"].shape}, this '
+                    f'run needs {self._frames.shape}; keep '
+                    'train_eval.replay_capacity as it was.')
+            self._frames[...] = saved['frames']
+            self._action[...] = saved['action']
+            self._reward[...] = saved['reward']
+            self._discount[...] = saved['discount']
+            self._first[...] = saved['first']
+            self._valid[...] = saved['valid']
+            self._next, episode_open = (int(v) for v in saved['state'])
+        self._episode_open = bool(episode_open)
+        self.size = int(self._valid.sum())
+
+
+def make_replay_buffer(capacity: int, observation_spec, action_spec):
+    """A `FrameReplayBuffer` for uint8 image stacks (H, W, stack), else a
+    `ReplayBuffer`."""
+    if observation_spec.dtype == np.uint8 and observation_spec.shape.rank == 3:
+        return FrameReplayBuffer(capacity, observation_spec.shape,
+                                 action_spec.shape,
+                                 action_spec.dtype.as_numpy_dtype)
+    return ReplayBuffer(capacity, observation_spec.shape, action_spec.shape,
+                        action_spec.dtype.as_numpy_dtype)

@@ -152,8 +152,8 @@ def config_changes(saved: Dict, current: Dict) -> List[str]:
 def metadata(record: Dict, seed: int) -> Dict:
     """What identifies a run in its results rows and final metric."""
     values = record['settings']
-    sparse = any(key.startswith(('init_masks.', 'wrap_all_layers.'))
-                 for key in values)
+    sparse = any(value == 'sparse' for key, value in values.items()
+                 if key.startswith('train_eval.train_mode'))
     if not sparse:
         method, sparsity = 'dense', 0.0
     elif values.get('wrap_all_layers.mode') == 'prune':

@@ -1,12 +1,14 @@
 """TensorBoard summaries and evaluation records shared by every loop."""
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
+import gin
 import numpy as np
 import tensorflow as tf
 
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import settings as settings_lib
 from rigl.rl.tfagents.run.results import Results
 
 
@@ -100,3 +102,28 @@ def record_evaluation(writer, results: Results, step: int, env_steps: int,
     console.log(f'eval at step {step:,}: return {metrics["return_mean"]:.1f} ± '
                 f'{metrics["return_std"]:.1f} | sparsity {sparsities}')
     return totals
+
+
+@gin.configurable
+def log_snr(freq: int = 0) -> int:
+    """Train steps between gradient signal-to-noise summaries (0: never)."""
+    return settings_lib.check('log_snr.freq', freq, int, low=0)
+
+
+def gradient_snr(per_example_loss: Callable, variables: Sequence[tf.Variable],
+                 batch) -> Dict[str, tf.Tensor]:
+    """Signal-to-noise of per-example gradients over a batch (in graph).
+
+    For each parameter, |mean| / (std + 1e-10) of its gradient over the
+    batch's examples; returns the mean and std of that ratio over all
+    parameters (the original suite's `SNR/mean` and `SNR/std`).
+    """
+    with tf.GradientTape() as tape:
+        losses = per_example_loss(batch)
+    jacobians = tape.jacobian(losses, variables, experimental_use_pfor=True)
+    size = tf.shape(losses)[0]
+    flat = tf.concat([tf.reshape(j, [size, -1]) for j in jacobians], axis=1)
+    ratio = tf.abs(tf.reduce_mean(flat, 0)) / (
+        tf.math.reduce_std(flat, 0) + 1e-10)
+    return {'SNR/mean': tf.reduce_mean(ratio),
+            'SNR/std': tf.math.reduce_std(ratio)}

@@ -1,0 +1,151 @@
+"""DQN (Mnih et al. 2015) with a sparse Q-network, on classic control or
+Atari.
+
+Defaults are the original suite's `dqn_gym_dense_config.gin`: CartPole,
+fc (512, 512), batch 128, target network copied every 100 steps, epsilon
+0.01, 100k steps, weight decay 1e-6, eval every 2000 steps over 20 episodes.
+On Atari (ALE/... ids: uint8 84x84x4 frame stacks) the Q-network is the
+Nature-DQN CNN; the Atari configs set the paper's Dopamine-style settings.
+"""
+
+import dataclasses
+from typing import Tuple
+
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+from tf_agents.utils import common
+
+from rigl.rl.tfagents import networks
+from rigl.rl.tfagents import sparse_agents
+from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents.algos import base
+from rigl.rl.tfagents.run import seeding
+from rigl.rl.tfagents.run.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class DqnSettings(base.OffPolicySettings):
+    """DQN's settings (the original suite's classic-control defaults)."""
+    env_name: str = 'CartPole-v1'
+    num_iterations: int = setting(100000, low=1)
+    initial_collect_steps: int = setting(1000, low=1)
+    batch_size: int = setting(128, low=1)
+    replay_capacity: int = setting(100000, low=1)
+    eval_interval: int = setting(2000, low=1)
+    eval_episodes: int = setting(20, low=1)
+    checkpoint_interval: int = setting(10000, low=1)
+    log_interval: int = setting(2000, low=1)
+    fc_layer_params: Tuple[int, ...] = setting((512, 512), low=1)
+    learning_rate: float = setting(1e-3, low=0, low_open=True)
+    epsilon_greedy: float = setting(0.01, low=0, high=1)
+    # Linear decay from 1 to epsilon_greedy over this many train steps (0:
+    # constant epsilon_greedy).
+    epsilon_decay_steps: int = setting(0, low=0)
+    adam_epsilon: float = setting(1e-7, low=0, low_open=True)
+    target_update_tau: float = setting(1.0, low=0, high=1, low_open=True)
+    target_update_period: int = setting(100, low=1)
+    gamma: float = setting(0.99, low=0, high=1)
+    reward_scale_factor: float = 1.0
+    gradient_clipping: float = setting(0.0, low=0)  # 0: off
+    train_mode: str = 'dense'
+    sparse_output_layer: bool = False
+    width: float = setting(1.0, low=0, low_open=True)
+    weight_decay: float = setting(1e-6, low=0)
+
+    def check(self) -> None:
+        super().check()
+        base.check_train_modes(('train_mode', self.train_mode))
+
+
+class Dqn(base.OffPolicyAlgorithm):
+    """DQN: a Q-network and its target copy, both masked."""
+
+    name = 'dqn'
+    Settings = DqnSettings
+
+    def __init__(self, settings: DqnSettings, observation_spec, action_spec,
+                 seed: int):
+        super().__init__(settings, observation_spec, action_spec, seed)
+        if not action_spec.dtype.is_integer or action_spec.shape.rank:
+            raise ValueError(
+                f'DQN needs one discrete action; {settings.env_name} has '
+                f'{action_spec}. Use SAC, TD3 or PPO for continuous ones.')
+        if observation_spec.shape.rank == 3:  # image stacks
+            q_network = networks.create_atari_q_network(
+                observation_spec, action_spec, settings.train_mode,
+                settings.sparse_output_layer, settings.width)
+        else:
+            q_network = networks.create_q_network(
+                observation_spec, action_spec, settings.fc_layer_params,
+                settings.train_mode, settings.sparse_output_layer,
+                settings.width)
+        q_network.create_variables(observation_spec)
+        sparse_layers.init_masks(q_network,
+                                 seed=seeding.derive(seed, 'masks', 'q'))
+        self.agent = sparse_agents.SparseDqnAgent(
+            ts.time_step_spec(observation_spec), action_spec,
+            q_network=q_network,
+            optimizer=base.make_optimizer(settings.learning_rate,
+                                          settings.weight_decay,
+                                          settings.adam_epsilon),
+            epsilon_greedy=settings.epsilon_greedy,
+            target_update_tau=settings.target_update_tau,
+            target_update_period=settings.target_update_period,
+            td_errors_loss_fn=common.element_wise_huber_loss,
+            gamma=settings.gamma,
+            reward_scale_factor=settings.reward_scale_factor,
+            gradient_clipping=settings.gradient_clipping or None,
+            train_step_counter=self.train_step, seed=seed)
+        self.agent.initialize()
+        self.networks = {'q_network': q_network}
+        self.masked_optimizers = {'q_network': self.agent._optimizer}
+        self._compile()
+
+    @property
+    def eval_policy(self):
+        return self.agent.policy  # greedy
+
+    def explore(self, time_step):
+        """Epsilon-greedy on the greedy action, with seeds drawn from the
+        checkpointed `sample_rng`."""
+        greedy = self.agent.policy.action(time_step).action
+        seeds = tf.cast(self.agent.sample_rng.make_seeds(2), tf.int32)
+        spec = self.action_spec
+        shape = tf.shape(greedy)
+        random = tf.random.stateless_uniform(
+            shape, seeds[:, 0], minval=spec.minimum, maxval=spec.maximum + 1,
+            dtype=greedy.dtype)
+        explore = tf.random.stateless_uniform(shape, seeds[:, 1]) < (
+            self.epsilon())
+        return tf.where(explore, random, greedy)
+
+    def epsilon(self) -> tf.Tensor:
+        """The exploration rate at the current train step."""
+        final = self.settings.epsilon_greedy
+        decay = self.settings.epsilon_decay_steps
+        if not decay:
+            return tf.constant(final)
+        progress = tf.minimum(tf.cast(self.train_step, tf.float32) / decay,
+                              1.0)
+        return 1.0 - (1.0 - final) * progress
+
+    def per_example_loss(self, batch) -> tf.Tensor:
+        """Huber TD error of each transition (as the train step computes)."""
+        transition = base.transition_batch(batch)
+        observation = transition.time_step.observation
+        next_observation = transition.next_time_step.observation
+        q_values, _ = self.networks['q_network'](observation)
+        action = tf.cast(transition.action_step.action, tf.int32)
+        q = tf.gather(q_values, action, batch_dims=1)
+        next_q, _ = self.agent._target_q_network(next_observation)
+        target = tf.stop_gradient(
+            self.settings.reward_scale_factor * transition.next_time_step.reward
+            + self.settings.gamma * transition.next_time_step.discount *
+            tf.reduce_max(next_q, axis=-1))
+        return common.element_wise_huber_loss(target, q)
+
+    def training_flops(self) -> float:
+        """Per example: the Q-network trained (3x forward) and the target
+        network forward on the next observation."""
+        q = sparse_layers.network_stats(self.networks['q_network']).flops
+        return float(self.settings.batch_size * 4 * q)

@@ -1,0 +1,202 @@
+"""DQN end to end on tiny networks: configs, sparsity, targets, pruning,
+kill-and-resume, clear errors, SNR summaries, an Atari ROM, and the frame
+replay buffer."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import rigl  # noqa: F401
+
+import helpers
+from helpers import checkpoint_masks, latest_checkpoint, results
+from rigl.rl.tfagents.run.replay import FrameReplayBuffer
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'dqn_train_eval.py')
+CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+TINY = [
+    'train_eval.num_iterations = 300',
+    'train_eval.initial_collect_steps = 200',
+    'train_eval.fc_layer_params = (32, 32)',
+    'train_eval.batch_size = 32',
+    'train_eval.eval_interval = 150',
+    'train_eval.eval_episodes = 2',
+    'train_eval.checkpoint_interval = 150',
+    'train_eval.log_interval = 150',
+    'train_eval.target_update_period = 20',
+    'train_eval.seed = 0',
+]
+
+
+def dqn(root, config, *extra, allow=False):
+    code, out, err = helpers.run_in_process(
+        'dqn', root, os.path.join(CONFIGS, config), TINY + list(extra), allow)
+    assert code == 0, err[-2000:]
+    return out
+
+
+def test_dense_config_and_snr_summaries(tmp_path):
+    dqn(tmp_path, 'dqn_gym_dense_config.gin', 'log_snr.freq = 100',
+        'train_eval.summary_interval = 100')
+    rows = results(tmp_path)
+    assert [row['step'] for row in rows] == [150, 300]
+    assert rows[-1]['networks']['q_network']['sparsity'] == 0.0
+    assert rows[-1]['algorithm'] == 'dqn' and rows[-1]['method'] == 'dense'
+    tags = helpers.summary_tags(tmp_path / 'train')
+    assert {'SNR/mean', 'SNR/std', 'loss/total'} <= tags
+
+
+@pytest.mark.parametrize('update_alg', ['set', 'rigl'])
+def test_sparse_config_keeps_sparsity_and_target_masks(tmp_path, update_alg):
+    dqn(tmp_path, 'dqn_gym_sparse_config.gin',
+        f"mask_updater.update_alg = '{update_alg}'",
+        'mask_updater.update_freq = 25')
+    rows = results(tmp_path)
+    assert len({row['networks']['q_network']['sparsity'] for row in rows}) == 1
+    first = checkpoint_masks(os.path.join(tmp_path, 'checkpoints',
+                                          'ckpt-150'))
+    last = checkpoint_masks(latest_checkpoint(tmp_path))
+    online = {k: v for k, v in last.items() if '/_q_network/' in k}
+    assert online and any(not np.array_equal(first[k], v)
+                          for k, v in online.items())
+    for key, mask in online.items():
+        assert int(first[key].sum()) == int(mask.sum())
+        # The target Q-network carries the online masks.
+        np.testing.assert_array_equal(
+            last[key.replace('/_q_network/', '/_target_q_network/')], mask)
+
+
+def test_pruning_reaches_final_sparsity_at_end_step(tmp_path):
+    dqn(tmp_path, 'dqn_gym_pruning_config.gin',
+        'wrap_all_layers.begin_step = 50', 'wrap_all_layers.end_step = 150',
+        'wrap_all_layers.frequency = 25')
+    rows = results(tmp_path)
+    # ERK 0.9 over all layers (output included): the masks hold 90% zeros
+    # from the pruning at step 150 (the eval after 150 steps, 0..149, is
+    # just before it).
+    masks = checkpoint_masks(latest_checkpoint(tmp_path))
+    zeros = sum(int((m == 0).sum()) for m in masks.values()) / 2  # + target
+    total = sum(m.size for m in masks.values()) / 2
+    assert zeros / total == pytest.approx(0.9, abs=0.005)
+    assert rows[-1]['networks']['q_network']['sparsity'] == pytest.approx(
+        0.9, abs=0.005)
+    assert rows[0]['networks']['q_network']['sparsity'] < 0.9
+
+
+def test_killed_run_resumes(tmp_path):
+    root = tmp_path / 'run'
+    config = os.path.join(CONFIGS, 'dqn_gym_sparse_config.gin')
+    args = helpers.training_command(SCRIPT, root, config, TINY + [
+        'train_eval.num_iterations = 100000',
+        'train_eval.checkpoint_interval = 100',
+        'train_eval.eval_interval = 100000'])
+    killed_at = helpers.kill_after_checkpoints(args, root)
+    step = int(killed_at.rsplit('-', 1)[1])
+    masks = checkpoint_masks(killed_at)
+    with open(os.path.join(killed_at, 'state.json')) as f:
+        env_steps = json.load(f)['env_steps']
+    dqn(root, 'dqn_gym_sparse_config.gin',
+        f'train_eval.num_iterations = {step + 100}',
+        'train_eval.checkpoint_interval = 100',
+        'train_eval.eval_interval = 100000', allow=True)
+    final = latest_checkpoint(root)
+    assert final.endswith(f'ckpt-{step + 100}')
+    with open(os.path.join(final, 'state.json')) as f:
+        assert json.load(f)['env_steps'] == env_steps + 100
+    for name, mask in checkpoint_masks(final).items():  # static masks
+        np.testing.assert_array_equal(mask, masks[name])
+
+
+@pytest.mark.parametrize('env_name', ['Acrobot-v1', 'MountainCar-v0'])
+def test_other_classic_control_tasks(tmp_path, env_name):
+    dqn(tmp_path, 'dqn_gym_dense_config.gin',
+        f"train_eval.env_name = '{env_name}'",
+        'train_eval.num_iterations = 150', 'train_eval.eval_episodes = 1',
+        'create_environment.max_episode_steps = 100')
+    assert [row['step'] for row in results(tmp_path)] == [150]
+
+
+@pytest.mark.parametrize('binding, message', [
+    ("train_eval.env_name = 'Pendulum-v1'", 'DQN needs one discrete action'),
+    ('train_eval.epsilon_greedy = 1.5',
+     'train_eval.epsilon_greedy must be a finite number in [0, 1], got 1.5'),
+    ("train_eval.train_mode = 'dense '",
+     "train_eval.train_mode is 'dense '; allowed: dense, sparse"),
+    ('log_snr.freq = -1', 'log_snr.freq must be an integer >= 0, got -1'),
+])
+def test_bad_input_fails_clearly(tmp_path, binding, message):
+    code, _, err = helpers.run_in_process(
+        'dqn', tmp_path / 'run',
+        os.path.join(CONFIGS, 'dqn_gym_dense_config.gin'), TINY + [binding])
+    assert code == 2 and err.count('\n') == 1 and message in err, err
+
+
+def test_atari_config_trains_on_a_real_rom(tmp_path):
+    dqn(tmp_path, 'dqn_atari_sparse_config.gin',
+        'train_eval.num_iterations = 60', 'train_eval.initial_collect_steps = 100',
+        'train_eval.replay_capacity = 1000', 'train_eval.eval_interval = 60',
+        'train_eval.eval_episodes = 1', 'train_eval.checkpoint_interval = 60',
+        'train_eval.log_interval = 60', 'mask_updater.update_freq = 20',
+        'create_environment.max_episode_steps = 400')
+    row = results(tmp_path)[-1]
+    assert row['env_steps'] == 100 + 60 * 4  # train_every 4
+    network = row['networks']['q_network']
+    assert network['sparsity'] == pytest.approx(0.9, abs=0.01)
+    # Nature CNN FLOPs at its real strides: conv1 8x8x4x32 on 84x84/4 ->
+    # 20x20 outputs, conv2 -> 9x9, conv3 -> 7x7, then 3136 -> 512 -> 6.
+    dense_macs = (20 * 20 * 8 * 8 * 4 * 32 + 9 * 9 * 4 * 4 * 32 * 64 +
+                  7 * 7 * 3 * 3 * 64 * 64 + 3136 * 512 + 512 * 6)
+    assert 0.05 * 2 * dense_macs < network['flops'] < 0.2 * 2 * dense_macs
+
+
+def _frames_run(buffer, episodes, rng):
+    """Feeds synthetic episodes whose frame value is its global index;
+    returns every frame's (episode, index within episode)."""
+    where = {}
+    frame_id = 0
+    for length in episodes:
+        stack = None
+        for t in range(length + 1):
+            frame = np.full((2, 2), frame_id % 256, np.uint8)
+            where[frame_id % 256] = t
+            stack = (np.repeat(frame[..., None], 4, -1) if t == 0 else
+                     np.concatenate([stack[..., 1:], frame[..., None]], -1))
+            if t:
+                buffer.add(previous, rng.integers(3), 1.0, 1.0, stack,
+                           first=t == 1)
+            previous = stack
+            frame_id += 1
+        buffer.end_episode()
+    return where
+
+
+def test_frame_replay_rebuilds_the_environment_stacks():
+    buffer = FrameReplayBuffer(64, (2, 2, 4), ())
+    rng = np.random.default_rng(0)
+    _frames_run(buffer, [5, 2, 9, 7], rng)
+    # 23 transitions, 27 frames: each frame stored once (+ none twice).
+    assert buffer.size == 23
+    assert buffer._frames.nbytes == 64 * 2 * 2
+    batch = buffer.sample(200, rng)
+    for obs, next_obs in zip(batch['observation'], batch['next_observation']):
+        ids = obs[0, 0]
+        # Consecutive frames, the episode's first frame repeated before it.
+        steps = np.diff(ids.astype(int))
+        assert set(steps) <= {0, 1} and (steps == 0).sum() <= 3
+        assert list(steps).count(0) == 0 or steps[0] == 0
+        np.testing.assert_array_equal(next_obs[0, 0, :3], ids[1:])
+        assert int(next_obs[0, 0, 3]) == int(ids[3]) + 1
+
+
+def test_frame_replay_ring_never_mixes_old_and_new_frames():
+    buffer = FrameReplayBuffer(16, (2, 2, 4), ())
+    rng = np.random.default_rng(1)
+    _frames_run(buffer, [6, 6, 6, 6, 6], rng)  # 35 frames into 16 slots
+    batch = buffer.sample(500, rng)
+    for obs, next_obs in zip(batch['observation'], batch['next_observation']):
+        ids = obs[0, 0].astype(int)
+        assert set(np.diff(ids)) <= {0, 1}, ids
+        assert int(next_obs[0, 0, 3]) == ids[3] + 1
