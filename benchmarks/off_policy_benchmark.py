@@ -1,11 +1,12 @@
-"""Off-policy throughput (SAC or TD3): bare train step and full loop, dense
-vs RigL-90% ERK.
+"""Off-policy throughput (SAC, TD3 or DQN): bare train step and full loop,
+dense vs RigL-90% ERK.
 
-  python benchmarks/off_policy_benchmark.py [--algo sac|td3] [--train_steps 2000] [--loop_steps 2000] [--repeats 3]
+  python benchmarks/off_policy_benchmark.py [--algo sac|td3|dqn] [--train_steps 2000] [--loop_steps 2000] [--repeats 3]
 
 Prints, from one process:
-  * bare train steps/s (the algorithm's default batch and 256x256 actor and
-    two critics, HalfCheetah-v5 shapes) dense and RigL at 90% ERK with mask
+  * bare train steps/s (the algorithm's default batch and networks;
+    HalfCheetah-v5 shapes for SAC and TD3, CartPole-v1 for DQN's 512x512
+    Q-network) dense and RigL at 90% ERK with mask
     updates every 1000 steps, timed in alternating blocks in one process,
     and the sparse/dense time ratio (target <= 1.10);
   * full loop (loops.off_policy, `time_loop=True`) env steps/s (collect one step, train one step) on
@@ -32,10 +33,11 @@ from tf_agents.specs import tensor_spec
 
 from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import train
+from rigl.rl.tfagents.algos import dqn
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.run import settings as settings_lib
-from rigl.rl.tfagents.run.replay import ReplayBuffer
+from rigl.rl.tfagents.run.replay import make_replay_buffer
 
 SPARSE_BINDINGS = [
     "init_masks.mask_init_method = 'erdos_renyi_kernel'",
@@ -45,31 +47,39 @@ SPARSE_BINDINGS = [
     'mask_updater.init_drop_fraction = 0.5',
     'mask_updater.last_update_step = 800000',
 ]
-SPARSE_AGENT = dict(train_mode_actor='sparse', train_mode_value='sparse',
-                    sparse_output_layer=True)
+ALGORITHMS = {'sac': sac.Sac, 'td3': td3.Td3, 'dqn': dqn.Dqn}
+ENVIRONMENTS = {'sac': 'HalfCheetah-v5', 'td3': 'HalfCheetah-v5',
+                'dqn': 'CartPole-v1'}
 
 
-ALGORITHMS = {'sac': sac.Sac, 'td3': td3.Td3}
+def sparse_settings(algo: str) -> dict:
+    """The settings that make every network sparse, output layers too."""
+    if algo == 'dqn':
+        return dict(train_mode='sparse', sparse_output_layer=True)
+    return dict(train_mode_actor='sparse', train_mode_value='sparse',
+                sparse_output_layer=True)
 
 
 def make_bare_train(algo: str, sparse: bool):
-    """A compiled train step on replay samples of random HalfCheetah
-    data, ready to time (traced, and past its first mask update when
-    sparse)."""
+    """A compiled train step on replay samples of random data of the
+    benchmark environment's shapes, ready to time (traced, and past its
+    first mask update when sparse)."""
     gin.clear_config()
     gin.parse_config(SPARSE_BINDINGS if sparse else [])
-    env = envs.create_environment('HalfCheetah-v5', seed=0)
+    env = envs.create_environment(ENVIRONMENTS[algo], seed=0)
     obs_spec = tensor_spec.from_spec(env.observation_spec())
     act_spec = tensor_spec.from_spec(env.action_spec())
     algorithm_class = ALGORITHMS[algo]
     settings = settings_lib.build(
-        algorithm_class.Settings, SPARSE_AGENT if sparse else {}, algo)
+        algorithm_class.Settings, sparse_settings(algo) if sparse else {},
+        algo)
     algorithm = algorithm_class(settings, obs_spec, act_spec, seed=0)
     rng = np.random.default_rng(0)
-    replay = ReplayBuffer(10000, obs_spec.shape, act_spec.shape)
+    replay = make_replay_buffer(10000, obs_spec, act_spec)
     for _ in range(10000):
-        replay.add(rng.normal(size=obs_spec.shape), rng.uniform(-1, 1, 6),
-                   rng.normal(), 1.0, rng.normal(size=obs_spec.shape))
+        replay.add(rng.normal(size=obs_spec.shape),
+                   algorithm.random_action(rng), rng.normal(), 1.0,
+                   rng.normal(size=obs_spec.shape))
     batches = [tf.nest.map_structure(tf.constant,
                                      replay.sample(settings.batch_size, rng))
                for _ in range(20)]
@@ -96,18 +106,18 @@ def bare_train_rates(algo: str, steps: int, blocks: int) -> dict:
 
 
 def loop_rates(algo: str, sparse: bool, steps: int) -> tuple:
-    """One SAC run: (env steps/s of the loop, loop time / time in
+    """One run: (env steps/s of the loop, loop time / time in
     the compiled act-and-train call), between two results rows so tracing,
     evaluation and checkpoints are excluded."""
     gin.clear_config()
     gin.parse_config(SPARSE_BINDINGS if sparse else [])
     with tempfile.TemporaryDirectory() as root:
         train.train_eval(
-            root, algorithm=algo, env_name='HalfCheetah-v5',
+            root, algorithm=algo, env_name=ENVIRONMENTS[algo],
             num_iterations=200 + steps, initial_collect_steps=1000,
             eval_interval=200, eval_episodes=1, checkpoint_interval=10 ** 9,
             log_interval=10 ** 9, seed=0, time_loop=True,
-            **(SPARSE_AGENT if sparse else {}))
+            **(sparse_settings(algo) if sparse else {}))
         with open(os.path.join(root, 'results.jsonl')) as f:
             rows = [json.loads(line) for line in f]
     first, last = rows[0], rows[-1]

@@ -1,4 +1,4 @@
-"""The off-policy loop (SAC, TD3; DQN to follow).
+"""The off-policy loop (SAC, TD3, DQN).
 
     initial collection with random actions
     repeat num_iterations times (one train step each):
