@@ -16,6 +16,7 @@ from tf_agents.networks import nest_map
 from tf_agents.networks import normal_projection_network
 from tf_agents.networks import sequential
 
+from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_layers
 
 TRAIN_MODES = ('dense', 'sparse')
@@ -84,39 +85,58 @@ class _SparseTanhNormalProjection(
         self._projection_layer = projection_layer
 
 
+def _input_layers(noise_layout, with_action: bool = False) -> List:
+    """ANF's network-side noise-feature layer, when there is a layout."""
+    if noise_layout is None:
+        return []
+    return [noise_features.NoiseFeatureLayer(noise_layout, with_action)]
+
+
+def _observation_size(observation_spec, noise_layout) -> int:
+    return (noise_layout.total if noise_layout is not None
+            else _flat_size(observation_spec))
+
+
 def create_sac_actor_network(observation_spec, action_spec,
                              hidden_units: Sequence[int] = (256, 256),
                              train_mode: str = 'dense',
                              sparse_output_layer: bool = False,
-                             width: float = 1.0) -> sequential.Sequential:
+                             width: float = 1.0,
+                             noise_layout=None) -> sequential.Sequential:
     """SAC actor: MLP trunk and tanh-squashed normal head.
 
     The head's Dense layer (2 * action dims: means and stds) is the output
-    layer that `sparse_output_layer` refers to.
+    layer that `sparse_output_layer` refers to. With a `noise_layout`, the
+    first layer adds ANF's noise features to the observation.
     """
     action_size = _flat_size(action_spec)
     layers = dense_chain(hidden_units, 2 * action_size,
-                         _flat_size(observation_spec), train_mode,
-                         sparse_output_layer, width)
+                         _observation_size(observation_spec, noise_layout),
+                         train_mode, sparse_output_layer, width)
     head = _SparseTanhNormalProjection(action_spec, layers[-1])
-    return sequential.Sequential(layers[:-1] + [head],
-                                 input_spec=observation_spec,
-                                 name='ActorNetwork')
+    return sequential.Sequential(
+        _input_layers(noise_layout) + layers[:-1] + [head],
+        input_spec=observation_spec, name='ActorNetwork')
 
 
 def create_sac_critic_network(observation_spec, action_spec,
                               hidden_units: Sequence[int] = (256, 256),
                               train_mode: str = 'dense',
                               sparse_output_layer: bool = False,
-                              width: float = 1.0) -> sequential.Sequential:
-    """Q(s, a): concatenated observation and action into an MLP to a scalar."""
-    input_size = _flat_size(observation_spec) + _flat_size(action_spec)
+                              width: float = 1.0,
+                              noise_layout=None) -> sequential.Sequential:
+    """Q(s, a): concatenated observation and action into an MLP to a scalar
+    (SAC and TD3). With a `noise_layout`, the observation first gets ANF's
+    noise features (the action none)."""
+    input_size = (_observation_size(observation_spec, noise_layout) +
+                  _flat_size(action_spec))
     layers = dense_chain(
         hidden_units, 1, input_size, train_mode, sparse_output_layer, width,
         output_kernel_initializer=tf.keras.initializers.RandomUniform(
             minval=-0.003, maxval=0.003))
     return sequential.Sequential(
-        [nest_map.NestFlatten(), tf.keras.layers.Concatenate(axis=-1)]
+        _input_layers(noise_layout, with_action=True)
+        + [nest_map.NestFlatten(), tf.keras.layers.Concatenate(axis=-1)]
         + layers + [tf.keras.layers.Reshape([])],
         input_spec=(observation_spec, action_spec), name='CriticNetwork')
 
@@ -193,15 +213,16 @@ def create_td3_actor_network(observation_spec, action_spec,
                              hidden_units: Sequence[int] = (256, 256),
                              train_mode: str = 'dense',
                              sparse_output_layer: bool = False,
-                             width: float = 1.0) -> sequential.Sequential:
+                             width: float = 1.0,
+                             noise_layout=None) -> sequential.Sequential:
     """TD3 actor: a deterministic MLP with a tanh output scaled to the
-    action bounds."""
+    action bounds (ANF's noise features first, with a `noise_layout`)."""
     layers = dense_chain(hidden_units, _flat_size(action_spec),
-                         _flat_size(observation_spec), train_mode,
-                         sparse_output_layer, width)
-    return sequential.Sequential(layers + [_ScaleToSpec(action_spec)],
-                                 input_spec=observation_spec,
-                                 name='ActorNetwork')
+                         _observation_size(observation_spec, noise_layout),
+                         train_mode, sparse_output_layer, width)
+    return sequential.Sequential(
+        _input_layers(noise_layout) + layers + [_ScaleToSpec(action_spec)],
+        input_spec=observation_spec, name='ActorNetwork')
 
 
 def create_q_network(observation_spec, action_spec,

@@ -19,6 +19,7 @@ from tf_agents.trajectories import trajectory
 
 from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import networks
+from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents.run import summaries
 from rigl.rl.tfagents.run.settings import RunSettings, setting
@@ -43,6 +44,14 @@ class Algorithm:
         self.agent = None
         self.networks: Dict[str, tf.Module] = {}
         self.masked_optimizers: Dict[str, mask_updaters.MaskedOptimizer] = {}
+        self.noise_layout: Optional[noise_features.NoiseLayout] = None
+
+    @property
+    def noise_mask(self) -> Optional[np.ndarray]:
+        """True on the network inputs that are ANF's network-side noise
+        features (None without them)."""
+        return None if self.noise_layout is None else (
+            self.noise_layout.noise_mask)
 
     @property
     def eval_policy(self):
@@ -50,7 +59,10 @@ class Algorithm:
         return greedy_policy.GreedyPolicy(self.agent.policy)
 
     def checkpoint_objects(self) -> Dict[str, tf.Module]:
-        return {'agent': self.agent, 'train_step': self.train_step}
+        objects = {'agent': self.agent, 'train_step': self.train_step}
+        if self.noise_layout is not None:
+            objects['noise_layout'] = self.noise_layout
+        return objects
 
     def training_flops(self) -> float:
         """Theoretical FLOPs of one train step (off-policy) or iteration
@@ -134,6 +146,13 @@ class OffPolicySettings(RunSettings):
 def check_train_modes(*pairs: Tuple[str, str]) -> None:
     for name, value in pairs:
         networks.check_train_mode(value, f'train_eval.{name}')
+
+
+def check_target_sparsity(value: str) -> None:
+    if value not in sparse_agents.TARGET_SPARSITY_MODES:
+        raise ValueError(
+            f'train_eval.target_sparsity is {value!r}; allowed: '
+            f'{", ".join(sparse_agents.TARGET_SPARSITY_MODES)}.')
 
 
 def transition_batch(batch: Dict[str, np.ndarray]) -> trajectory.Transition:

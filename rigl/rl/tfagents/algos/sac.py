@@ -6,12 +6,14 @@ sparsity of each network comes from `init_masks` / `wrap_all_layers` /
 """
 
 import dataclasses
-from typing import Tuple
+import math
+from typing import Optional, Tuple
 
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
 from rigl.rl.tfagents import networks
+from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.algos import base
@@ -33,6 +35,9 @@ class SacSettings(base.OffPolicySettings):
     target_update_tau: float = setting(0.005, low=0, high=1, low_open=True)
     target_update_period: int = setting(1, low=1)
     reward_scale_factor: float = 0.1
+    # A fixed entropy temperature (ANF: 0.2) instead of tuning it.
+    fixed_alpha: Optional[float] = setting(None, low=0, low_open=True)
+    target_sparsity: str = 'mask'  # or 'magnitude' (ANF's sparse targets)
     train_mode_actor: str = 'dense'
     train_mode_value: str = 'dense'
     sparse_output_layer: bool = False
@@ -45,6 +50,7 @@ class SacSettings(base.OffPolicySettings):
         super().check()
         base.check_train_modes(('train_mode_actor', self.train_mode_actor),
                                ('train_mode_value', self.train_mode_value))
+        base.check_target_sparsity(self.target_sparsity)
         base.parse_float_list(self.actor_critic_sparsities_str,
                               'train_eval.actor_critic_sparsities_str', 2)
         base.parse_float_list(self.actor_critic_widths_str,
@@ -70,13 +76,17 @@ class Sac(base.OffPolicyAlgorithm):
         widths = base.parse_float_list(
             settings.actor_critic_widths_str,
             'actor_critic_widths_str', 2) or [settings.width] * 2
+        self.noise_layout = noise_features.make_layout(
+            observation_spec.shape.num_elements(),
+            seeding.derive(seed, 'network_noise'))
         actor = networks.create_sac_actor_network(
             observation_spec, action_spec, settings.actor_fc_layers,
-            settings.train_mode_actor, settings.sparse_output_layer, widths[0])
+            settings.train_mode_actor, settings.sparse_output_layer, widths[0],
+            self.noise_layout)
         critics = [networks.create_sac_critic_network(
             observation_spec, action_spec, settings.critic_joint_fc_layers,
-            settings.train_mode_value, settings.sparse_output_layer, widths[1])
-            for _ in range(2)]
+            settings.train_mode_value, settings.sparse_output_layer, widths[1],
+            self.noise_layout) for _ in range(2)]
         actor.create_variables(observation_spec)
         named = {'actor': actor, 'critic_1': critics[0],
                  'critic_2': critics[1]}
@@ -95,13 +105,17 @@ class Sac(base.OffPolicyAlgorithm):
                                            settings.weight_decay),
             critic_optimizer=base.make_optimizer(settings.critic_learning_rate,
                                             settings.weight_decay),
-            alpha_optimizer=tf.keras.optimizers.Adam(
+            # A fixed alpha: its optimizer takes steps of size 0.
+            alpha_optimizer=tf.keras.optimizers.SGD(0.0)
+            if settings.fixed_alpha else tf.keras.optimizers.Adam(
                 settings.alpha_learning_rate),
+            initial_log_alpha=math.log(settings.fixed_alpha or 1.0),
             target_update_tau=settings.target_update_tau,
             target_update_period=settings.target_update_period,
             gamma=settings.gamma,
             reward_scale_factor=settings.reward_scale_factor,
-            train_step_counter=self.train_step, seed=seed)
+            train_step_counter=self.train_step, seed=seed,
+            target_sparsity=settings.target_sparsity)
         self.agent.initialize()
         self.networks = named
         self.masked_optimizers = {

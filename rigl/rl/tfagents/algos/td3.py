@@ -15,6 +15,7 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
 from rigl.rl.tfagents import networks
+from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.algos import base
@@ -54,10 +55,7 @@ class Td3Settings(base.OffPolicySettings):
         super().check()
         base.check_train_modes(('train_mode_actor', self.train_mode_actor),
                                ('train_mode_value', self.train_mode_value))
-        if self.target_sparsity not in sparse_agents.TARGET_SPARSITY_MODES:
-            raise ValueError(
-                f'train_eval.target_sparsity is {self.target_sparsity!r}; '
-                f'allowed: {", ".join(sparse_agents.TARGET_SPARSITY_MODES)}.')
+        base.check_target_sparsity(self.target_sparsity)
 
 
 class Td3(base.OffPolicyAlgorithm):
@@ -73,14 +71,17 @@ class Td3(base.OffPolicyAlgorithm):
             raise ValueError(
                 f'TD3 needs continuous actions; {settings.env_name} has '
                 f'{action_spec}. Use PPO (or DQN) for discrete ones.')
+        self.noise_layout = noise_features.make_layout(
+            observation_spec.shape.num_elements(),
+            seeding.derive(seed, 'network_noise'))
         actor = networks.create_td3_actor_network(
             observation_spec, action_spec, settings.actor_fc_layers,
             settings.train_mode_actor, settings.sparse_output_layer,
-            settings.width)
+            settings.width, self.noise_layout)
         critics = [networks.create_sac_critic_network(
             observation_spec, action_spec, settings.critic_joint_fc_layers,
             settings.train_mode_value, settings.sparse_output_layer,
-            settings.width) for _ in range(2)]
+            settings.width, self.noise_layout) for _ in range(2)]
         actor.create_variables(observation_spec)
         named = {'actor': actor, 'critic_1': critics[0],
                  'critic_2': critics[1]}

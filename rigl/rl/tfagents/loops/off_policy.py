@@ -50,8 +50,25 @@ def train_eval(session: Session) -> Dict:
             next_step = env.reset()
         time_step = next_step
 
+    def redraw_noise_features():
+        # ANF: a new permutation of real and noise features for every
+        # network; optionally the replay is emptied and refilled.
+        noise = algorithm.noise_layout.config
+        algorithm.noise_layout.redraw(session.rng)
+        console.log(f'noise features permuted anew at env step '
+                    f'{state.env_steps:,}')
+        if noise.empty_buffer_on_change:
+            replay.clear()
+            for _ in range(noise.refill_timesteps):
+                env_step(algorithm.random_action(session.rng)
+                         if noise.refill_mode == 'random' else
+                         algorithm.act(time_step.observation[None]).numpy())
+
     while state.env_steps < settings.initial_collect_steps:
         env_step(algorithm.random_action(session.rng))
+    redraw_period = (algorithm.noise_layout.config.adjust_period
+                     if algorithm.noise_layout is not None else 0)
+    redraws = state.env_steps // redraw_period if redraw_period else 0
 
     step = session.step
     progress = console.Progress(settings.num_iterations, step)
@@ -59,6 +76,9 @@ def train_eval(session: Session) -> Dict:
     timed = settings.time_loop
     snr_freq = summaries.log_snr()
     while step < settings.num_iterations:
+        if redraw_period and state.env_steps // redraw_period > redraws:
+            redraws = state.env_steps // redraw_period
+            redraw_noise_features()
         started = time.perf_counter() if timed else 0.0
         for _ in range(settings.train_every - 1):
             env_step(algorithm.act(time_step.observation[None]).numpy())

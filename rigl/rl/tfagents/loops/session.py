@@ -33,6 +33,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from rigl.rl.tfagents import envs
+from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import run_dir as run_dir_lib
@@ -87,7 +88,6 @@ class Session:
             env_name=settings.env_name,
             seed=seeding.derive(self.seed, 'eval_env'),
             feature_layout_from=self.env, evaluation=True)
-        self.noise_mask = envs.noise_feature_mask(self.env)
         self.algorithm = algorithm_class(
             settings, tensor_spec.from_spec(self.env.observation_spec()),
             tensor_spec.from_spec(self.env.action_spec()), self.seed)
@@ -108,6 +108,13 @@ class Session:
         if seed is None and self._saved_config is not None:
             return int(self._saved_config.get('seed', seeding.resolve(None)))
         return seeding.resolve(seed)
+
+    @property
+    def noise_mask(self) -> Optional[np.ndarray]:
+        """True on network inputs that are ANF noise features: drawn by the
+        networks, or added by the environment (None without any)."""
+        mask = self.algorithm.noise_mask
+        return mask if mask is not None else envs.noise_feature_mask(self.env)
 
     def __enter__(self) -> 'Session':
         return self
@@ -139,8 +146,10 @@ class Session:
             removed = self.run_dir.clean_for_fresh_start()
             note = (f' (removed outputs of an earlier attempt that saved no '
                     f'checkpoint: {", ".join(removed)})' if removed else '')
+            drawn = ('' if self.settings.seed is not None else
+                     f' (drawn: train_eval.seed={self.seed} repeats it)')
             console.log(f'Starting a new {self.algorithm.name} run in '
-                        f'{self.root_dir} with seed {self.seed}{note}.')
+                        f'{self.root_dir} with seed {self.seed}{drawn}{note}.')
         else:
             path, _ = restored
             self.results.truncate_after(self.step)
@@ -157,6 +166,7 @@ class Session:
             gin.operative_config_str())
         for line in self.algorithm_warnings():
             console.log(f'warning: {line}')
+        console.log(sparsity_table(self.algorithm.networks))
         self.train_writer = tf.summary.create_file_writer(
             os.path.join(self.root_dir, 'train'))
         self.eval_writer = tf.summary.create_file_writer(
@@ -165,6 +175,7 @@ class Session:
             summaries.write_sparsity_summaries(
                 self.algorithm.networks, self.step, self.noise_mask)
         self._run_start = time.time() - self.state.wall_time
+        self._episode_started = time.time()
 
     def algorithm_warnings(self) -> List[str]:
         """Sparsity schedules that cannot happen within this run."""
@@ -223,6 +234,16 @@ class Session:
         self.state.episodes += 1
         with self.train_writer.as_default():
             summaries.write_episode(self.step, episode_return, length)
+        if self.settings.log_episodes:
+            now = time.time()
+            console.log(
+                f'Total Steps: {self.state.env_steps}  Episode Num: '
+                f'{self.state.episodes - 1}  Epi. Steps: {length}  Reward: '
+                f'{episode_return:.2f}  Epi. Time: '
+                f'{console.format_seconds(now - self._episode_started)}  '
+                f'Total Train Time: '
+                f'{console.format_seconds(now - self._run_start)}')
+            self._episode_started = now
 
     def write_train_summaries(self, loss_info, steps_per_second: float) -> None:
         with self.train_writer.as_default(step=self.step):
@@ -244,6 +265,10 @@ class Session:
         metrics = summaries.evaluate(self.eval_env, self._greedy_action,
                                      self.settings.eval_episodes)
         self.state.wall_time = time.time() - self._run_start
+        if self.settings.log_episodes:
+            rule = '-' * 39
+            console.log(f'{rule}\nEvaluation over {self.settings.eval_episodes}'
+                        f' episode(s): {metrics["return_mean"]:.3f}\n{rule}')
         summaries.record_evaluation(
             self.eval_writer, self.results, self.step, self.state.env_steps,
             metrics, self.algorithm.networks, self.noise_mask,
@@ -263,6 +288,22 @@ class Session:
                         f'{metric["num_evals_averaged"]} evals): '
                         f'{metric["final_return"]:.1f}')
         return metric
+
+
+def sparsity_table(named_networks: Dict) -> str:
+    """Per-layer sparsity of each network, as a small console table."""
+    rows = {name: sparse_layers.network_stats(network).layers
+            for name, network in named_networks.items()}
+    width = max(len(layers) for layers in rows.values())
+    header = ''.join(f'{f"layer {i + 1}":>9}' for i in range(width))
+    lines = [f'{"sparsity":12}{header}{"total":>9}']
+    for name, layers in rows.items():
+        total = 1.0 - sum(layer.active_weights for layer in layers) / sum(
+            int(np.prod(layer.shape)) for layer in layers)
+        cells = [f'{layer.sparsity:9.1%}' for layer in layers]
+        cells += [' ' * 9] * (width - len(layers))
+        lines.append(f'{name:12}' + ''.join(cells) + f'{total:9.1%}')
+    return '\n'.join(lines)
 
 
 def single_action_fn(policy) -> Callable[[np.ndarray], np.ndarray]:

@@ -5,6 +5,7 @@ import logging as std_logging
 import sys
 import time
 import tokenize
+import warnings
 from typing import Callable, Sequence
 
 from absl import flags
@@ -59,6 +60,8 @@ def define_flags() -> None:
     flags.DEFINE_bool('allow_config_change', False,
                       'Resume even if the config differs from the one the '
                       'run in root_dir was started with.')
+    flags.DEFINE_bool('verbose', False, 'Show the warnings of TensorFlow, '
+                      'TF-Agents, gym and MuJoCo (hidden by default).')
     flags.DEFINE_bool('is_mujoco', True, 'Accepted for compatibility with the '
                       "original suite's commands; has no effect.")
     flags.mark_flag_as_required('root_dir')
@@ -104,12 +107,27 @@ def run_cli(train: Callable[[str, bool], object], gin_files: Sequence[str],
     return 0
 
 
+def quiet_libraries() -> None:
+    """Hides other packages' warnings: TF and absl log lines (e.g. each
+    unrestored value of a checkpoint we fall back from, 'Sanitizing' names
+    at policy save), tfp's type-registration warning at policy save, and
+    MuJoCo's deprecation warnings with the MUJOCO_LOG.TXT file they write.
+    Errors still show."""
+    logging.set_verbosity(logging.ERROR)
+    std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
+    warnings.filterwarnings('ignore', message='Encoding a StructuredValue')
+    try:
+        import mujoco  # pylint: disable=import-outside-toplevel
+        mujoco.set_mju_user_warning(lambda message: None)
+    except ImportError:
+        pass
+
+
 def run_main(train: Callable[[str, bool], object]) -> None:
     """`run_cli` with the command-line flags; exits with its code."""
     logging.set_verbosity(logging.WARNING)
-    # TF's own warnings (e.g. each unrestored value of a checkpoint we fall
-    # back from) are not for users; errors still show.
-    std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
+    if not FLAGS.verbose:
+        quiet_libraries()
     code = run_cli(train, FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.root_dir,
                    FLAGS.allow_config_change)
     if code:

@@ -46,6 +46,10 @@ class ReplayBuffer:
     def end_episode(self) -> None:
         """Nothing to do: transitions are stored whole."""
 
+    def clear(self) -> None:
+        """Forgets every transition."""
+        self.size = self._next = 0
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> Dict:
         indices = rng.integers(0, self.size, batch_size)
         return {name: array[indices] for name, array in self._data.items()}
@@ -131,6 +135,12 @@ class FrameReplayBuffer:
     def end_episode(self) -> None:
         """The next `add` starts a new episode (after its final frame)."""
         self._episode_open = False
+
+    def clear(self) -> None:
+        """Forgets every transition; the next `add` starts afresh."""
+        self._valid[:] = False
+        self._first[:] = False
+        self._next, self._episode_open, self.size = 0, False, 0
 
     def _stacks(self, slots: np.ndarray) -> np.ndarray:
         """[B, H, W, stack] observations ending at `slots`."""

@@ -151,6 +151,9 @@ class RunSettings:
     log_interval: int = setting(5000, low=1)
     policy_save_interval: int = setting(0, low=0)
     average_last_fraction: float = setting(0.1, low=0, high=1, low_open=True)
+    # A console line per training episode and a block per evaluation, as the
+    # ANF tutorial shows them.
+    log_episodes: bool = False
 
 
 def check(name: str, value: Any, hint, low: Optional[float] = None,
