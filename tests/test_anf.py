@@ -119,6 +119,13 @@ def test_anf_run_eval_and_saved_policy_use_the_training_layout(tmp_path):
     saved = [v.numpy() for v in policy.model_variables
              if 'permutation' in v.name]
     assert saved and np.array_equal(saved[0], permutation)
+    for name in ('connectivity.png', 'input_layer.png'):
+        with open(tmp_path / name, 'rb') as f:
+            assert f.read(8) == b'\x89PNG\r\n\x1a\n', name
+    lines = (tmp_path / 'connectivity.csv').read_text().splitlines()
+    assert lines[0] == 'step,env_steps,network,per_real_feature,' \
+        'per_noise_feature'
+    assert len(lines) == 1 + 2 * 3  # 2 evals x actor and 2 critics
     row = results(tmp_path)[-1]
     connectivity = row['networks']['actor']['input_connectivity']
     # 30 inputs x 16 units at 80%: 96 active over 30 rows.
@@ -146,3 +153,27 @@ def test_tutorial_configs_print_their_sparsity_tables(tmp_path, config, extra,
             'train_eval.eval_episodes = 1', 'train_eval.seed = 0'])
     assert code == 0, err[-2000:]
     assert expected in out, out
+
+
+def test_histogram_noise_stays_in_the_imitated_feature_range(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / 'pendulum.npz'
+    completed = subprocess.run(
+        [sys.executable, '-m', 'rigl.rl.make_histograms',
+         '--env_name=Pendulum-v1', '--steps=500', '--bins=10',
+         f'--output={path}'], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert '3 features x 10 bins from 500 steps' in completed.stdout
+    config = noise_features.NetworkNoise(noise_fraction=0.5,
+                                         histogram_file=str(path))
+    layout = noise_features.NoiseLayout(3, config, seed=1)
+    noise = layout.apply(tf.zeros([2000, 3])).numpy()[:, 3:]
+    with np.load(path) as histograms:
+        edges = histograms['bin_edges']
+    # Pendulum: cos and sin in [-1, 1], angular velocity in [-8, 8]; noise
+    # feature i imitates real feature i mod 3.
+    for index in range(layout.num_noise):
+        low, high = edges[index % 3, 0], edges[index % 3, -1]
+        assert low <= noise[:, index].min() and noise[:, index].max() <= high
+        assert noise[:, index].std() > 0.05 * (high - low)

@@ -16,6 +16,7 @@ Outputs in `root_dir`:
   train/, eval/          TensorBoard summaries
   checkpoints/           ckpt-<step>/ directories, each complete
   policy/                the saved greedy policy at the end
+  connectivity.csv/.png, input_layer.png   with ANF noise features
 """
 
 import collections
@@ -35,6 +36,7 @@ from tf_agents.trajectories import time_step as ts
 from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import checkpoints
+from rigl.rl.tfagents.run import connectivity
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import run_dir as run_dir_lib
 from rigl.rl.tfagents.run import seeding
@@ -273,6 +275,8 @@ class Session:
             self.eval_writer, self.results, self.step, self.state.env_steps,
             metrics, self.algorithm.networks, self.noise_mask,
             self.state.train_flops, self.state.wall_time, **extra)
+        if self.noise_mask is not None:
+            connectivity.write_csv(self.root_dir, self.results.rows())
 
     def save_policy(self, name: str = 'policy') -> None:
         policy_saver.PolicySaver(self.algorithm.eval_policy,
@@ -280,14 +284,29 @@ class Session:
             os.path.join(self.root_dir, name))
 
     def finish(self) -> Dict:
-        """Saves the final policy and writes and prints the final metric."""
+        """Saves the final policy and writes and prints the final metric
+        (and, with noise features, the connectivity plots)."""
         self.save_policy()
+        if self.noise_mask is not None:
+            self._plot_connectivity()
         metric = self.results.final_metric(self.settings.average_last_fraction)
         if metric:
             console.log(f'final metric (mean eval return over the last '
                         f'{metric["num_evals_averaged"]} evals): '
                         f'{metric["final_return"]:.1f}')
         return metric
+
+
+    def _plot_connectivity(self) -> None:
+        rows = self.results.rows()
+        connectivity.write_csv(self.root_dir, rows)
+        connectivity.plot_over_time(self.root_dir, rows)
+        layers = sparse_layers.kernel_layers(self.algorithm.networks['actor']) \
+            if 'actor' in self.algorithm.networks else []
+        if layers and isinstance(layers[0], sparse_layers.MaskedLayer):
+            connectivity.plot_input_layer(self.root_dir,
+                                          layers[0].mask.numpy(),
+                                          self.noise_mask)
 
 
 def sparsity_table(named_networks: Dict) -> str:
