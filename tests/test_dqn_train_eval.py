@@ -158,7 +158,7 @@ def _frames_run(buffer, episodes, rng):
     where = {}
     frame_id = 0
     for length in episodes:
-        stack = None
+        stack = previous = None
         for t in range(length + 1):
             frame = np.full((2, 2), frame_id % 256, np.uint8)
             where[frame_id % 256] = t

@@ -37,9 +37,9 @@ class SparseTargetsMixin:
     """Keeps target networks as sparse as their online networks.
 
     Subclasses list `masked_targets()`: pairs of (the MaskedOptimizer of the
-    online networks, their target networks, in the same order), and call
-    `_init_sparse_targets()` at the end of `__init__` and `_sparsify_targets()`
-    after each train step. Two modes:
+    online networks, their target networks, in the same order), set
+    `_target_update_period` and call `_init_sparse_targets()` at the end of
+    `__init__`; the targets are made sparse after each train step. Two modes:
 
     * 'mask' (default): a target carries its online network's mask. Polyak
       averaging copies masks (tau 1 for non-trainable variables) but blends
@@ -72,6 +72,12 @@ class SparseTargetsMixin:
         self._mask_change_seen_at = [
             tf.Variable(-10 ** 9, dtype=tf.int64, trainable=False)
             for _ in self.masked_targets()]
+
+    def _train(self, experience, weights=None):
+        loss_info = super()._train(experience, weights)
+        with tf.control_dependencies([self._sparsify_targets(
+                loss_info, self._target_update_period)]):
+            return tf.nest.map_structure(tf.identity, loss_info)
 
     def _sparsify_targets(self, after, target_update_period: int):
         """Re-masks or prunes the targets (after the ops in `after`)."""
@@ -115,6 +121,20 @@ def _prune_targets_by_magnitude(online_layers, targets) -> tf.Operation:
     return tf.group(ops)
 
 
+def masked_actor_critic_optimizers(actor_optimizer, critic_optimizer,
+                                   actor_network, critic_networks,
+                                   actor_updater, critic_updater, seed: int):
+    """The actor's and the critics' MaskedOptimizers, each with its own
+    updater stream derived from `seed`."""
+    return (mask_updaters.MaskedOptimizer(
+                actor_optimizer, [actor_network], actor_updater,
+                seed=seeding.derive(seed, 'actor_updater')),
+            mask_updaters.MaskedOptimizer(
+                critic_optimizer,
+                [network for network in critic_networks if network],
+                critic_updater, seed=seeding.derive(seed, 'critic_updater')))
+
+
 def sample_action(policy, time_step, sample_rng: tf.random.Generator):
     """A policy step whose action is sampled with a seed from `sample_rng`
     (TF-Agents' own `action` uses stateful ops that restart on resume)."""
@@ -150,17 +170,14 @@ class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
                  actor_updater: Optional[mask_updaters.MaskUpdater] = None,
                  critic_updater: Optional[mask_updaters.MaskUpdater] = None,
                  seed: int = 0, target_sparsity: str = 'mask', **kwargs):
-        critics = [critic_network] + (
-            [critic_network_2] if critic_network_2 is not None else [])
+        actor_optimizer, critic_optimizer = masked_actor_critic_optimizers(
+            actor_optimizer, critic_optimizer, actor_network,
+            [critic_network, critic_network_2], actor_updater,
+            critic_updater, seed)
         super().__init__(
             time_step_spec, action_spec, critic_network=critic_network,
-            actor_network=actor_network,
-            actor_optimizer=mask_updaters.MaskedOptimizer(
-                actor_optimizer, [actor_network], actor_updater,
-                seed=seeding.derive(seed, 'actor_updater')),
-            critic_optimizer=mask_updaters.MaskedOptimizer(
-                critic_optimizer, critics, critic_updater,
-                seed=seeding.derive(seed, 'critic_updater')),
+            actor_network=actor_network, actor_optimizer=actor_optimizer,
+            critic_optimizer=critic_optimizer,
             alpha_optimizer=alpha_optimizer, critic_network_2=critic_network_2,
             **kwargs)
         self.sample_rng = tf.random.Generator.from_seed(
@@ -185,11 +202,6 @@ class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
                                         self.action_spec)
         return actions, log_pi
 
-    def _train(self, experience, weights):
-        loss_info = super()._train(experience, weights)
-        with tf.control_dependencies([self._sparsify_targets(
-                loss_info, self._target_update_period)]):
-            return tf.nest.map_structure(tf.identity, loss_info)
 
 
 class _WrappedOptimizerWarningFilter(logging.Filter):
@@ -253,17 +265,14 @@ class SparseTd3Agent(SparseTargetsMixin, td3_agent.Td3Agent):
                  actor_updater: Optional[mask_updaters.MaskUpdater] = None,
                  critic_updater: Optional[mask_updaters.MaskUpdater] = None,
                  seed: int = 0, target_sparsity: str = 'mask', **kwargs):
-        critics = [critic_network] + (
-            [critic_network_2] if critic_network_2 is not None else [])
+        actor_optimizer, critic_optimizer = masked_actor_critic_optimizers(
+            actor_optimizer, critic_optimizer, actor_network,
+            [critic_network, critic_network_2], actor_updater,
+            critic_updater, seed)
         super().__init__(
             time_step_spec, action_spec, actor_network=actor_network,
-            critic_network=critic_network,
-            actor_optimizer=mask_updaters.MaskedOptimizer(
-                actor_optimizer, [actor_network], actor_updater,
-                seed=seeding.derive(seed, 'actor_updater')),
-            critic_optimizer=mask_updaters.MaskedOptimizer(
-                critic_optimizer, critics, critic_updater,
-                seed=seeding.derive(seed, 'critic_updater')),
+            critic_network=critic_network, actor_optimizer=actor_optimizer,
+            critic_optimizer=critic_optimizer,
             critic_network_2=critic_network_2, **kwargs)
         self.sample_rng = tf.random.Generator.from_seed(
             seeding.derive(seed, 'td3_exploration'))
@@ -274,11 +283,6 @@ class SparseTd3Agent(SparseTargetsMixin, td3_agent.Td3Agent):
                 (self._critic_optimizer, [self._target_critic_network_1,
                                           self._target_critic_network_2])]
 
-    def _train(self, experience, weights=None):
-        loss_info = super()._train(experience, weights)
-        with tf.control_dependencies([self._sparsify_targets(
-                loss_info, self._target_update_period)]):
-            return tf.nest.map_structure(tf.identity, loss_info)
 
 
 class SparseDqnAgent(SparseTargetsMixin, dqn_agent.DqnAgent):
@@ -311,8 +315,3 @@ class SparseDqnAgent(SparseTargetsMixin, dqn_agent.DqnAgent):
     def masked_targets(self):
         return [(self._optimizer, [self._target_q_network])]
 
-    def _train(self, experience, weights):
-        loss_info = super()._train(experience, weights)
-        with tf.control_dependencies([self._sparsify_targets(
-                loss_info, self._target_update_period)]):
-            return tf.nest.map_structure(tf.identity, loss_info)

@@ -21,6 +21,8 @@ from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
+from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run import summaries
 from rigl.rl.tfagents.run.settings import RunSettings, setting
 
@@ -199,6 +201,46 @@ class OffPolicyAlgorithm(Algorithm):
         self.train = tf.function(
             lambda batch: agent.train(transition_batch(batch)),
             autograph=False)
+
+    def _build_actor_critics(self, create_actor, widths=None,
+                             sparsities=None) -> Dict[str, tf.Module]:
+        """An actor and two critics (SAC, TD3) with their masks, and the
+        network-side noise layout they share (if configured).
+
+        Args:
+            create_actor: the actor builder of `networks`.
+            widths: (actor, critics) width multipliers (default: `width`).
+            sparsities: (actor, critics) sparsities overriding
+                `init_masks.sparsity`, or None.
+        """
+        settings, seed = self.settings, self.seed
+        observation_spec, action_spec = self.observation_spec, self.action_spec
+        if not action_spec.dtype.is_floating:
+            raise ValueError(
+                f'{self.name.upper()} needs continuous actions; '
+                f'{settings.env_name} has {action_spec}. Use PPO (or DQN) for '
+                'discrete ones.')
+        widths = widths or [settings.width] * 2
+        self.noise_layout = noise_features.make_layout(
+            observation_spec.shape.num_elements(),
+            seeding.derive(seed, 'network_noise'))
+        named = {'actor': create_actor(
+            observation_spec, action_spec, settings.actor_fc_layers,
+            settings.train_mode_actor, settings.sparse_output_layer,
+            widths[0], self.noise_layout)}
+        for name in ('critic_1', 'critic_2'):
+            named[name] = networks.create_sac_critic_network(
+                observation_spec, action_spec, settings.critic_joint_fc_layers,
+                settings.train_mode_value, settings.sparse_output_layer,
+                widths[1], self.noise_layout)
+        for index, (name, network) in enumerate(named.items()):
+            network.create_variables(observation_spec if name == 'actor' else
+                                     (observation_spec, action_spec))
+            sparse_layers.init_masks(
+                network, seed=seeding.derive(seed, 'masks', name),
+                **({'sparsity': sparsities[min(index, 1)]} if sparsities
+                   else {}))
+        return named
 
     def random_action(self, rng: np.random.Generator) -> np.ndarray:
         """A uniform random action (initial collection)."""

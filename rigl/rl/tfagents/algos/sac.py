@@ -13,11 +13,9 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
 from rigl.rl.tfagents import networks
-from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.algos import base
-from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import setting
 
 POSITIVE = dict(low=0, low_open=True)
@@ -66,37 +64,15 @@ class Sac(base.OffPolicyAlgorithm):
     def __init__(self, settings: SacSettings, observation_spec, action_spec,
                  seed: int):
         super().__init__(settings, observation_spec, action_spec, seed)
-        if not action_spec.dtype.is_floating:
-            raise ValueError(
-                f'SAC needs continuous actions; {settings.env_name} has '
-                f'{action_spec}. Use PPO (or DQN) for discrete ones.')
         sparsities = base.parse_float_list(
             settings.actor_critic_sparsities_str,
             'actor_critic_sparsities_str', 2)
         widths = base.parse_float_list(
-            settings.actor_critic_widths_str,
-            'actor_critic_widths_str', 2) or [settings.width] * 2
-        self.noise_layout = noise_features.make_layout(
-            observation_spec.shape.num_elements(),
-            seeding.derive(seed, 'network_noise'))
-        actor = networks.create_sac_actor_network(
-            observation_spec, action_spec, settings.actor_fc_layers,
-            settings.train_mode_actor, settings.sparse_output_layer, widths[0],
-            self.noise_layout)
-        critics = [networks.create_sac_critic_network(
-            observation_spec, action_spec, settings.critic_joint_fc_layers,
-            settings.train_mode_value, settings.sparse_output_layer, widths[1],
-            self.noise_layout) for _ in range(2)]
-        actor.create_variables(observation_spec)
-        named = {'actor': actor, 'critic_1': critics[0],
-                 'critic_2': critics[1]}
-        for index, (name, network) in enumerate(named.items()):
-            if name != 'actor':
-                network.create_variables((observation_spec, action_spec))
-            sparse_layers.init_masks(
-                network, seed=seeding.derive(seed, 'masks', name),
-                **({'sparsity': sparsities[min(index, 1)]} if sparsities
-                   else {}))
+            settings.actor_critic_widths_str, 'actor_critic_widths_str', 2)
+        named = self._build_actor_critics(networks.create_sac_actor_network,
+                                          widths, sparsities)
+        actor, critics = named['actor'], [named['critic_1'],
+                                          named['critic_2']]
         self.agent = sparse_agents.SparseSacAgent(
             ts.time_step_spec(observation_spec), action_spec,
             critic_network=critics[0], critic_network_2=critics[1],

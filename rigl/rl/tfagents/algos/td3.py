@@ -15,11 +15,9 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
 from rigl.rl.tfagents import networks
-from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.algos import base
-from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import setting
 
 POSITIVE = dict(low=0, low_open=True)
@@ -67,29 +65,9 @@ class Td3(base.OffPolicyAlgorithm):
     def __init__(self, settings: Td3Settings, observation_spec, action_spec,
                  seed: int):
         super().__init__(settings, observation_spec, action_spec, seed)
-        if not action_spec.dtype.is_floating:
-            raise ValueError(
-                f'TD3 needs continuous actions; {settings.env_name} has '
-                f'{action_spec}. Use PPO (or DQN) for discrete ones.')
-        self.noise_layout = noise_features.make_layout(
-            observation_spec.shape.num_elements(),
-            seeding.derive(seed, 'network_noise'))
-        actor = networks.create_td3_actor_network(
-            observation_spec, action_spec, settings.actor_fc_layers,
-            settings.train_mode_actor, settings.sparse_output_layer,
-            settings.width, self.noise_layout)
-        critics = [networks.create_sac_critic_network(
-            observation_spec, action_spec, settings.critic_joint_fc_layers,
-            settings.train_mode_value, settings.sparse_output_layer,
-            settings.width, self.noise_layout) for _ in range(2)]
-        actor.create_variables(observation_spec)
-        named = {'actor': actor, 'critic_1': critics[0],
-                 'critic_2': critics[1]}
-        for name, network in named.items():
-            if name != 'actor':
-                network.create_variables((observation_spec, action_spec))
-            sparse_layers.init_masks(network,
-                                     seed=seeding.derive(seed, 'masks', name))
+        named = self._build_actor_critics(networks.create_td3_actor_network)
+        actor, critics = named['actor'], [named['critic_1'],
+                                          named['critic_2']]
         self.agent = sparse_agents.SparseTd3Agent(
             ts.time_step_spec(observation_spec), action_spec,
             actor_network=actor, critic_network=critics[0],
