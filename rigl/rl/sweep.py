@@ -1,0 +1,552 @@
+r"""Run a study: a grid of gin bindings x seeds, several runs at once.
+
+  python -m rigl.rl.sweep --script=sac \
+    --gin_file=rigl/rl/tfagents/configs/sac_mujoco_sparse_config.gin \
+    --grid="mask_updater.update_alg=['set','rigl']" --seeds=10 --workers=2 \
+    --root_dir=/tmp/sparserl/study
+  python -m rigl.rl.sweep --study=studies/sac_mini.toml --root_dir=ROOT
+
+A study is a training script, base gin files and bindings, a grid and a
+number of seeds. Grid axes are either gin bindings (a name with a dot:
+`mask_updater.update_alg=['set','rigl']`, each value bound as is) or
+variables (a name without a dot, e.g. `sparsity=[0.8,0.9]`) that bind nothing
+themselves and are filled into the `{name}` placeholders of the study's
+methods. A method is a named set of gin files and bindings (study files
+only); the method axis is called `method`, and each method spans only the
+variables its bindings use (dense has no sparsity). Every combination x seed
+0..N-1 (`train_eval.seed`) is one run in
+`ROOT/<axis=value,...>/seed_<k>` with its output in `log.txt` there.
+
+A rerun of the same command skips finished runs (`final_metric.json`
+present, same command as last time) and starts the others again: the
+training scripts resume from their newest checkpoint by themselves and
+refuse (exit 2) a run directory that holds another config.
+"""
+
+import ast
+import dataclasses
+import itertools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+
+try:  # Python 3.11+
+    import tomllib
+except ImportError:  # Python 3.9-3.10: the same parser as a package
+    import tomli as tomllib
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+SCRIPTS_DIR = os.path.join(PACKAGE_ROOT, 'rigl', 'rl', 'tfagents')
+SCRIPTS = tuple(sorted(name[:-len('_train_eval.py')]
+                       for name in os.listdir(SCRIPTS_DIR)
+                       if name.endswith('_train_eval.py')))  # dqn ppo sac td3
+METHOD_AXIS = 'method'
+LOG_FILE = 'log.txt'
+COMMAND_FILE = 'sweep_command.json'
+FINAL_METRIC_FILE = 'final_metric.json'
+THREAD_VARIABLES = ('TF_NUM_INTRAOP_THREADS', 'OMP_NUM_THREADS')
+
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class Method:
+    """A named set of gin files and bindings (one value of the method axis)."""
+    gin_files: List[str] = dataclasses.field(default_factory=list)
+    bindings: List[str] = dataclasses.field(default_factory=list)
+
+    def variables(self) -> List[str]:
+        """The `{name}` placeholders its bindings use."""
+        names = []
+        for binding in self.bindings:
+            for name in re.findall(r'\{(\w+)\}', binding):
+                if name not in names:
+                    names.append(name)
+        return names
+
+
+@dataclasses.dataclass
+class Study:
+    """What to run: a script, base config, grid axes, methods and seeds."""
+    script: str
+    gin_files: List[str] = dataclasses.field(default_factory=list)
+    bindings: List[str] = dataclasses.field(default_factory=list)
+    grid: Dict[str, List[Any]] = dataclasses.field(default_factory=dict)
+    methods: Dict[str, Method] = dataclasses.field(default_factory=dict)
+    seeds: int = 1
+
+
+@dataclasses.dataclass
+class Run:
+    """One training run: its directory, group name, seed and command."""
+    group: str
+    seed: int
+    root_dir: str
+    gin_files: List[str]
+    bindings: List[str]
+    status: str = 'to do'  # to do | running | done | failed
+    started: float = 0.0
+    seconds: float = 0.0
+    note: str = ''
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.root_dir, LOG_FILE)
+
+    def record(self) -> Dict:
+        """What identifies the command (not the interpreter's path)."""
+        return {'gin_files': self.gin_files, 'bindings': self.bindings}
+
+
+# Reading a study ---------------------------------------------------------
+
+def parse_grid_flag(text: str) -> Tuple[str, List[Any]]:
+    """'name=[v1, v2]' -> (name, [v1, v2]); values are Python literals."""
+    name, sep, values = text.partition('=')
+    name = name.strip()
+    if not sep or not name:
+        raise ValueError(f'--grid={text!r}: expected NAME=[VALUE, ...], e.g. '
+                         "--grid=\"mask_updater.update_alg=['set','rigl']\".")
+    try:
+        parsed = ast.literal_eval(values.strip())
+    except (ValueError, SyntaxError):
+        raise ValueError(
+            f'--grid={text!r}: {values.strip()!r} is not a Python list '
+            "literal (quote strings: ['set','rigl']).") from None
+    if not isinstance(parsed, (list, tuple)) or not parsed:
+        raise ValueError(f'--grid={text!r}: give a non-empty list of values.')
+    return name, list(parsed)
+
+
+def load_study(path: str) -> Study:
+    """Reads a TOML study file (see `studies/README.md`)."""
+    with open(path, 'rb') as f:
+        data = tomllib.load(f)
+    known = {'script', 'gin_files', 'bindings', 'grid', 'methods', 'seeds',
+             'description'}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f'{path}: unknown keys {unknown}; allowed: '
+                         f'{sorted(known)}.')
+    if 'script' not in data:
+        raise ValueError(f'{path}: missing script = '
+                         f'{" | ".join(repr(x) for x in SCRIPTS)}.')
+    methods = {}
+    for name, spec in data.get('methods', {}).items():
+        extra = sorted(set(spec) - {'gin_files', 'bindings'})
+        if extra:
+            raise ValueError(f'{path}: method {name!r} has unknown keys '
+                             f'{extra}; allowed: gin_files, bindings.')
+        methods[name] = Method(list(spec.get('gin_files', [])),
+                               list(spec.get('bindings', [])))
+    grid = {}
+    for name, values in data.get('grid', {}).items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f'{path}: grid {name!r} must be a non-empty '
+                             'list.')
+        grid[name] = values
+    return Study(script=data['script'],
+                 gin_files=list(data.get('gin_files', [])),
+                 bindings=list(data.get('bindings', [])),
+                 grid=grid, methods=methods, seeds=int(data.get('seeds', 1)))
+
+
+def resolve_gin_file(path: str) -> str:
+    """An absolute path: as given, from the working directory, or from the
+    package root (where the configs' `include` paths start)."""
+    for candidate in (path, os.path.join(PACKAGE_ROOT, path)):
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    raise ValueError(f'gin file {path!r} not found (looked in the working '
+                     f'directory and in {PACKAGE_ROOT}).')
+
+
+def _check(study: Study) -> None:
+    if study.script not in SCRIPTS:
+        raise ValueError(f'script {study.script!r}: allowed '
+                         f'{", ".join(SCRIPTS)}.')
+    if study.seeds < 1:
+        raise ValueError(f'seeds must be >= 1, got {study.seeds}.')
+    used = {name for method in study.methods.values()
+            for name in method.variables()}
+    for name in study.grid:
+        if name == METHOD_AXIS:
+            missing = [v for v in study.grid[name] if v not in study.methods]
+            if missing:
+                defined = ', '.join(study.methods) or 'none'
+                raise ValueError(f'grid method={missing}: no such method; '
+                                 f'defined: {defined}.')
+        elif '.' not in name and name not in used:
+            raise ValueError(
+                f'grid axis {name!r} is neither a gin binding (a name with a '
+                'dot, e.g. init_masks.sparsity) nor a {placeholder} of a '
+                'method.')
+    for method_name, method in study.methods.items():
+        for name in method.variables():
+            if name not in study.grid:
+                raise ValueError(f'method {method_name!r} uses {{{name}}} but '
+                                 f'the grid has no axis {name!r}.')
+
+
+# Expanding a study into runs ----------------------------------------------
+
+def format_value(value: Any) -> str:
+    """A value as it reads in a directory name: 'rigl', 0.9, (16,16)."""
+    if isinstance(value, str):
+        text = value or 'empty'
+    else:
+        text = repr(value).replace(' ', '')
+    return text.replace(os.sep, '_')
+
+
+def short_names(names: Sequence[str]) -> Dict[str, str]:
+    """The shortest unique dotted suffix of each axis name:
+    mask_updater.update_alg -> update_alg (longer where two would clash)."""
+    result = {}
+    for name in names:
+        parts = name.split('.')
+        for size in range(1, len(parts) + 1):
+            short = '.'.join(parts[-size:])
+            clashes = [other for other in names if other != name and
+                       '.'.join(other.split('.')[-size:]) == short]
+            if not clashes:
+                break
+        result[name] = short
+    return result
+
+
+def gin_literal(value: Any) -> str:
+    """A value as gin parses it (Python literal syntax)."""
+    return repr(tuple(value)) if isinstance(value, list) and all(
+        isinstance(v, int) for v in value) else repr(value)
+
+
+def expand(study: Study, root_dir: str,
+           extra_bindings: Sequence[str] = ()) -> List[Run]:
+    """Every run of the study, in order: groups (grid product) x seeds."""
+    _check(study)
+    axes = list(study.grid)
+    if study.methods and METHOD_AXIS not in axes:
+        # After the gin-binding axes, before the variables: env,method,sparsity.
+        first_variable = next((i for i, a in enumerate(axes) if '.' not in a),
+                              len(axes))
+        axes.insert(first_variable, METHOD_AXIS)
+    values = dict(study.grid)
+    if study.methods:
+        values.setdefault(METHOD_AXIS, list(study.methods))
+    shorts = short_names(axes)
+    groups: Dict[str, Tuple[List[str], List[str]]] = {}
+    for combination in itertools.product(*(values[a] for a in axes)):
+        chosen = dict(zip(axes, combination))
+        method = study.methods.get(chosen.get(METHOD_AXIS))
+        spanned = [a for a in axes if a == METHOD_AXIS or '.' in a or (
+            method is not None and a in method.variables())]
+        name = ','.join(f'{shorts[a]}={format_value(chosen[a])}'
+                        for a in spanned) or 'default'
+        gin_files = list(study.gin_files)
+        bindings = list(study.bindings)
+        bindings += [f'{a} = {gin_literal(chosen[a])}' for a in axes
+                     if '.' in a]
+        if method is not None:
+            gin_files += method.gin_files
+            fill = {a: gin_literal(chosen[a]) for a in method.variables()}
+            bindings += [b.format(**fill) for b in method.bindings]
+        bindings += list(extra_bindings)
+        previous = groups.get(name)
+        if previous is not None and previous != (gin_files, bindings):
+            raise ValueError(f'two grid points share the directory name '
+                             f'{name!r}; give their values distinct '
+                             'spellings.')
+        groups[name] = (gin_files, bindings)
+    if not groups:
+        raise ValueError('the study has no runs.')
+    files = {name: [resolve_gin_file(f) for f in gin_files]
+             for name, (gin_files, _) in groups.items()}
+    # Seed-major: every group gets seed 0 first, so a partial study already
+    # compares all groups.
+    return [Run(group=name, seed=seed,
+                root_dir=os.path.join(root_dir, name, f'seed_{seed}'),
+                gin_files=files[name],
+                bindings=bindings + [f'train_eval.seed = {seed}'])
+            for seed in range(study.seeds)
+            for name, (_, bindings) in groups.items()]
+
+
+def is_finished(run: Run) -> bool:
+    """final_metric.json is there and the run was started with this command
+    (a changed command is started again: the script then refuses it)."""
+    if not os.path.exists(os.path.join(run.root_dir, FINAL_METRIC_FILE)):
+        return False
+    try:
+        with open(os.path.join(run.root_dir, COMMAND_FILE)) as f:
+            return json.load(f) == run.record()
+    except (OSError, ValueError):
+        return True  # run by hand: final_metric.json is all we know
+
+
+def command(script: str, run: Run) -> List[str]:
+    """The training command line of a run."""
+    path = os.path.join(SCRIPTS_DIR, f'{script}_train_eval.py')
+    return ([sys.executable, path, f'--root_dir={run.root_dir}'] +
+            [f'--gin_file={f}' for f in run.gin_files] +
+            [f'--gin_bindings={b}' for b in run.bindings])
+
+
+def default_threads(workers: int) -> int:
+    """Intra-op threads per worker: the cores shared evenly, at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
+# Running -------------------------------------------------------------------
+
+def _seconds_left(log_path: str) -> Optional[float]:
+    """The `left H:MM:SS` of a run's newest progress line, if any."""
+    try:
+        with open(log_path, 'rb') as f:
+            f.seek(max(0, os.path.getsize(log_path) - 4000))
+            tail = f.read().decode(errors='replace')
+    except OSError:
+        return None
+    found = re.findall(r'left (\d+):(\d\d):(\d\d)', tail)
+    if not found:
+        return None
+    hours, minutes, seconds = map(int, found[-1])
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def eta(runs: Sequence[Run], workers: int) -> Optional[float]:
+    """Rough seconds until every run is over: running runs' own estimates
+    plus the to-do runs at the typical run's length, spread over workers."""
+    now = time.time()
+    durations = [r.seconds for r in runs if r.status in ('done', 'failed')
+                 and r.seconds > 0]
+    running = [r for r in runs if r.status == 'running']
+    left = [(r, _seconds_left(r.log_path)) for r in running]
+    totals = [now - r.started + s for r, s in left if s is not None]
+    typical = (sum(durations) / len(durations) if durations else
+               sum(totals) / len(totals) if totals else None)
+    todo = sum(r.status == 'to do' for r in runs)
+    if typical is None and (todo or any(s is None for _, s in left)):
+        return None
+    work = sum(s if s is not None else max(0.0, typical - (now - r.started))
+               for r, s in left) + todo * (typical or 0.0)
+    return work / max(1, min(workers, todo + len(running)))
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+def status_table(runs: Sequence[Run], workers: int) -> str:
+    """Counts per group and in total, with an ETA."""
+    states = ('done', 'running', 'failed', 'to do')
+    groups: Dict[str, Dict[str, int]] = {}
+    for run in runs:
+        groups.setdefault(run.group, dict.fromkeys(states, 0))[run.status] += 1
+    width = max(len('group'), *(len(g) for g in groups))
+    lines = [f'{"group":<{width}}  ' + '  '.join(f'{s:>7}' for s in states)]
+    for group, counts in groups.items():
+        lines.append(f'{group:<{width}}  ' +
+                     '  '.join(f'{counts[s]:>7}' for s in states))
+    totals = {s: sum(r.status == s for r in runs) for s in states}
+    lines.append(f'{"total":<{width}}  ' +
+                 '  '.join(f'{totals[s]:>7}' for s in states))
+    left = eta(runs, workers)
+    unfinished = totals['running'] + totals['to do']
+    lines.append(f'[{time.strftime("%H:%M:%S")}] ' + (
+        'all runs over' if not unfinished else
+        f'ETA {format_seconds(left)}' if left is not None else
+        'ETA unknown until a run reports progress'))
+    return '\n'.join(lines)
+
+
+def _tail(path: str, count: int = 5) -> str:
+    try:
+        with open(path, errors='replace') as f:
+            lines = [line.rstrip() for line in f if line.strip()]
+    except OSError:
+        return ''
+    return '\n'.join('    ' + line for line in lines[-count:])
+
+
+def _launch(script: str, run: Run, env: Dict[str, str]
+            ) -> Tuple[subprocess.Popen, Any]:
+    """Starts a run's training process; its output goes to its log."""
+    os.makedirs(run.root_dir, exist_ok=True)
+    with open(os.path.join(run.root_dir, COMMAND_FILE), 'w') as f:
+        json.dump(run.record(), f, indent=2)
+    log = open(run.log_path, 'a')
+    args = command(script, run)
+    log.write(f'=== {time.strftime("%Y-%m-%d %H:%M:%S")} '
+              f'{shlex.join(args)}\n')
+    log.flush()
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                               env=env, cwd=PACKAGE_ROOT)
+    run.status, run.started = 'running', time.time()
+    return process, log
+
+
+def run_study(script: str, runs: List[Run], workers: int, threads: int,
+              poll_seconds: float = 1.0, status_every: float = 600.0,
+              out=None) -> int:
+    """Runs every unfinished run, `workers` at a time.
+
+    Returns:
+        The number of failed runs.
+    """
+    out = out or sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    for run in runs:
+        if is_finished(run):
+            run.status = 'done'
+    skipped = sum(r.status == 'done' for r in runs)
+    say(f'{len(runs)} runs: {skipped} finished before (skipped), '
+        f'{len(runs) - skipped} to run, {workers} at a time with {threads} '
+        f'intra-op thread(s) each.')
+    env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
+    pending = [r for r in runs if r.status == 'to do']
+    active: List[Tuple[Run, subprocess.Popen, Any]] = []
+    show_table, last_table = True, time.time()
+    try:
+        while pending or active:
+            while pending and len(active) < workers:
+                run = pending.pop(0)
+                active.append((run, *_launch(script, run, env)))
+            if show_table or time.time() - last_table > status_every:
+                say(status_table(runs, workers))
+                show_table, last_table = False, time.time()
+            time.sleep(poll_seconds)
+            for entry in list(active):
+                run, process, log = entry
+                code = process.poll()
+                if code is None:
+                    continue
+                log.close()
+                active.remove(entry)
+                run.seconds = time.time() - run.started
+                show_table = True
+                if code == 0:
+                    run.status = 'done'
+                    say(f'done: {run.group}/seed_{run.seed} in '
+                        f'{format_seconds(run.seconds)}')
+                else:
+                    run.status, run.note = 'failed', f'exit {code}'
+                    say(f'FAILED (exit {code}): {run.group}/seed_{run.seed}; '
+                        f'log {run.log_path}:\n{_tail(run.log_path)}')
+    except KeyboardInterrupt:
+        say('interrupted: stopping the running runs (rerun the same command '
+            'to resume them).')
+        for run, process, log in active:
+            process.terminate()
+        for run, process, log in active:
+            process.wait()
+            log.close()
+            run.status = 'to do'
+        raise
+    if show_table:
+        say(status_table(runs, workers))
+    failed = [r for r in runs if r.status == 'failed']
+    for run in failed:
+        say(f'failed: {run.group}/seed_{run.seed} ({run.note}); log '
+            f'{run.log_path}')
+    return len(failed)
+
+
+# Command line --------------------------------------------------------------
+
+def define_flags() -> None:
+    flags.DEFINE_string('study', None, 'A TOML study file (see studies/); '
+                        'the flags below add to or override it.')
+    flags.DEFINE_enum('script', None, list(SCRIPTS), 'Training script: '
+                      'rigl/rl/tfagents/<script>_train_eval.py.')
+    flags.DEFINE_multi_string('gin_file', [], 'Base gin files (added to the '
+                              "study's).")
+    flags.DEFINE_multi_string('grid', [], "Grid axis NAME=[VALUES], e.g. "
+                              "\"mask_updater.update_alg=['set','rigl']\"; "
+                              'replaces a study axis of the same name.')
+    flags.DEFINE_integer('seeds', None, 'Seeds 0..N-1 per grid point '
+                         '(default: the study\'s, else 1).')
+    flags.DEFINE_integer('workers', 1, 'Runs at once.')
+    flags.DEFINE_integer('threads_per_worker', None, 'Intra-op threads per '
+                         'run (TF_NUM_INTRAOP_THREADS, OMP_NUM_THREADS); '
+                         'default: cores // workers, at least 1.')
+    flags.DEFINE_string('root_dir', None, 'Where the runs go: '
+                        'ROOT/<group>/seed_<k>.')
+    flags.DEFINE_multi_string('gin_bindings', [], 'Bindings for every run, '
+                              'applied after the grid and methods.')
+    flags.DEFINE_bool('dry_run', False, 'List the runs and exit.')
+    flags.DEFINE_float('status_every', 600, 'Also print the status table '
+                       'every this many seconds.')
+
+
+def study_from_flags() -> Study:
+    """The study file (if any) with the command-line flags applied."""
+    study = load_study(FLAGS.study) if FLAGS.study else None
+    if study is None:
+        if not FLAGS.script:
+            raise ValueError(f'give --study=FILE or --script='
+                             f'{"|".join(SCRIPTS)}.')
+        study = Study(script=FLAGS.script)
+    elif FLAGS.script:
+        study.script = FLAGS.script
+    study.gin_files += FLAGS.gin_file
+    for text in FLAGS.grid:
+        name, values = parse_grid_flag(text)
+        study.grid[name] = values
+    if FLAGS.seeds is not None:
+        study.seeds = FLAGS.seeds
+    return study
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    try:
+        if not FLAGS.root_dir:
+            raise ValueError('--root_dir is required.')
+        if FLAGS.workers < 1:
+            raise ValueError(f'--workers must be >= 1, got {FLAGS.workers}.')
+        study = study_from_flags()
+        runs = expand(study, os.path.abspath(FLAGS.root_dir),
+                      FLAGS.gin_bindings)
+    except (ValueError, OSError, tomllib.TOMLDecodeError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
+    threads = FLAGS.threads_per_worker or default_threads(FLAGS.workers)
+    if FLAGS.dry_run:
+        for run in runs:
+            state = 'done ' if is_finished(run) else 'to do'
+            print(f'{state}  {os.path.relpath(run.root_dir, FLAGS.root_dir)}'
+                  f'  {" ".join(repr(b) for b in run.bindings)}')
+        groups = len({r.group for r in runs})
+        print(f'{len(runs)} runs ({groups} groups x {study.seeds} seeds), '
+              f'{FLAGS.workers} at a time with {threads} thread(s) each. '
+              f'First command:\n  {shlex.join(command(study.script, runs[0]))}')
+        return
+    try:
+        failed = run_study(study.script, runs, FLAGS.workers, threads,
+                           status_every=FLAGS.status_every)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == '__main__':
+    define_flags()
+    app.run(main)

@@ -1,0 +1,370 @@
+"""Studies: the sweep runner, the aggregation (IQM, bootstrap CIs) and the
+report, from hand-worked numbers to a tiny study run end to end."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rigl.rl import report
+from rigl.rl import sweep
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+STUDIES = os.path.join(REPO, 'studies')
+SAC_SPARSE = 'rigl/rl/tfagents/configs/sac_mujoco_sparse_config.gin'
+TINY = [
+    "train_eval.env_name='Pendulum-v1'",
+    'train_eval.num_iterations=200',
+    'train_eval.initial_collect_steps=100',
+    'train_eval.actor_fc_layers=(16,16)',
+    'train_eval.critic_joint_fc_layers=(16,16)',
+    'train_eval.batch_size=16',
+    'train_eval.eval_interval=100',
+    'train_eval.eval_episodes=1',
+    'train_eval.checkpoint_interval=100',
+    'train_eval.log_interval=100',
+    'mask_updater.update_freq=25',
+]
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def assert_png(path):
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    assert head == PNG_SIGNATURE, path
+    assert os.path.getsize(path) > 10_000, path  # axes, curves, text
+
+
+# 1. Aggregation, worked by hand ----------------------------------------------
+
+def test_pinned_stack_imports():
+    # rliable 1.2.0 -> arch, which breaks on pandas 3: the pins must hold.
+    import arch
+    import pandas
+    from rliable import library
+    assert int(pandas.__version__.split('.')[0]) < 3
+    assert arch.__version__ and library.get_interval_estimates
+    import matplotlib
+    assert matplotlib.get_backend().lower() == 'agg'
+
+
+def test_iqm_by_hand():
+    # 8 scores: 25% trimmed from each end drops 2 + 2, leaving 3, 4, 5, 6.
+    assert report.iqm(range(1, 9)) == 4.5
+    # One outlier among 8 is trimmed away; the mean keeps it (30 / 8).
+    assert report.iqm([0] * 7 + [30]) == 0.0
+    # 2 or 3 scores: int(0.25 * n) = 0 trimmed, the IQM is the mean.
+    assert report.iqm([0, 10]) == 5.0
+
+
+def test_bootstrap_ci_by_hand():
+    # [0, 10]: a resample holds 0, 1 or 2 tens with probabilities 1/4, 1/2,
+    # 1/4, so its IQM (= mean) is 0, 5 or 10; the 2.5th percentile is 0 and
+    # the 97.5th is 10 (each end holds 25% > 2.5% of the mass).
+    point, low, high = report.iqm_intervals([[0, 10]], reps=500)[0]
+    assert (point, low, high) == (5.0, 0.0, 10.0)
+    # [0]*7 + [30]: k, the number of 30s in a resample of 8, is
+    # Binomial(8, 1/8). The resample's IQM is the mean of its sorted
+    # positions 3..6: 0 for k <= 2, 7.5 for k = 3 (one 30 among four),
+    # 15 for k = 4, ... P(k <= 2) = 0.933 and P(k <= 3) = 0.989, so the
+    # 97.5th percentile is 7.5; the 2.5th is 0 (P(k = 0) = 0.344).
+    point, low, high = report.iqm_intervals([[0] * 7 + [30]], reps=2000)[0]
+    assert (point, low, high) == (0.0, 0.0, 7.5)
+    # Groups of equal size share one bootstrap (a column each), resampled
+    # independently: the same answers as alone.
+    together = report.iqm_intervals([[0, 10], [10, 0], [1, 1]], reps=500)
+    assert together == [(5.0, 0.0, 10.0)] * 2 + [(1.0, 1.0, 1.0)]
+
+
+def test_bootstrap_is_seeded_and_leaves_numpy_alone():
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    first = report.iqm_intervals([list(range(1, 9))], reps=500, seed=4)
+    assert np.random.rand() == expected  # global stream untouched
+    assert report.iqm_intervals([list(range(1, 9))], reps=500,
+                                seed=4) == first
+    point, low, high = first[0]
+    assert point == 4.5 and 1 <= low < 4.5 < high <= 8
+
+
+def test_normalised_scores_and_optimality_gap_by_hand():
+    stats = report.aggregate([0, 10], reference_iqm=10, reps=500)
+    assert stats['mean'] == 5.0 and stats['n'] == 2
+    # Divided by the reference IQM: IQM 0.5, CI [0, 1].
+    assert (stats['iqm_norm'], stats['iqm_norm_low'],
+            stats['iqm_norm_high']) == (0.5, 0.0, 1.0)
+    # Optimality gap: 1 - mean(min([0, 1], 1)) = 1 - 0.5.
+    assert stats['optimality_gap'] == 0.5
+    # Above the reference counts as 1: [20, 5] / 10 -> min(2, 1), 0.5.
+    assert report.aggregate([20, 5], 10, reps=200)['optimality_gap'] == 0.25
+    # A reference <= 0 (e.g. Pendulum's negative returns) normalises nothing.
+    assert np.isnan(report.aggregate([-3, -1], -2, reps=200)['iqm_norm'])
+
+
+def test_curve_iqm_counts_only_runs_that_got_there():
+    curves = [{0: 1.0, 10: 2.0}, {0: 3.0, 10: 4.0}, {0: 5.0}]
+    xs, mid, low, high = report.curve_interval(curves, reps=300)
+    assert list(xs) == [0, 10]
+    assert list(mid) == [3.0, 3.0]  # mean of (1, 3, 5); of (2, 4)
+    assert (low[1], high[1]) == (2.0, 4.0)
+    assert list(low <= mid) == [True, True] and list(mid <= high) == [True] * 2
+
+
+# 2. Studies: files, grid, names -----------------------------------------------
+
+def test_study_files_expand_to_the_papers_grids(tmp_path):
+    for name, script, envs in (('sac_mujoco', 'sac', 5),
+                               ('ppo_mujoco', 'ppo', 5),
+                               ('dqn_classic_control', 'dqn', 3)):
+        study = sweep.load_study(os.path.join(STUDIES, f'{name}.toml'))
+        runs = sweep.expand(study, str(tmp_path))
+        assert study.script == script
+        # Dense has no sparsity; 4 sparse methods x 5 sparsities; 10 seeds.
+        assert len(runs) == envs * (1 + 4 * 5) * 10, name
+        groups = {r.group for r in runs}
+        assert len(groups) == envs * 21
+        assert len({r.root_dir for r in runs}) == len(runs)
+        dense = [g for g in groups if 'method=dense' in g]
+        assert dense and all('sparsity' not in g for g in dense)
+        prune = next(r for r in runs if 'method=prune,sparsity=0.95' in r.group)
+        assert 'wrap_all_layers.final_sparsity = 0.95' in prune.bindings
+        config = os.path.basename(prune.gin_files[0])
+        assert config.startswith(script) and config.endswith(
+            '_pruning_config.gin')
+        rigl = next(r for r in runs if 'method=rigl,sparsity=0.5' in r.group)
+        assert "mask_updater.update_alg = 'rigl'" in rigl.bindings
+        assert 'init_masks.sparsity = 0.5' in rigl.bindings
+        assert rigl.bindings[-1] == f'train_eval.seed = {rigl.seed}'
+        # Seed-major: every group's seed 0 comes before any seed 1.
+        assert [r.seed for r in runs[:len(groups)]] == [0] * len(groups)
+
+
+def test_mini_study_fits_an_afternoon(tmp_path):
+    study = sweep.load_study(os.path.join(STUDIES, 'sac_mini.toml'))
+    runs = sweep.expand(study, str(tmp_path))
+    assert sorted({r.group for r in runs}) == [
+        f'method={m}' + (',sparsity=0.9' if m != 'dense' else '')
+        for m in ('dense', 'prune', 'rigl', 'set', 'static')]
+    assert len(runs) == 15
+    assert "train_eval.num_iterations = 40000" in runs[0].bindings
+
+
+def test_grid_flags_names_and_errors(tmp_path):
+    assert sweep.parse_grid_flag("mask_updater.update_alg=['set', 'rigl']") == (
+        'mask_updater.update_alg', ['set', 'rigl'])
+    for bad in ('nothing', 'a.b=set', 'a.b=[]', "a.b=['x'"):
+        with pytest.raises(ValueError):
+            sweep.parse_grid_flag(bad)
+    study = sweep.Study(script='sac', grid={
+        'init_masks.sparsity': [0.8, 0.9],
+        'wrap_all_layers.sparsity': [0.5],   # same last component
+        'mask_updater.update_alg': ['', 'rigl'],
+        'train_eval.actor_fc_layers': [[16, 16]]}, seeds=2)
+    runs = sweep.expand(study, str(tmp_path))
+    assert len(runs) == 2 * 2 * 2
+    assert runs[0].group == ('init_masks.sparsity=0.8,wrap_all_layers.'
+                             'sparsity=0.5,update_alg=empty,'
+                             'actor_fc_layers=[16,16]')
+    assert "train_eval.actor_fc_layers = (16, 16)" in runs[0].bindings
+    assert "mask_updater.update_alg = ''" in runs[0].bindings
+    with pytest.raises(ValueError, match='neither a gin binding'):
+        sweep.expand(sweep.Study(script='sac', grid={'width': [1]}), '/x')
+    with pytest.raises(ValueError, match='no such method'):
+        sweep.expand(sweep.Study(script='sac', grid={'method': ['x']}), '/x')
+    with pytest.raises(ValueError, match='share the directory name'):
+        sweep.expand(sweep.Study(script='sac', grid={'a.b': ['x/y', 'x_y']}),
+                     '/x')
+    assert sweep.default_threads(1) >= 1 and sweep.default_threads(64) == 1
+
+
+# 3. The report on made-up runs (every figure) ---------------------------------
+
+def write_run(directory, metadata, returns, final=True, settings=None,
+              connectivity=False):
+    os.makedirs(directory)
+    rows = []
+    for i, value in enumerate(returns):
+        networks = {'actor': {'sparsity': metadata['sparsity'],
+                              'parameters': 100, 'flops': 200}}
+        if connectivity:
+            networks['actor']['input_connectivity'] = {
+                'per_real_feature': 50.0 + i, 'per_noise_feature': 50.0 - i}
+        rows.append(dict(metadata, step=i * 1000, env_steps=i * 1000,
+                         return_mean=float(value), networks=networks,
+                         train_flops=1e9 * (1 - metadata['sparsity'])
+                         * (i + 1)))
+    with open(os.path.join(directory, 'results.jsonl'), 'w') as f:
+        f.writelines(json.dumps(row) + '\n' for row in rows)
+    if final:
+        with open(os.path.join(directory, 'final_metric.json'), 'w') as f:
+            json.dump(dict(metadata, final_return=float(returns[-1])), f)
+    if settings is not None:
+        with open(os.path.join(directory, 'run.json'), 'w') as f:
+            json.dump(dict(metadata, config={'settings': settings}), f)
+
+
+def metadata(method, sparsity, seed, env='HalfCheetah-v5', noise=0.0):
+    return dict(algorithm='sac', env_name=env, seed=seed, method=method,
+                sparsity=sparsity, noise_fraction=noise,
+                sparsity_distribution=None if method == 'dense' else 'erk',
+                update_alg=None if method in ('dense', 'prune') else method,
+                config_hash=f'h{seed}')
+
+
+@pytest.fixture(scope='module')
+def made_up_report(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('made_up'))
+    # dense: final returns 100..800 (IQM 450); rigl at 0.9: 0..7 x 100 + 30,
+    # width 1 and 2 (a config dimension only run.json names).
+    for seed in range(8):
+        write_run(f'{root}/dense/seed_{seed}', metadata('dense', 0.0, seed),
+                  [0, 50 * (seed + 1), 100 * (seed + 1)],
+                  settings={'train_eval.width': 1.0, 'train_eval.seed': seed})
+    for width in (1.0, 2.0):
+        for seed in range(4):
+            write_run(f'{root}/rigl_w{width}/seed_{seed}',
+                      metadata('rigl', 0.9, seed),
+                      [0, 10, 100 * seed * width + 30],
+                      settings={'train_eval.width': width,
+                                'train_eval.seed': seed})
+    for sparsity in (0.5, 0.9):
+        for seed in range(3):
+            write_run(f'{root}/set_{sparsity}/seed_{seed}',
+                      metadata('set', sparsity, seed),
+                      [0, 200, 300 + seed * 10], final=not (
+                          sparsity == 0.9 and seed == 2))
+    for seed in range(2):  # ANF, another task
+        write_run(f'{root}/anf/seed_{seed}',
+                  metadata('set', 0.8, seed, env='Hopper-v5', noise=0.9),
+                  [0, 100, 200], connectivity=True)
+    os.makedirs(f'{root}/empty_dir/seed_0')  # no results: not a run
+    return root, report.build_report(root, reps=500, curve_reps=200,
+                                     log=lambda _: None)
+
+
+def test_report_groups_by_every_dimension_but_the_seed(made_up_report):
+    _, built = made_up_report
+    labels = [g.label for g in built['groups']]
+    assert labels == [
+        'HalfCheetah-v5, dense, width=1.0',
+        'HalfCheetah-v5, set, 50% sparse, width=None',
+        'HalfCheetah-v5, set, 90% sparse, width=None',
+        'HalfCheetah-v5, rigl, 90% sparse, width=1.0',
+        'HalfCheetah-v5, rigl, 90% sparse, width=2.0',
+        'Hopper-v5, set, 80% sparse, width=None',
+    ]
+    groups = {g.label: g for g in built['groups']}
+    dense = groups[labels[0]]
+    assert dense.stats['n'] == 8
+    assert dense.stats['iqm'] == 450.0  # mean of 300, 400, 500, 600
+    rigl = groups[labels[3]]
+    assert rigl.reference is dense
+    # rigl width 1: 30, 130, 230, 330 -> IQM of the middle two: 180.
+    assert rigl.stats['iqm'] == 180.0
+    assert rigl.stats['iqm_norm'] == pytest.approx(180 / 450)
+    assert rigl.stats['iqm_norm_low'] == pytest.approx(
+        rigl.stats['iqm_low'] / 450)
+    partial = groups[labels[2]]
+    assert partial.status == 'partial' and partial.stats['n'] == 2
+    assert partial.in_progress == 1
+    hopper = groups[labels[5]]
+    assert hopper.reference is None and np.isnan(hopper.stats['iqm_norm'])
+
+
+def test_report_files(made_up_report):
+    root, built = made_up_report
+    out = os.path.join(root, 'report')
+    assert sorted(built['figures']) == sorted(report.FIGURES)
+    for name in report.FIGURES:
+        assert_png(os.path.join(out, f'{name}.png'))
+    with open(os.path.join(out, 'summary.csv')) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    rigl = rows[3]
+    assert (rigl['method'], rigl['sparsity'], rigl['train_eval.width'],
+            rigl['n_seeds'], rigl['iqm']) == ('rigl', '0.9', '1.0', '4',
+                                              '180.0')
+    assert float(rigl['iqm_normalized']) == pytest.approx(0.4)
+    assert rigl['reference'] == rows[0]['group']
+    assert rows[2]['status'] == 'partial' and rows[2]['n_in_progress'] == '1'
+    with open(os.path.join(out, 'report.md')) as f:
+        text = f.read()
+    for name in report.FIGURES:
+        assert f'({name}.png)' in text
+    assert 'Runs in progress (partial)' in text and 'set_0.9/seed_2' in text
+
+
+# 4. A tiny study end to end ---------------------------------------------------
+
+def sweep_command(root, *extra):
+    return ([sys.executable, '-m', 'rigl.rl.sweep', '--script=sac',
+             f'--gin_file={SAC_SPARSE}', f'--root_dir={root}', '--seeds=2',
+             '--workers=2', '--status_every=1000'] +
+            [f'--gin_bindings={b}' for b in TINY] + list(extra))
+
+
+def test_tiny_study_end_to_end(tmp_path):
+    root = tmp_path / 'study'
+    grid = "--grid=mask_updater.update_alg=['set','rigl','bogus']"
+    listed = subprocess.run(sweep_command(root, grid, '--dry_run'),
+                            capture_output=True, text=True, cwd=REPO)
+    assert listed.returncode == 0, listed.stderr
+    assert '6 runs (3 groups x 2 seeds)' in listed.stdout
+    assert not root.exists()  # a dry run writes nothing
+
+    first = subprocess.run(sweep_command(root, grid), capture_output=True,
+                           text=True, timeout=400, cwd=REPO)
+    # 'bogus' is refused by the script (exit 2); the others still finish.
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert 'FAILED (exit 2): update_alg=bogus/seed_0' in first.stdout
+    with open(root / 'update_alg=bogus' / 'seed_0' / 'log.txt') as f:
+        assert "mask_updater.update_alg is 'bogus'" in f.read()
+    done = sorted(str(p.relative_to(root))
+                  for p in root.glob('*/seed_*/final_metric.json'))
+    assert done == [f'update_alg={a}/seed_{s}/final_metric.json'
+                    for a in ('rigl', 'set') for s in (0, 1)]
+    # The last status table: done, running, failed, to do.
+    assert re.search(r'\ntotal +4 +0 +2 +0\n\[[\d:]+\] all runs over',
+                     first.stdout), first.stdout
+
+    # Rerun: finished runs are skipped (their logs untouched).
+    log = root / 'update_alg=set' / 'seed_0' / 'log.txt'
+    before = log.stat().st_mtime_ns, log.read_text()
+    second = subprocess.run(sweep_command(
+        root, "--grid=mask_updater.update_alg=['set','rigl']"),
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert '4 runs: 4 finished before (skipped), 0 to run' in second.stdout
+    assert (log.stat().st_mtime_ns, log.read_text()) == before
+
+    reported = subprocess.run(
+        [sys.executable, '-m', 'rigl.rl.report', f'--root_dir={root}',
+         '--reps=1000', '--curve_reps=200'],
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert reported.returncode == 0, reported.stderr
+    with open(root / 'report' / 'summary.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['method'], r['sparsity'], r['n_seeds'], r['status'])
+            for r in rows] == [('set', '0.9', '2', 'complete'),
+                               ('rigl', '0.9', '2', 'complete')]
+    finals = {}
+    for path in root.glob('*/seed_*/final_metric.json'):
+        metric = json.loads(path.read_text())
+        finals.setdefault(metric['method'], []).append(metric['final_return'])
+    for row in rows:  # 2 seeds: the IQM is their mean, the CI their range
+        scores = finals[row['method']]
+        assert float(row['iqm']) == pytest.approx(np.mean(scores))
+        assert float(row['iqm_ci_low']) == pytest.approx(min(scores))
+        assert float(row['iqm_ci_high']) == pytest.approx(max(scores))
+    for name in ('learning_curves', 'final_vs_sparsity',
+                 'performance_profiles', 'score_vs_flops'):
+        assert_png(root / 'report' / f'{name}.png')
+    assert not (root / 'report' / 'anf_connectivity.png').exists()
+    text = (root / 'report' / 'report.md').read_text()
+    assert 'Not drawn: no run has noise features' in text
