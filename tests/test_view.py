@@ -1,0 +1,168 @@
+"""The view command: a saved policy runs on its environment and is written
+to a video; the Python API; clear errors; the shipped trained agent."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rigl  # noqa: F401
+
+import helpers
+from rigl.rl import view
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+SAC_CONFIG = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs',
+                          'sac_mujoco_dense_config.gin')
+PRETRAINED = os.path.join(REPO, 'pretrained', 'halfcheetah_td3')
+TINY = [
+    "train_eval.env_name = 'Pendulum-v1'",
+    'train_eval.num_iterations = 100',
+    'train_eval.initial_collect_steps = 50',
+    'train_eval.actor_fc_layers = (16, 16)',
+    'train_eval.critic_joint_fc_layers = (16, 16)',
+    'train_eval.batch_size = 16',
+    'train_eval.eval_interval = 100',
+    'train_eval.eval_episodes = 1',
+    'train_eval.checkpoint_interval = 100',
+    'train_eval.policy_save_interval = 50',
+    'train_eval.seed = 0',
+]
+EPISODE_LINE = re.compile(r'^episode (\d+): return (-?[\d.]+), length (\d+)$',
+                          re.MULTILINE)
+
+
+@pytest.fixture(scope='module')
+def run_root(tmp_path_factory):
+    """A tiny trained SAC run on Pendulum (policy/ and policies/)."""
+    root = tmp_path_factory.mktemp('view_run')
+    code, _, err = helpers.run_in_process('sac', root, SAC_CONFIG, TINY)
+    assert code == 0, err[-2000:]
+    return root
+
+
+def view_command(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'rigl.rl.view', *args],
+                          capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
+
+
+def test_writes_mp4_from_run_root(run_root, tmp_path):
+    video = tmp_path / 'pendulum.mp4'
+    completed = view_command(f'--policy_dir={run_root}', '--episodes=2',
+                             '--max_steps=10', f'--video={video}')
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    episodes = EPISODE_LINE.findall(completed.stdout)
+    assert [(number, length) for number, _, length in episodes] == [
+        ('1', '10'), ('2', '10')], completed.stdout
+    with open(video, 'rb') as f:
+        assert f.read(12)[4:8] == b'ftyp'  # an MP4 (ISO media) file
+    import imageio.v3 as iio
+    frames = iio.imread(video)
+    assert frames.shape[0] == 22  # each episode: first frame + 10 steps
+    assert frames.ndim == 4 and frames.shape[-1] == 3
+    assert frames.std() > 0  # not a blank image
+
+
+def test_writes_gif_from_saved_policy_of_a_step(run_root, tmp_path, capsys):
+    """A policies/policy-<step> directory finds its run's env upward."""
+    video = tmp_path / 'pendulum.gif'
+    code = view.main([f'--policy_dir={run_root}/policies/policy-50',
+                      '--max_steps=5', f'--video={video}'])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert EPISODE_LINE.findall(out)[0][2] == '5'
+    with open(video, 'rb') as f:
+        assert f.read(6) == b'GIF89a'
+    import imageio.v3 as iio
+    assert iio.imread(video).shape[0] == 6
+
+
+def test_random_actions_need_no_policy(capsys):
+    code = view.main(['--random', '--env_name=Pendulum-v1', '--max_steps=7',
+                      '--seed=1'])
+    assert code == 0
+    assert EPISODE_LINE.findall(capsys.readouterr().out)[0][2] == '7'
+
+
+def test_python_api_loads_and_acts(run_root):
+    policy = view.load_policy(str(run_root))
+    env = view.make_environment(str(run_root), seed=0)
+    time_step = env.reset()
+    action = policy.action(time_step)
+    assert action.shape == (1,) and -2.0 <= float(action[0]) <= 2.0
+    # Greedy: the same observation gives the same action.
+    np.testing.assert_array_equal(policy.action(time_step), action)
+    for _ in range(3):
+        time_step = env.step(policy.action(time_step))
+    assert time_step.observation.shape == (3,)
+
+
+def test_environment_follows_the_run_noise_layout(tmp_path):
+    """The view env has the run's noise features and feature permutation."""
+    from rigl.rl.tfagents import envs
+    from rigl.rl.tfagents.run import seeding
+
+    noise = {'create_environment.noise_fraction': 0.5,
+             'create_environment.permute_features': True,
+             'create_environment.noise_std': 1.0}
+    with open(tmp_path / 'run.json', 'w') as f:
+        json.dump({'env_name': 'Pendulum-v1', 'seed': 3,
+                   'config': {'settings': dict(
+                       noise, **{'train_eval.env_name': 'Pendulum-v1'})}}, f)
+    env = view.make_environment(str(tmp_path), seed=0)
+    training = envs.create_environment(
+        'Pendulum-v1', seed=seeding.derive(3, 'env', 0), noise_fraction=0.5,
+        permute_features=True)
+    assert env.observation_spec().shape == (6,)
+    np.testing.assert_array_equal(envs.noise_feature_mask(env),
+                                  envs.noise_feature_mask(training))
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--policy_dir=/no/such/dir'], 'no such directory'),
+    (['--episodes=2'], '--policy_dir is required'),
+    (['--random'], 'needs --env_name'),
+    (['--random', '--env_name=Pendulum-v1', '--video=out.avi'],
+     "unsupported file type '.avi'"),
+    (['--random', '--env_name=Pendulum-v1', '--episodes=0'], 'must be >= 1'),
+])
+def test_clear_errors(args, message, capsys):
+    assert view.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_dir_without_policy_names_saved_ones(run_root, tmp_path, capsys):
+    os.makedirs(tmp_path / 'policies')
+    os.symlink(run_root / 'policies' / 'policy-50',
+               tmp_path / 'policies' / 'policy-50')
+    assert view.main([f'--policy_dir={tmp_path}']) == 2
+    err = capsys.readouterr().err
+    assert 'no final policy' in err and 'policy-50' in err
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert view.main([f'--policy_dir={empty}']) == 2
+    assert 'holds no saved policy' in capsys.readouterr().err
+
+
+def test_wrong_environment_is_refused(run_root, capsys):
+    assert view.main([f'--policy_dir={run_root}',
+                      '--env_name=MountainCarContinuous-v0']) == 2
+    err = capsys.readouterr().err
+    assert 'takes observations of shape (3,)' in err and '(2,)' in err
+
+
+@pytest.mark.skipif(not os.path.isdir(PRETRAINED),
+                    reason='no pretrained agent')
+def test_pretrained_halfcheetah_scores_above_3000():
+    completed = view_command(f'--policy_dir={PRETRAINED}', '--episodes=1')
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    (_, score, length), = EPISODE_LINE.findall(completed.stdout)
+    assert length == '1000'
+    assert float(score) > 3000, completed.stdout
