@@ -639,20 +639,23 @@ def _steps_formatter(ax) -> None:
 
 def _save(fig, path: str, title: str) -> str:
     """One legend for the figure (lines keep their names across panels),
-    below the panels; then the title and the file."""
+    in a band added below the panels; then the title and the file."""
     entries: Dict[str, Any] = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     width, height = fig.get_size_inches()
-    columns = max(1, min(len(entries), int(width // 3.2)))
-    rows = math.ceil(len(entries) / columns) if entries else 0
-    bottom = min(0.45, (0.25 * rows + 0.15) / height) if rows else 0
+    longest = max((len(label) for label in entries), default=0)
+    columns = max(1, min(len(entries), int(width // (0.07 * longest + 0.7))))
+    band = 0.25 * math.ceil(len(entries) / columns) + 0.2 if entries else 0.0
+    title = textwrap.fill(title, int(width * 9))
+    top = 0.22 * title.count('\n')  # tight_layout makes room for one line
+    fig.set_size_inches(width, height + band + top)
     if entries:
         fig.legend(list(entries.values()), list(entries), loc='lower center',
                    ncol=columns, fontsize=8, frameon=False)
-    fig.suptitle(textwrap.fill(title, int(width * 11)), fontsize=12)
-    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout(rect=(0, band / (height + band + top), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
