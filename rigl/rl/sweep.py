@@ -128,7 +128,7 @@ def parse_grid_flag(text: str) -> Tuple[str, List[Any]]:
 
 
 def load_study(path: str) -> Study:
-    """Reads a TOML study file (see `studies/README.md`)."""
+    """Reads a TOML study file (format: `docs/studies.md`)."""
     with open(path, 'rb') as f:
         data = tomllib.load(f)
     known = {'script', 'gin_files', 'bindings', 'grid', 'methods', 'seeds',
