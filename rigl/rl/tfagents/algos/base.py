@@ -242,6 +242,15 @@ class OffPolicyAlgorithm(Algorithm):
                    else {}))
         return named
 
+    def _finish_actor_critic(self, named: Dict[str, tf.Module]) -> None:
+        """Initializes the built actor-critic agent and exposes its networks
+        and masked optimizers to the loop."""
+        self.agent.initialize()
+        self.networks = named
+        self.masked_optimizers = {'actor': self.agent._actor_optimizer,
+                                  'critic': self.agent._critic_optimizer}
+        self._compile()
+
     def random_action(self, rng: np.random.Generator) -> np.ndarray:
         """A uniform random action (initial collection)."""
         spec = self.action_spec

@@ -92,12 +92,7 @@ class Sac(base.OffPolicyAlgorithm):
             reward_scale_factor=settings.reward_scale_factor,
             train_step_counter=self.train_step, seed=seed,
             target_sparsity=settings.target_sparsity)
-        self.agent.initialize()
-        self.networks = named
-        self.masked_optimizers = {
-            'actor': self.agent._actor_optimizer,
-            'critic': self.agent._critic_optimizer}
-        self._compile()
+        self._finish_actor_critic(named)
 
     def training_flops(self) -> float:
         """RigL-paper convention: a trained network costs 3x its forward

@@ -86,12 +86,7 @@ class Td3(base.OffPolicyAlgorithm):
             reward_scale_factor=settings.reward_scale_factor,
             train_step_counter=self.train_step, seed=seed,
             target_sparsity=settings.target_sparsity)
-        self.agent.initialize()
-        self.networks = named
-        self.masked_optimizers = {
-            'actor': self.agent._actor_optimizer,
-            'critic': self.agent._critic_optimizer}
-        self._compile()
+        self._finish_actor_critic(named)
 
     @property
     def eval_policy(self):
