@@ -157,6 +157,52 @@ def test_drop_count_and_grow_zero_with_moment_reset():
     assert updater.last_drop_fraction.numpy() == pytest.approx(0.3)
 
 
+@pytest.mark.parametrize('grow_init, bound', [
+    ('unif', 1 / math.sqrt(16)), ('xavier', math.sqrt(12 / (16 + 16)))])
+def test_grown_connections_share_one_value_within_anf_bounds(grow_init,
+                                                             bound):
+    values = {}
+    for step in (0, 1000, 0):
+        model = sparse_mlp(sparsity=0.5, seed=3)
+        updater = mask_updaters.mask_updater(
+            'set', init_drop_fraction=0.3, schedule_alg='constant', seed=11,
+            grow_init=grow_init)
+        layers = sparse_layers.masked_layers(model)
+        old_masks = [layer.mask.numpy() > 0 for layer in layers]
+        old_kernels = [layer.kernel.numpy() for layer in layers]
+        run_update(updater, step, layers,
+                   [tf.zeros_like(layer.kernel) for layer in layers],
+                   [[] for _ in layers])
+        layer_values = []
+        for layer, old_mask, old_kernel in zip(layers, old_masks,
+                                               old_kernels):
+            new_mask = layer.mask.numpy() > 0
+            kernel = layer.kernel.numpy()
+            grown = new_mask & ~old_mask
+            assert grown.sum() > 0
+            value = kernel[grown][0]
+            assert np.all(kernel[grown] == value)  # one shared value
+            assert value != 0.0
+            # Active before and after: kept (old value) or dropped and
+            # regrown at once (the shared value).
+            stayed = new_mask & old_mask
+            assert np.all((kernel[stayed] == old_kernel[stayed]) |
+                          (kernel[stayed] == value))
+            assert np.all(kernel[~new_mask] == 0.0)
+            layer_values.append(float(value))
+        # Layer 1 is 16x16: check its bound; every value inside its own.
+        assert abs(layer_values[1]) <= bound
+        values.setdefault(step, []).append(layer_values)
+    assert values[0][0] == values[0][1]       # same (seed, step): same values
+    assert values[0][0] != values[1000][0]    # another update step: new draw
+
+
+def test_grow_init_rejects_unknown_names():
+    with pytest.raises(ValueError, match="grow_init is 'normal'; allowed: "
+                       "zero, unif, xavier"):
+        mask_updaters.mask_updater('set', grow_init='normal')
+
+
 def test_rigl_grows_where_dense_gradient_is_largest():
     model = sparse_mlp(sparsity=0.5)
     updater = mask_updaters.mask_updater('rigl', init_drop_fraction=0.25,

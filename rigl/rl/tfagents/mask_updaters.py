@@ -7,8 +7,11 @@ connections are regrown. An update on a layer with `a` active weights:
 1. drop n = floor(d * a) active weights of smallest |w|;
 2. grow n among the positions not kept, by largest score: random for SET,
    |dense gradient| on the current batch for RigL;
-3. grown weights start at 0; the optimizer moments (Adam m, v) of every
-   position whose state changed (dropped or grown) are reset to 0.
+3. grown weights start at 0 (`grow_init='zero'`), or, as ANF-TD3's
+   `unif` and `xavier` options, all at one random value per layer and update
+   drawn from U(+-1/sqrt(fan_in)) or U(+-sqrt(12/(fan_in + fan_out)));
+   the optimizer moments (Adam m, v) of every position whose state changed
+   (dropped or grown) are reset to 0.
 
 `MaskedOptimizer` wraps the agent's optimizer: it masks gradients, applies
 them, advances gradual pruning ('prune' mode) and runs the updater on update
@@ -27,6 +30,7 @@ from rigl.rl.tfagents.run import settings
 
 UPDATE_ALGS = ('static', 'set', 'rigl')
 SCHEDULES = ('constant', 'cosine', 'learning_rate')
+GROW_INITS = ('zero', 'unif', 'xavier')
 
 
 class MaskUpdater(tf.Module):
@@ -39,14 +43,20 @@ class MaskUpdater(tf.Module):
             T = last_update_step) or 'learning_rate' (d0 * lr(t) / lr(0)).
         begin_step: no update before this step.
         last_update_step: no update after this step.
-        seed: seed of the random scores (SET).
+        seed: seed of the random scores (SET) and of grown values.
+        grow_init: value of grown connections: 'zero', or one value per layer
+            and update shared by all its grown connections, drawn uniformly
+            within +-1/sqrt(fan_in) ('unif') or +-sqrt(12/(fan_in+fan_out))
+            ('xavier'), as ANF-TD3 does. Drawn from a stateless stream of
+            (seed, step, layer), so a resumed run grows the same values.
     """
 
     name_for_errors = 'static'
 
     def __init__(self, update_freq: int = 1000, init_drop_fraction: float = 0.3,
                  schedule_alg: str = 'cosine', begin_step: int = 0,
-                 last_update_step: int = 800000, seed: Optional[int] = None):
+                 last_update_step: int = 800000, seed: Optional[int] = None,
+                 grow_init: str = 'zero'):
         super().__init__(name=f'{self.name_for_errors}_mask_updater')
         name = 'mask_updater.'
         settings.check(name + 'update_freq', update_freq, int, low=1)
@@ -59,6 +69,9 @@ class MaskUpdater(tf.Module):
         if schedule_alg not in SCHEDULES:
             raise ValueError(f'mask_updater.schedule_alg is {schedule_alg!r}; '
                              f'allowed: {", ".join(SCHEDULES)}.')
+        if grow_init not in GROW_INITS:
+            raise ValueError(f'mask_updater.grow_init is {grow_init!r}; '
+                             f'allowed: {", ".join(GROW_INITS)}.')
         if begin_step > last_update_step:
             raise ValueError(
                 'mask_updater needs begin_step <= last_update_step, got '
@@ -69,6 +82,7 @@ class MaskUpdater(tf.Module):
         self.begin_step = begin_step
         self.last_update_step = last_update_step
         self.learning_rate_fn: Optional[Callable] = None
+        self.grow_init = grow_init
         self._seed = seed
         self.last_drop_fraction = tf.Variable(0.0, trainable=False,
                                               name='last_drop_fraction')
@@ -139,10 +153,31 @@ class MaskUpdater(tf.Module):
                               tf.ones_like(grow_index, tf.float32), [size])
         shape = tf.shape(layer.mask)
         kept = tf.reshape(kept, shape)
-        ops = [layer.mask.assign(kept + tf.reshape(grown, shape)),
-               layer.kernel.assign(layer.kernel * kept)]
+        grown = tf.reshape(grown, shape)
+        new_kernel = layer.kernel * kept
+        if self.grow_init != 'zero':
+            new_kernel += grown * self.grown_value(step, index, layer.kernel)
+        ops = [layer.mask.assign(kept + grown),
+               layer.kernel.assign(new_kernel)]
         ops += [slot.assign(slot * kept) for slot in slots]
         return tf.group(ops)
+
+
+    def grown_value(self, step: tf.Tensor, layer_index: int,
+                    kernel: tf.Variable) -> tf.Tensor:
+        """The one value every connection grown in a layer at a step gets."""
+        shape = kernel.shape.as_list()
+        receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+        fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
+        if self.grow_init == 'unif':
+            bound = 1.0 / math.sqrt(fan_in)
+        else:
+            bound = math.sqrt(12.0 / (fan_in + fan_out))
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.stack([tf.constant(self._seed or 0, tf.int64),
+                      tf.cast(step, tf.int64)]), 7919 + layer_index)
+        return tf.random.stateless_uniform([], seed, -bound, bound,
+                                           dtype=kernel.dtype)
 
 
 class StaticUpdater(MaskUpdater):
@@ -194,13 +229,15 @@ def mask_updater(update_alg: str = '', update_freq: int = 1000,
                  init_drop_fraction: float = 0.3, schedule_alg: str = 'cosine',
                  begin_step: int = 0, last_update_step: int = 800000,
                  use_stateless: bool = True,
-                 seed: Optional[int] = None) -> MaskUpdater:
+                 seed: Optional[int] = None,
+                 grow_init: str = 'zero') -> MaskUpdater:
     """Builds the configured updater ('' or 'static', 'set', 'rigl')."""
     algorithm = update_alg or 'static'
     kwargs = dict(update_freq=update_freq,
                   init_drop_fraction=init_drop_fraction,
                   schedule_alg=schedule_alg, begin_step=begin_step,
-                  last_update_step=last_update_step, seed=seed)
+                  last_update_step=last_update_step, seed=seed,
+                  grow_init=grow_init)
     if algorithm == 'static':
         return StaticUpdater(**kwargs)
     if algorithm == 'set':
