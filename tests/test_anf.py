@@ -99,7 +99,10 @@ def test_anf_run_eval_and_saved_policy_use_the_training_layout(tmp_path):
     assert code == 0, err[-2000:]
     assert 'noise features permuted anew at env step 150' in out
     # The tutorial's per-episode lines and evaluation blocks.
-    assert 'Total Steps: 200  Episode Num: 0  Epi. Steps: 200  Reward:' in out
+    # 100 random steps, then train steps: the first episode ends at env step
+    # 200, train step 100.
+    assert ('Total Steps: 200  Train Steps: 100  Episode Num: 0  '
+            'Epi. Steps: 200  Reward:') in out
     assert 'Evaluation over 1 episode(s):' in out
     # Redraws at env steps 150 and 300 (100 random steps, then one per train
     # step, + 20 refill steps after the first): after the second, 20 refill

@@ -239,7 +239,8 @@ class Session:
         if self.settings.log_episodes:
             now = time.time()
             console.log(
-                f'Total Steps: {self.state.env_steps}  Episode Num: '
+                f'Total Steps: {self.state.env_steps}  Train Steps: '
+                f'{self.step}  Episode Num: '
                 f'{self.state.episodes - 1}  Epi. Steps: {length}  Reward: '
                 f'{episode_return:.2f}  Epi. Time: '
                 f'{console.format_seconds(now - self._episode_started)}  '
