@@ -76,6 +76,20 @@ def summary_tags(directory) -> set:
     return tags
 
 
+def summary_values(directory, tag: str) -> list:
+    """(step, value) of every event of scalar `tag` under `directory`."""
+    values = []
+    for name in sorted(os.listdir(directory)):
+        for event in tf.compat.v1.train.summary_iterator(
+                os.path.join(directory, name)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values.append((event.step, float(
+                        tf.make_ndarray(value.tensor) if value.HasField(
+                            'tensor') else value.simple_value)))
+    return values
+
+
 def run_config(script: str, root, gin_file: str, bindings) -> dict:
     """Runs a train script to completion (a subprocess: the SAC and PPO
     scripts both register gin's `train_eval`, so one process holds one of

@@ -143,3 +143,57 @@ def test_mujoco_dense_config(tmp_path):
     assert [row['step'] for row in rows] == [8, 16, 24]
     assert all(row['networks']['value']['sparsity'] == 0.0 for row in rows)
     assert all(row['episode_length'] == 200.0 for row in rows)  # time limit
+
+
+def test_snr_summaries_logged_on_their_iterations(tmp_path):
+    run_config(tmp_path, 'ppo_classic_control_config.gin',
+               ['log_snr.freq = 2'])
+    values = helpers.summary_values(tmp_path / 'train', 'SNR/mean')
+    assert [step for step, _ in values] == [16]  # iteration 2 of 3, step 16
+    assert all(np.isfinite(value) and value > 0 for _, value in values)
+
+
+def test_per_example_loss_averages_to_the_train_loss():
+    """The mean of PPO's per-example losses is the loss its train step
+    reports on the same minibatch (clipped objective, value error and
+    entropy), and the examples differ."""
+    import tensorflow as tf
+    from tf_agents.specs import tensor_spec
+    from tf_agents.trajectories import time_step as ts
+    from tf_agents.trajectories import trajectory
+    from rigl.rl.tfagents.algos import ppo
+
+    settings = ppo.PpoSettings(
+        env_name='CartPole-v1', seed=0, num_iterations=1,
+        collect_sequence_length=8, minibatch_size=8, num_epochs=1,
+        actor_fc_layers=(8,), value_fc_layers=(8,),
+        entropy_regularization=0.01)
+    observation_spec = tensor_spec.TensorSpec([4], tf.float32)
+    action_spec = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 1)
+    algorithm = ppo.Ppo(settings, observation_spec, action_spec, seed=0)
+    rng = np.random.default_rng(0)
+    steps = []
+    for t in range(9):  # one environment: 8 steps + 1 that only bootstraps
+        step_type = tf.constant([ts.StepType.FIRST if t == 0 else
+                                 ts.StepType.MID])
+        time_step = ts.TimeStep(step_type, tf.constant([1.0]),
+                                tf.constant([1.0]),
+                                tf.constant(rng.normal(size=(1, 4)),
+                                            tf.float32))
+        action_step = algorithm.collect_action(time_step)
+        steps.append(trajectory.Trajectory(
+            step_type=step_type, observation=time_step.observation,
+            action=action_step.action, policy_info=action_step.info,
+            next_step_type=tf.constant([ts.StepType.MID]),
+            reward=tf.constant([rng.normal()], tf.float32),
+            discount=tf.constant([1.0])))
+    experience = tf.nest.map_structure(lambda *xs: tf.stack(xs, axis=1),
+                                       *steps)
+    transitions = algorithm.prepare(experience)
+    indices = tf.range(8)
+    per_example = algorithm.per_example_loss(
+        algorithm.minibatch(transitions, indices)).numpy()
+    assert per_example.shape == (8,)
+    assert np.std(per_example) > 1e-3
+    reported = algorithm.train_minibatch(transitions, indices).loss.numpy()
+    np.testing.assert_allclose(per_example.mean(), reported, rtol=1e-5)

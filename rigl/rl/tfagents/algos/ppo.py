@@ -12,7 +12,11 @@ import math
 from typing import Optional, Tuple
 
 import tensorflow as tf
+from tf_agents.agents.ppo import ppo_agent
+from tf_agents.agents.ppo import ppo_utils
+from tf_agents.networks import network
 from tf_agents.trajectories import time_step as ts
+from tf_agents.utils import common
 
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
@@ -153,9 +157,7 @@ class Ppo(base.Algorithm):
 
         @tf.function(autograph=False)
         def train_minibatch(transitions, indices):
-            batch = tf.nest.map_structure(lambda t: tf.gather(t, indices),
-                                          transitions)
-            return agent.train(batch)
+            return agent.train(self.minibatch(transitions, indices))
 
         @tf.function(autograph=False)
         def update_normalizers(experience):
@@ -165,6 +167,47 @@ class Ppo(base.Algorithm):
         self.prepare = prepare
         self.train_minibatch = train_minibatch
         self.update_normalizers = update_normalizers
+
+    def minibatch(self, transitions, indices):
+        """The minibatch of prepared transitions a train step sees."""
+        return tf.nest.map_structure(lambda t: tf.gather(t, indices),
+                                     transitions)
+
+    def per_example_loss(self, batch) -> tf.Tensor:
+        """PPO's loss of each transition of a prepared minibatch.
+
+        TF-Agents' `get_loss` averages per-example terms weighted by
+        `weights` (clipped objective, value error, entropy: all linear in
+        the weights), so the loss of example i is B * dL/dw_i at w = 1. This
+        keeps TF-Agents' own loss, with the inputs its `_train` derives from
+        the minibatch (old log-probabilities, advantages normalised over it).
+        """
+        agent = self.agent
+        experience = agent._as_trajectory(batch)
+        weights = tf.ones(tf.shape(experience.reward))
+        old_parameters = experience.policy_info['dist_params']
+        old_distribution = ppo_utils.distribution_from_spec(
+            agent._action_distribution_spec, old_parameters,
+            legacy_distribution_network=isinstance(
+                agent._actor_net, network.DistributionNetwork))
+        old_log_probs = common.log_probability(
+            old_distribution, experience.action, agent.action_spec)
+        time_steps = ts.TimeStep(experience.step_type, experience.reward,
+                                 experience.discount, experience.observation)
+        advantages = ppo_agent._normalize_advantages(
+            experience.policy_info['advantage'], variance_epsilon=1e-8)
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            loss = agent.get_loss(
+                time_steps, experience.action, old_log_probs,
+                experience.policy_info['return'], advantages, old_parameters,
+                weights * ppo_utils.make_trajectory_mask(experience),
+                agent.train_step_counter, debug_summaries=False,
+                old_value_predictions=experience.policy_info[
+                    'value_prediction'], training=True).loss
+        per_example = tape.gradient(loss, weights)
+        return tf.reshape(per_example, [-1]) * tf.cast(tf.size(weights),
+                                                       tf.float32)
 
     def training_flops(self) -> float:
         """Per iteration: every collected step runs both networks forward;

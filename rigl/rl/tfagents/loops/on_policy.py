@@ -4,6 +4,7 @@
         collect collect_sequence_length + 1 steps in every environment
         compute advantages once (the last step only bootstraps)
         num_epochs passes of shuffled minibatch train steps
+        gradient SNR summaries on the last minibatch when due
         update observation and reward normalizers
         summaries, progress, evaluation, checkpoint when due
 
@@ -19,6 +20,7 @@ from tf_agents.trajectories import trajectory
 
 from rigl.rl.tfagents.loops.session import Session
 from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import summaries
 
 
 def _stacked(time_steps) -> ts.TimeStep:
@@ -41,6 +43,7 @@ def train_eval(session: Session) -> Dict:
     episode_returns = np.zeros(num_envs)
     episode_lengths = np.zeros(num_envs, np.int64)
     time_step = _stacked([env.reset() for env in env_list])
+    snr_freq = summaries.log_snr()
 
     while state.iteration < iterations:
         steps = []
@@ -77,6 +80,10 @@ def train_eval(session: Session) -> Dict:
                                settings.minibatch_size):
                 loss_info = algorithm.train_minibatch(
                     transitions, order[start:start + settings.minibatch_size])
+        if snr_freq and (state.iteration + 1) % snr_freq == 0:
+            # On the iteration's last minibatch, before the normalizers move.
+            session.write_snr(algorithm.minibatch(
+                transitions, order[start:start + settings.minibatch_size]))
         algorithm.update_normalizers(experience)
         state.iteration += 1
         state.train_flops += flops_per_iteration
