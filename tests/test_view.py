@@ -166,3 +166,30 @@ def test_pretrained_halfcheetah_scores_above_3000():
     (_, score, length), = EPISODE_LINE.findall(completed.stdout)
     assert length == '1000'
     assert float(score) > 3000, completed.stdout
+
+
+def test_checkpoint_acts_as_the_saved_policy_of_its_step(run_root, tmp_path,
+                                                         capsys):
+    """A checkpoint is watched through its rebuilt greedy policy: at the
+    final step it acts exactly as the saved final policy."""
+    checkpoint = run_root / 'checkpoints' / 'ckpt-100'
+    restored = view.load_policy(str(checkpoint))
+    assert isinstance(restored, view.CheckpointPolicy)
+    saved = view.load_policy(str(run_root / 'policy'))
+    env = view.make_environment(str(checkpoint), seed=4)
+    time_step = env.reset()
+    for _ in range(5):
+        action = restored.action(time_step)
+        np.testing.assert_allclose(action, saved.action(time_step),
+                                   rtol=1e-5, atol=1e-6)
+        time_step = env.step(action)
+    # A run root without a final policy (a run still going, or killed) is
+    # watched from its newest checkpoint.
+    unfinished = tmp_path / 'unfinished'
+    unfinished.mkdir()
+    for name in ('run.json', 'checkpoints'):
+        os.symlink(run_root / name, unfinished / name)
+    assert view.main([f'--policy_dir={unfinished}', '--max_steps=4']) == 0
+    captured = capsys.readouterr()
+    assert 'restored from' in captured.err and 'ckpt-100' in captured.err
+    assert EPISODE_LINE.findall(captured.out)[0][2] == '4'

@@ -4,8 +4,9 @@
         [--render=human] [--random] [--seed=S] [--max_steps=K]
         [--env_name=ID] [--verbose]
 
-DIR is a saved policy (`ROOT/policy`, `ROOT/policies/policy-<step>`) or a run
-root (then `ROOT/policy` is used). The environment, with the run's noise
+DIR is a saved policy (`ROOT/policy`, `ROOT/policies/policy-<step>`), a
+checkpoint (`ROOT/checkpoints/ckpt-<step>`), or a run root (then `ROOT/policy`
+is used, or the newest checkpoint of a run that has not finished). The environment, with the run's noise
 feature settings (`create_environment.*`), comes from the `run.json` found in
 DIR or a directory above it; `--env_name` overrides the id. One line per
 episode is printed: `episode N: return R, length L`.
@@ -39,6 +40,8 @@ import rigl  # noqa: E402,F401  (before TensorFlow: picks the Keras)
 
 RUN_FILE = 'run.json'
 POLICY_FILE = 'saved_model.pb'
+# What makes a complete checkpoint directory (see run/checkpoints.py).
+CHECKPOINT_FILES = ('tf.index', 'config.json')
 VIDEO_SUFFIXES = ('.mp4', '.gif')
 # create_environment arguments that view sets itself rather than taking
 # from the run's config.
@@ -54,27 +57,48 @@ def _is_policy_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, POLICY_FILE))
 
 
+def is_checkpoint_dir(path: str) -> bool:
+    """True for a complete `ROOT/checkpoints/ckpt-<step>` directory."""
+    return all(os.path.isfile(os.path.join(path, name))
+               for name in CHECKPOINT_FILES)
+
+
+def newest_checkpoint(root: str) -> Optional[str]:
+    """The newest complete checkpoint of a run root, or None."""
+    directory = os.path.join(root, 'checkpoints')
+    if not os.path.isdir(directory):
+        return None
+    steps = [int(name[len('ckpt-'):]) for name in os.listdir(directory)
+             if name.startswith('ckpt-') and name[len('ckpt-'):].isdigit()
+             and is_checkpoint_dir(os.path.join(directory, name))]
+    return os.path.join(directory, f'ckpt-{max(steps)}') if steps else None
+
+
 def resolve_policy_dir(path: str) -> str:
-    """The saved policy directory that `path` names.
+    """The saved policy or checkpoint directory that `path` names.
 
     Args:
-        path: a saved policy directory or a run root holding `policy/`.
+        path: a saved policy directory, a checkpoint directory, or a run root
+            (its `policy/`, else its newest checkpoint).
 
     Returns:
-        The directory holding `saved_model.pb`.
+        The directory holding `saved_model.pb`, or a checkpoint directory.
 
     Raises:
-        ViewError: If `path` is missing, a file, or holds no saved policy.
+        ViewError: If `path` is missing, a file, or holds neither.
     """
     if not os.path.exists(path):
         raise ViewError(f'--policy_dir {path}: no such directory.')
     if not os.path.isdir(path):
         raise ViewError(f'--policy_dir {path} is a file; give a saved policy '
-                        'directory or a run root.')
-    if _is_policy_dir(path):
+                        'directory, a checkpoint or a run root.')
+    if _is_policy_dir(path) or is_checkpoint_dir(path):
         return path
     if _is_policy_dir(os.path.join(path, 'policy')):
         return os.path.join(path, 'policy')
+    checkpoint = newest_checkpoint(path)
+    if checkpoint is not None:
+        return checkpoint
     policies = os.path.join(path, 'policies')
     saved = []
     if os.path.isdir(policies):
@@ -90,7 +114,7 @@ def resolve_policy_dir(path: str) -> str:
             f'{os.path.join(policies, saved[-1])}.')
     raise ViewError(
         f'--policy_dir {path} holds no saved policy (no {POLICY_FILE} in it '
-        'or in its policy/ directory).')
+        'or in its policy/ directory) and no checkpoint.')
 
 
 def find_run_file(path: str) -> Optional[str]:
@@ -295,9 +319,54 @@ class SavedPolicy:
     __call__ = action
 
 
-def load_policy(policy_dir: str) -> SavedPolicy:
-    """Loads a saved policy (a policy directory or a run root)."""
-    return SavedPolicy(policy_dir)
+class CheckpointPolicy:
+    """The greedy policy of a run restored from one of its checkpoints
+    (the networks rebuilt from the checkpoint's config, masks and ANF noise
+    layout included), acting on unbatched TF-Agents time steps."""
+
+    def __init__(self, checkpoint_dir: str):
+        """Restores `checkpoint_dir` (`ROOT/checkpoints/ckpt-<step>`).
+
+        Raises:
+            ViewError: If the checkpoint cannot be restored.
+        """
+        from rigl.rl.tfagents import train
+        from rigl.rl.tfagents.loops import session
+
+        self.path = checkpoint_dir
+        try:
+            algorithm, _ = train.load_algorithm(checkpoint_dir)
+        except ValueError as error:
+            raise ViewError(str(error).splitlines()[0]) from None
+        self._spec = algorithm.observation_spec
+        self._action = session.single_action_fn(algorithm.eval_policy)
+
+    @property
+    def observation_shape(self) -> Optional[tuple]:
+        """Shape of one observation (without the batch)."""
+        return tuple(self._spec.shape)
+
+    def reset(self) -> None:
+        """Nothing to reset (the agents here are not recurrent)."""
+
+    def action(self, time_step) -> Any:
+        """The greedy action (numpy, unbatched) for an unbatched time step."""
+        import numpy as np
+
+        return self._action(np.asarray(
+            time_step.observation, self._spec.dtype.as_numpy_dtype))
+
+    __call__ = action
+
+
+def load_policy(policy_dir: str):
+    """Loads a saved policy or a checkpoint's greedy policy (from a policy
+    directory, a checkpoint directory or a run root)."""
+    path = resolve_policy_dir(policy_dir)
+    if is_checkpoint_dir(path):
+        print(f'policy: greedy policy restored from {path}', file=sys.stderr)
+        return CheckpointPolicy(path)
+    return SavedPolicy(path)
 
 
 class RandomPolicy:
@@ -403,7 +472,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         description='Run a saved policy (or random actions) on its '
                     'environment; show it in a window or write a video.')
     parser.add_argument('--policy_dir', help='a saved policy directory '
-                        '(ROOT/policy, ROOT/policies/policy-STEP) or a run '
+                        '(ROOT/policy, ROOT/policies/policy-STEP), a '
+                        'checkpoint (ROOT/checkpoints/ckpt-STEP) or a run '
                         'root ROOT')
     parser.add_argument('--episodes', type=int, default=1,
                         help='episodes to run (default 1)')

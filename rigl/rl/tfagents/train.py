@@ -7,9 +7,12 @@ the original suite's `train_eval.*` names work for each script and never
 collide when several agents are imported in one process.
 """
 
-from typing import Dict
+import os
+from typing import Dict, Tuple
 
 import gin
+import tensorflow as tf
+from tf_agents.specs import tensor_spec
 
 from rigl.rl.tfagents.algos import dqn
 from rigl.rl.tfagents.algos import ppo
@@ -17,7 +20,9 @@ from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.loops import off_policy
 from rigl.rl.tfagents.loops import on_policy
+from rigl.rl.tfagents import envs
 from rigl.rl.tfagents.loops import session as session_lib
+from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import run_dir
 from rigl.rl.tfagents.run import settings as settings_lib
@@ -52,6 +57,77 @@ def train_eval(root_dir: str, algorithm: str = 'sac',
     with session_lib.Session(root_dir, algorithm_class, settings,
                              allow_config_change, num_envs) as session:
         return LOOPS[algorithm_class.loop](session)
+
+
+def _gin_literal(value) -> str:
+    """A recorded (JSON) gin value as gin source text."""
+    if isinstance(value, str) and value.startswith(('@', '%')):
+        return value  # a configurable reference or macro, as recorded
+    return repr(value)
+
+
+def _is_own_parameter(key: str) -> bool:
+    """True for a parameter of this package's configurables (masks,
+    updaters, noise features, environments), which shape the networks.
+    TF-Agents' own parameters are recorded too, but their defaults are
+    passed by our code, and rebinding them from JSON would change types."""
+    selector = key.rpartition('.')[0].rpartition('/')[-1]
+    # gin has no public registry lookup; `_REGISTRY` is its own index.
+    match = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
+    return match is not None and match.module.startswith('rigl.')
+
+
+def load_algorithm(checkpoint_dir: str) -> Tuple[object, Dict]:
+    """Rebuilds a run's algorithm and restores a checkpoint into it.
+
+    The checkpoint's own config record (`config.json`: every setting and gin
+    parameter in force) rebuilds the networks, masks and noise layout; its
+    TF objects then overwrite their values. Used to watch or evaluate a run
+    from a checkpoint rather than a saved policy.
+
+    Args:
+        checkpoint_dir: a `ROOT/checkpoints/ckpt-<step>` directory.
+
+    Returns:
+        (the algorithm, the checkpoint's config record).
+
+    Raises:
+        ValueError: if the directory is not a complete checkpoint or does
+            not match the networks its config describes.
+    """
+    config = checkpoints.Checkpointer.read_config(checkpoint_dir)
+    if not config or config.get('algorithm') not in ALGORITHMS:
+        raise ValueError(f'{checkpoint_dir} is not a complete checkpoint (no '
+                         f'readable {checkpoints.CONFIG_FILE}).')
+    algorithm_class = ALGORITHMS[config['algorithm']]
+    prefix = settings_lib.PREFIX + '.'
+    params = {key[len(prefix):]: value
+              for key, value in config['settings'].items()
+              if key.startswith(prefix)}
+    gin.clear_config()
+    gin.parse_config([f'{key} = {_gin_literal(value)}'
+                      for key, value in config['settings'].items()
+                      if not key.startswith(prefix) and
+                      _is_own_parameter(key)])
+    settings = settings_lib.build(algorithm_class.Settings, params,
+                                  config['algorithm'].upper())
+    seed = int(config.get('seed', 0))
+    env = envs.create_environment(env_name=settings.env_name, seed=seed)
+    try:
+        algorithm = algorithm_class(
+            settings, tensor_spec.from_spec(env.observation_spec()),
+            tensor_spec.from_spec(env.action_spec()), seed)
+    finally:
+        env.close()
+    status = tf.train.Checkpoint(**algorithm.checkpoint_objects()).read(
+        os.path.join(checkpoint_dir, 'tf'))
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        raise ValueError(f'{checkpoint_dir} does not match its own config: '
+                         f'{str(error).splitlines()[0]}') from None
+    status.expect_partial()
+    return algorithm, config
 
 
 def main(algorithm: str) -> None:
