@@ -300,6 +300,38 @@ def test_report_files(made_up_report):
     assert 'Runs in progress (partial)' in text and 'set_0.9/seed_2' in text
 
 
+def test_planned_seeds_without_results_make_a_group_partial(tmp_path):
+    """A sweep's plan names every run: seeds that never started are counted
+    and their groups are not 'complete'; groups with no run are listed."""
+    root = str(tmp_path)
+    for seed in range(2):
+        write_run(f'{root}/dense/seed_{seed}', metadata('dense', 0.0, seed),
+                  [0, 100 + seed])
+        write_run(f'{root}/rigl/seed_{seed}', metadata('rigl', 0.9, seed),
+                  [0, 90 + seed])
+    plan = ([sweep.Run('dense', s, f'{root}/dense/seed_{s}', [], [])
+             for s in range(3)] +
+            [sweep.Run('rigl', s, f'{root}/rigl/seed_{s}', [], [])
+             for s in range(2)] +
+            [sweep.Run('set', s, f'{root}/set/seed_{s}', [], [])
+             for s in range(3)])
+    sweep.write_plan(root, plan[:4])
+    sweep.write_plan(root, plan[4:])  # a second sweep into the same root
+    built = report.build_report(root, reps=200, curve_reps=100,
+                                log=lambda _: None)
+    status = {g.method: (g.stats['n'], g.not_started, g.status)
+              for g in built['groups']}
+    assert status == {'dense': (2, 1, 'partial'), 'rigl': (2, 0, 'complete')}
+    with open(os.path.join(root, 'report', 'summary.csv')) as f:
+        rows = {r['method']: r for r in csv.DictReader(f)}
+    assert rows['dense']['n_not_started'] == '1'
+    assert rows['dense']['status'] == 'partial'
+    text = open(os.path.join(root, 'report', 'report.md')).read()
+    assert '2 (+1 not started)' in text
+    assert '1 planned seed not started' in text
+    assert 'Planned groups without results' in text and 'set (3 seeds)' in text
+
+
 # 4. A tiny study end to end ---------------------------------------------------
 
 def sweep_command(root, *extra):

@@ -11,6 +11,9 @@ differs between runs of otherwise equal metadata (e.g. `train_eval.width`).
 A group's score is each finished seed's `final_return` (the mean eval return
 over the last evals); runs without `final_metric.json` are in progress: they
 appear in the learning curves and are marked, but not in final scores.
+`ROOT/study_plan.json` (written by the sweep) names every planned run, so
+seeds that never started make their group partial, and groups none of whose
+seeds started are listed.
 """
 
 import ast
@@ -38,6 +41,7 @@ import scipy.stats  # noqa: E402
 RESULTS_FILE = 'results.jsonl'
 FINAL_METRIC_FILE = 'final_metric.json'
 RUN_FILE = 'run.json'
+PLAN_FILE = 'study_plan.json'  # see sweep.write_plan
 REPORT_DIR = 'report'
 # Metadata that identifies a group (every results row carries it); `seed` and
 # `config_hash` identify a run within its group.
@@ -315,6 +319,7 @@ class Group:
     label: str = ''
     reference: Optional['Group'] = None
     stats: Dict[str, float] = dataclasses.field(default_factory=dict)
+    not_started: int = 0  # planned seeds without any results yet
 
     @property
     def key(self) -> Tuple:
@@ -330,7 +335,7 @@ class Group:
 
     @property
     def status(self) -> str:
-        if not self.in_progress:
+        if not self.in_progress and not self.not_started:
             return 'complete'
         return ('partial' if self.finished_runs else 'in progress')
 
@@ -362,6 +367,37 @@ def make_groups(runs: Sequence[RunData]) -> List[Group]:
     for group in result:
         group.label = describe(group, labels) or 'all runs'
     return result
+
+
+def read_plan(root_dir: str) -> List[Dict]:
+    """The planned runs of ROOT/study_plan.json ([] without one)."""
+    try:
+        with open(os.path.join(root_dir, PLAN_FILE)) as f:
+            return [entry for entry in json.load(f)['runs']
+                    if isinstance(entry, dict) and 'dir' in entry]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def attach_plan(groups: Sequence[Group], plan: Sequence[Dict]) -> List[str]:
+    """Counts each group's planned seeds that have no results yet (a
+    planned run belongs to the group of its sibling seeds: same parent
+    directory); returns the planned group directories with no run at all."""
+    started = {run.path for group in groups for run in group.runs}
+    group_of = {os.path.dirname(run.path): group
+                for group in groups for run in group.runs}
+    unstarted_groups: Dict[str, int] = {}
+    for entry in plan:
+        path = os.path.normpath(entry['dir'])
+        if path in started:
+            continue
+        parent = os.path.dirname(path)
+        if parent in group_of:
+            group_of[parent].not_started += 1
+        else:
+            unstarted_groups[parent] = unstarted_groups.get(parent, 0) + 1
+    return [f'{name} ({count} seeds)' if count > 1 else name
+            for name, count in sorted(unstarted_groups.items())]
 
 
 def describe(group: 'Group', dims: Sequence[str]) -> str:
@@ -488,7 +524,8 @@ def _final_train_flops(group: Group) -> float:
 def write_summary(groups: Sequence[Group], path: str) -> List[Dict]:
     """summary.csv: one row per group."""
     dims = list(groups[0].dims) if groups else []
-    columns = (['group'] + dims + ['n_seeds', 'n_in_progress', 'status',
+    columns = (['group'] + dims + ['n_seeds', 'n_in_progress',
+               'n_not_started', 'status',
                'mean', 'iqm', 'iqm_ci_low', 'iqm_ci_high', 'optimality_gap',
                'reference', 'iqm_normalized', 'iqm_normalized_ci_low',
                'iqm_normalized_ci_high', 'train_flops'])
@@ -497,7 +534,7 @@ def write_summary(groups: Sequence[Group], path: str) -> List[Dict]:
         s = group.stats
         row = dict(group=group.label, **{d: group.dims[d] for d in dims},
                    n_seeds=s['n'], n_in_progress=group.in_progress,
-                   status=group.status, mean=s['mean'], iqm=s['iqm'],
+                   n_not_started=group.not_started, status=group.status, mean=s['mean'], iqm=s['iqm'],
                    iqm_ci_low=s['iqm_low'], iqm_ci_high=s['iqm_high'],
                    optimality_gap=s['optimality_gap'],
                    reference=group.reference.label if group.reference else '',
@@ -536,7 +573,8 @@ def markdown_table(groups: Sequence[Group]) -> str:
     for g in groups:
         s = g.stats
         seeds = f'{s["n"]}' + (f' (+{g.in_progress} running)'
-                               if g.in_progress else '')
+                               if g.in_progress else '') + (
+            f' (+{g.not_started} not started)' if g.not_started else '')
         raw = _with_ci(s['iqm'], s['iqm_low'], s['iqm_high'], 1)
         normalised = _with_ci(s['iqm_norm'], s['iqm_norm_low'],
                               s['iqm_norm_high'], 2)
@@ -910,6 +948,7 @@ def build_report(root_dir: str, reference: str = 'method=dense',
         raise ValueError(f'no runs under {root_dir} (no {RESULTS_FILE} or '
                          f'{FINAL_METRIC_FILE} found).')
     groups = make_groups(runs)
+    unstarted = attach_plan(groups, read_plan(root_dir))
     assign_references(groups, parse_reference(reference), match)
     compute_stats(groups, reps)
     out = os.path.join(root_dir, REPORT_DIR)
@@ -942,7 +981,7 @@ def build_report(root_dir: str, reference: str = 'method=dense',
         'networks.<name>.input_connectivity).')
     with open(os.path.join(out, 'report.md'), 'w') as f:
         f.write(report_markdown(root_dir, runs, groups, figures, notes,
-                                reference, match, reps))
+                                reference, match, reps, unstarted))
     log(f'wrote {out}/: summary.csv, report.md, '
         f'{", ".join(os.path.basename(p) for p in figures.values())}')
     return {'groups': groups, 'figures': figures, 'summary': summary}
@@ -971,12 +1010,17 @@ CAPTIONS = {
 def report_markdown(root_dir: str, runs: Sequence[RunData],
                     groups: Sequence[Group], figures: Dict[str, str],
                     notes: Dict[str, str], reference: str,
-                    match: Sequence[str], reps: int) -> str:
+                    match: Sequence[str], reps: int,
+                    unstarted: Sequence[str] = ()) -> str:
     finished = sum(r.finished for r in runs)
+    waiting = sum(g.not_started for g in groups)
     lines = [
         f'# Study report: {os.path.abspath(root_dir)}', '',
         f'{len(runs)} runs in {len(groups)} groups: {finished} finished, '
-        f'{len(runs) - finished} in progress.', '',
+        f'{len(runs) - finished} in progress'
+        + (f', {waiting} planned seed{"s" * (waiting != 1)} not started'
+           if waiting else '')
+        + '.', '',
         '**Scores.** A run\'s score is its `final_return` (mean eval return '
         'over the last evals, `final_metric.json`); runs in progress count '
         'only in the learning curves. IQM: interquartile mean over seeds '
@@ -1016,6 +1060,11 @@ def report_markdown(root_dir: str, runs: Sequence[RunData],
                          f'{last.get("env_steps", 0):,} | '
                          f'{_num(last.get("return_mean", float("nan")))} |')
         lines.append('')
+    if unstarted:
+        lines += ['## Planned groups without results', '',
+                  'In `study_plan.json` but without any results yet (not '
+                  'started, or failed before the first evaluation): '
+                  + ', '.join(unstarted) + '.', '']
     return '\n'.join(lines)
 
 

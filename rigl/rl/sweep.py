@@ -52,6 +52,8 @@ SCRIPTS = tuple(sorted(name[:-len('_train_eval.py')]
 METHOD_AXIS = 'method'
 LOG_FILE = 'log.txt'
 COMMAND_FILE = 'sweep_command.json'
+# Every run a study plans, so a report can tell seeds that never started.
+PLAN_FILE = 'study_plan.json'
 FINAL_METRIC_FILE = 'final_metric.json'
 THREAD_VARIABLES = ('TF_NUM_INTRAOP_THREADS', 'OMP_NUM_THREADS')
 
@@ -291,6 +293,28 @@ def is_finished(run: Run) -> bool:
             return json.load(f) == run.record()
     except (OSError, ValueError):
         return True  # run by hand: final_metric.json is all we know
+
+
+def write_plan(root_dir: str, runs: Sequence[Run]) -> str:
+    """Records the study's runs in ROOT/study_plan.json (merged with the
+    runs an earlier sweep into the same root planned), atomically."""
+    path = os.path.join(root_dir, PLAN_FILE)
+    planned: Dict[str, Dict] = {}
+    try:
+        with open(path) as f:
+            planned = {entry['dir']: entry for entry in json.load(f)['runs']}
+    except (OSError, ValueError, KeyError, TypeError):
+        planned = {}
+    for run in runs:
+        relative = os.path.relpath(run.root_dir, root_dir)
+        planned[relative] = {'dir': relative, 'group': run.group,
+                             'seed': run.seed}
+    os.makedirs(root_dir, exist_ok=True)
+    staging = path + '.tmp'
+    with open(staging, 'w') as f:
+        json.dump({'runs': list(planned.values())}, f, indent=1)
+    os.replace(staging, path)
+    return path
 
 
 def command(script: str, run: Run) -> List[str]:
@@ -539,6 +563,7 @@ def main(argv: Sequence[str]) -> None:
               f'{FLAGS.workers} at a time with {threads} thread(s) each. '
               f'First command:\n  {shlex.join(command(study.script, runs[0]))}')
         return
+    write_plan(os.path.abspath(FLAGS.root_dir), runs)
     try:
         failed = run_study(study.script, runs, FLAGS.workers, threads,
                            status_every=FLAGS.status_every)
