@@ -484,3 +484,46 @@ def test_conv_chain_pruning_finals():
     finals = [w.pruning_schedule.final_sparsity for w in wrapped
               if isinstance(w, sparse_layers.MaskedLayer)]
     np.testing.assert_allclose(finals, expected)
+
+
+def test_magnitude_targets_drop_exactly_their_excess_smallest():
+    """ANF's target pruning: a target with more non-zeros than its online
+    layer's active weights loses exactly its smallest |w| down to that
+    count; one with no excess keeps every weight, its mask its non-zeros."""
+    from rigl.rl.tfagents import sparse_agents
+
+    online = sparse_mlp(sparsity=0.5, seed=1)
+    target = sparse_mlp(sparsity=0.0, seed=2)
+    online_layers = sparse_layers.masked_layers(online)
+    target_layers = sparse_layers.masked_layers(target)
+    rng = np.random.default_rng(0)
+    before = []
+    for index, (o, t) in enumerate(zip(online_layers, target_layers)):
+        values = rng.uniform(0.1, 1.0, t.kernel.shape) * rng.choice(
+            [-1, 1], t.kernel.shape)
+        active = int(o.mask.numpy().sum())
+        # Layer 0: 5 non-zeros more than the online layer; the others no
+        # excess (layer 1: exactly k, layer 2: fewer than k).
+        nonzeros = active + 5 if index == 0 else active - index + 1
+        keep = np.zeros(values.size, bool)
+        keep[rng.permutation(values.size)[:nonzeros]] = True
+        values = np.where(keep.reshape(values.shape), values, 0.0)
+        t.kernel.assign(values.astype(np.float32))
+        before.append(values.astype(np.float32))
+    sparse_agents._prune_targets_by_magnitude(online_layers, [target])
+    for index, (o, t, old) in enumerate(zip(online_layers, target_layers,
+                                            before)):
+        kernel, mask = t.kernel.numpy(), t.mask.numpy()
+        active = int(o.mask.numpy().sum())
+        np.testing.assert_array_equal(mask, (kernel != 0).astype(np.float32))
+        if index == 0:
+            assert np.count_nonzero(kernel) == active
+            dropped = (old != 0) & (kernel == 0)
+            assert dropped.sum() == 5
+            assert np.abs(old[dropped]).max() <= np.abs(
+                kernel[kernel != 0]).min()
+            np.testing.assert_array_equal(kernel[kernel != 0],
+                                          old[kernel != 0])
+        else:
+            np.testing.assert_array_equal(kernel, old)
+            assert np.count_nonzero(kernel) <= active

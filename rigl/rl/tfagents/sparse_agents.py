@@ -45,9 +45,10 @@ class SparseTargetsMixin:
       averaging copies masks (tau 1 for non-trainable variables) but blends
       kernels, so after a mask change the targets are re-masked on every
       train step until a target update has copied the new masks.
-    * 'magnitude' (ANF): after every train step each target layer keeps only
-      its k largest |weights|, k = its online layer's active weights, so a
-      target never holds more non-zeros than its online network.
+    * 'magnitude' (ANF): after every train step each target layer with more
+      non-zeros than k, its online layer's active weights, loses its
+      smallest |weights| down to k, so a target never holds more non-zeros
+      than its online network; its mask marks its non-zeros.
     """
 
     def masked_targets(self) -> Sequence[Tuple[mask_updaters.MaskedOptimizer,
@@ -105,19 +106,37 @@ class SparseTargetsMixin:
 
 
 def _prune_targets_by_magnitude(online_layers, targets) -> tf.Operation:
-    """ANF's sparse targets: each target layer keeps its k largest |w|,
-    k = the active weights of the matching online layer."""
+    """ANF's sparse targets: a target layer holding more non-zeros than the k
+    active weights of its online layer loses its smallest |w| down to k.
+
+    Most steps need no pruning (the target's support equals the online
+    mask's between mask updates), so only the count is computed then, and
+    the target's mask follows its non-zeros; pruning selects the few
+    smallest among the non-zeros (a top-k over the excess, which is cheap,
+    rather than over the k kept).
+    """
     target_layers = [layer for network in targets
                      for layer in sparse_layers.masked_layers(network)]
     ops = []
     for online, target in zip(online_layers, target_layers):
-        kernel = tf.reshape(target.kernel, [-1])
-        active = tf.cast(tf.reduce_sum(online.mask), tf.int32)
-        _, keep = tf.math.top_k(tf.abs(kernel), k=active)
-        mask = tf.reshape(tf.scatter_nd(keep[:, None], tf.ones_like(
-            keep, tf.float32), tf.shape(kernel)), tf.shape(target.mask))
-        ops += [target.mask.assign(mask),
-                target.kernel.assign(target.kernel * mask)]
+        nonzero = tf.cast(tf.not_equal(target.kernel, 0.0), tf.float32)
+        excess = tf.cast(tf.reduce_sum(nonzero) - tf.reduce_sum(online.mask),
+                         tf.int32)
+
+        def prune(target=target, nonzero=nonzero, excess=excess):
+            flat = tf.reshape(target.kernel, [-1])
+            smallest_first = tf.where(tf.reshape(nonzero, [-1]) > 0,
+                                      -tf.abs(flat), -float('inf'))
+            _, drop = tf.math.top_k(smallest_first, k=excess)
+            keep = tf.reshape(nonzero, [-1]) - tf.scatter_nd(
+                drop[:, None], tf.ones_like(drop, tf.float32), tf.shape(flat))
+            keep = tf.reshape(keep, tf.shape(target.mask))
+            return tf.group(target.mask.assign(keep),
+                            target.kernel.assign(target.kernel * keep))
+
+        ops.append(tf.cond(excess > 0, prune,
+                           lambda target=target, nonzero=nonzero:
+                           tf.group(target.mask.assign(nonzero))))
     return tf.group(ops)
 
 
