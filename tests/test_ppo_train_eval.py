@@ -173,22 +173,20 @@ def test_per_example_loss_averages_to_the_train_loss():
     algorithm = ppo.Ppo(settings, observation_spec, action_spec, seed=0)
     rng = np.random.default_rng(0)
     steps = []
+    collect_rng = np.random.default_rng(1)
     for t in range(9):  # one environment: 8 steps + 1 that only bootstraps
-        step_type = tf.constant([ts.StepType.FIRST if t == 0 else
-                                 ts.StepType.MID])
-        time_step = ts.TimeStep(step_type, tf.constant([1.0]),
-                                tf.constant([1.0]),
-                                tf.constant(rng.normal(size=(1, 4)),
-                                            tf.float32))
-        action_step = algorithm.collect_action(time_step)
+        step_type = np.array([ts.StepType.FIRST if t == 0 else
+                              ts.StepType.MID], np.int32)
+        observation = rng.normal(size=(1, 4)).astype(np.float32)
+        action, info = algorithm.collect_policy(observation, collect_rng)
         steps.append(trajectory.Trajectory(
-            step_type=step_type, observation=time_step.observation,
-            action=action_step.action, policy_info=action_step.info,
-            next_step_type=tf.constant([ts.StepType.MID]),
-            reward=tf.constant([rng.normal()], tf.float32),
-            discount=tf.constant([1.0])))
-    experience = tf.nest.map_structure(lambda *xs: tf.stack(xs, axis=1),
-                                       *steps)
+            step_type=step_type, observation=observation, action=action,
+            policy_info=info,
+            next_step_type=np.array([ts.StepType.MID], np.int32),
+            reward=np.array([rng.normal()], np.float32),
+            discount=np.array([1.0], np.float32)))
+    experience = tf.nest.map_structure(
+        lambda *xs: tf.constant(np.stack(xs, axis=1)), *steps)
     transitions = algorithm.prepare(experience)
     indices = tf.range(8)
     per_example = algorithm.per_example_loss(
@@ -197,3 +195,69 @@ def test_per_example_loss_averages_to_the_train_loss():
     assert np.std(per_example) > 1e-3
     reported = algorithm.train_minibatch(transitions, indices).loss.numpy()
     np.testing.assert_allclose(per_example.mean(), reported, rtol=1e-5)
+
+
+@pytest.mark.parametrize('env_name', ['CartPole-v1', 'Pendulum-v1'])
+def test_numpy_collect_policy_matches_tf_agents(env_name):
+    """The numpy collect policy computes TF-Agents' PPO collect policy:
+    distribution parameters and value prediction (with a moved observation
+    normaliser and sparse networks), and samples from that distribution."""
+    import gin
+    import tensorflow as tf
+    from tf_agents.specs import tensor_spec
+    from tf_agents.trajectories import time_step as ts
+    from rigl.rl.tfagents import envs
+    from rigl.rl.tfagents.algos import ppo
+
+    gin.clear_config()
+    gin.parse_config(['init_masks.sparsity = 0.5'])
+    env = envs.create_environment(env_name, seed=0)
+    settings = ppo.PpoSettings(
+        env_name=env_name, seed=0, actor_fc_layers=(16, 16),
+        value_fc_layers=(16, 16), train_mode_actor='sparse',
+        train_mode_value='sparse', sparse_output_layer=True)
+    algorithm = ppo.Ppo(settings, tensor_spec.from_spec(env.observation_spec()),
+                        tensor_spec.from_spec(env.action_spec()), seed=0)
+    gin.clear_config()
+    agent = algorithm.agent
+    rng = np.random.default_rng(1)
+    size = env.observation_spec().shape[0]
+    # Move the normaliser and the std bias away from their initial values.
+    agent.update_observation_normalizer(tf.constant(
+        rng.normal(2.0, 3.0, (1, 50, size)), tf.float32))
+    for variable in agent.actor_net.trainable_variables:
+        variable.assign(variable + tf.cast(rng.normal(
+            0, 0.3, variable.shape), variable.dtype))
+    for layer in algorithm.networks['actor'].layers[:-1]:
+        if hasattr(layer, 'apply_mask'):
+            layer.apply_mask()
+    policy = algorithm.collect_policy
+    policy.refresh()
+    observations = rng.normal(2.0, 4.0, (6, size)).astype(np.float32)
+    actions, info = policy(observations, np.random.default_rng(0))
+    reference = agent.collect_policy.action(ts.restart(
+        tf.constant(observations), batch_size=6))
+    expected = tf.nest.map_structure(lambda t: t.numpy(), reference.info)
+    assert set(info['dist_params']) == set(expected['dist_params'])
+    for key, value in expected['dist_params'].items():
+        np.testing.assert_allclose(info['dist_params'][key], value,
+                                   rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(info['value_prediction'],
+                               expected['value_prediction'], rtol=1e-4,
+                               atol=1e-5)
+    assert actions.shape == reference.action.shape
+    assert actions.dtype == reference.action.dtype.as_numpy_dtype
+    # Samples follow the distribution: many draws for one observation.
+    many, many_info = policy(np.repeat(observations[:1], 4000, 0),
+                             np.random.default_rng(2))
+    if env_name == 'CartPole-v1':
+        logits = many_info['dist_params']['logits'][0]
+        probabilities = np.exp(logits) / np.exp(logits).sum()
+        frequencies = np.bincount(many, minlength=2) / len(many)
+        np.testing.assert_allclose(frequencies, probabilities, atol=0.03)
+    else:
+        loc = many_info['dist_params']['loc'][0]
+        scale = many_info['dist_params']['scale_diag'][0]
+        # Mean within 4 standard errors; std within 5%.
+        assert np.all(np.abs(many.mean(0) - loc) <= 4 * scale / np.sqrt(4000))
+        np.testing.assert_allclose(many.std(0), scale, rtol=0.05)

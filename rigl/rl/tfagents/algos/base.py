@@ -131,7 +131,6 @@ class OffPolicySettings(RunSettings):
     batch_size: int = setting(256, low=1)
     replay_capacity: int = setting(1000000, low=1)
     train_every: int = setting(1, low=1)  # env steps per train step
-    time_loop: bool = False  # record loop vs train-call seconds per eval
 
     def check(self) -> None:
         if self.batch_size > self.initial_collect_steps:

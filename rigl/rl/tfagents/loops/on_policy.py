@@ -2,6 +2,7 @@
 
     repeat for the algorithm's iterations:
         collect collect_sequence_length + 1 steps in every environment
+            (the collect policy in numpy, weights read once per iteration)
         compute advantages once (the last step only bootstraps)
         num_epochs passes of shuffled minibatch train steps
         gradient SNR summaries on the last minibatch when due
@@ -11,6 +12,7 @@
 Intervals count iterations. All run plumbing lives in `Session`.
 """
 
+import time
 from typing import Dict
 
 import numpy as np
@@ -45,20 +47,19 @@ def train_eval(session: Session) -> Dict:
     time_step = _stacked([env.reset() for env in env_list])
     snr_freq = summaries.log_snr()
 
+    timed = settings.time_loop
     while state.iteration < iterations:
+        started = time.perf_counter() if timed else 0.0
         steps = []
+        algorithm.collect_policy.refresh()  # this iteration's weights
         for _ in range(settings.collect_sequence_length + 1):
-            # Tensors in: numpy arguments cost ~1 ms more per tf.function call.
-            action_step = algorithm.collect_action(
-                tf.nest.map_structure(tf.convert_to_tensor, time_step))
-            actions = action_step.action.numpy()
+            actions, info = algorithm.collect_policy(time_step.observation,
+                                                     session.rng)
             next_step = _stacked([env.step(action)
                                   for env, action in zip(env_list, actions)])
             steps.append(trajectory.Trajectory(
                 step_type=time_step.step_type, observation=time_step.observation,
-                action=actions,
-                policy_info=tf.nest.map_structure(lambda t: t.numpy(),
-                                                  action_step.info),
+                action=actions, policy_info=info,
                 next_step_type=next_step.step_type, reward=next_step.reward,
                 discount=next_step.discount))
             # The step after LAST only resets: it adds no reward or length.
@@ -73,18 +74,25 @@ def train_eval(session: Session) -> Dict:
         state.env_steps += steps_per_iteration  # bootstrap-only steps too
         experience = tf.nest.map_structure(
             lambda *xs: tf.constant(np.stack(xs, axis=1)), *steps)
+        collected = time.perf_counter() if timed else 0.0
         transitions = algorithm.prepare(experience)
-        for _ in range(settings.num_epochs):
-            order = session.rng.permutation(settings.batch_steps)
-            for start in range(0, settings.minibatches * settings.minibatch_size,
-                               settings.minibatch_size):
-                loss_info = algorithm.train_minibatch(
-                    transitions, order[start:start + settings.minibatch_size])
+        # num_epochs shuffles, each cut into minibatches, trained in one call.
+        batches = np.concatenate([
+            session.rng.permutation(settings.batch_steps)[
+                :settings.minibatches * settings.minibatch_size].reshape(
+                    settings.minibatches, settings.minibatch_size)
+            for _ in range(settings.num_epochs)])
+        loss_info = algorithm.train_minibatches(transitions,
+                                                tf.constant(batches))
         if snr_freq and (state.iteration + 1) % snr_freq == 0:
             # On the iteration's last minibatch, before the normalizers move.
-            session.write_snr(algorithm.minibatch(
-                transitions, order[start:start + settings.minibatch_size]))
+            session.write_snr(algorithm.minibatch(transitions, batches[-1]))
         algorithm.update_normalizers(experience)
+        if timed:  # evaluation and checkpoints excluded
+            now = time.perf_counter()
+            state.collect_seconds += collected - started
+            state.train_call_seconds += now - collected
+            state.loop_seconds += now - started
         state.iteration += 1
         state.train_flops += flops_per_iteration
         iteration = state.iteration
@@ -95,7 +103,10 @@ def train_eval(session: Session) -> Dict:
         if iteration % settings.summary_interval == 0:
             session.write_train_summaries(loss_info, progress.steps_per_second)
         if iteration % settings.eval_interval == 0 or iteration == iterations:
-            session.evaluate()
+            session.evaluate(**({'loop_seconds': state.loop_seconds,
+                                 'collect_seconds': state.collect_seconds,
+                                 'train_seconds': state.train_call_seconds}
+                                if timed else {}))
             flops_per_iteration = algorithm.training_flops()
         if (settings.policy_save_interval and
                 iteration % settings.policy_save_interval == 0):

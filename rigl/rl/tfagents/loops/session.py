@@ -56,6 +56,7 @@ class RunState:
     recent_returns: List[float] = dataclasses.field(default_factory=list)
     loop_seconds: float = 0.0
     train_call_seconds: float = 0.0
+    collect_seconds: float = 0.0
 
 
 class Session:

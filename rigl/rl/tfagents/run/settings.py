@@ -154,6 +154,10 @@ class RunSettings:
     # A console line per training episode and a block per evaluation, as the
     # ANF tutorial shows them.
     log_episodes: bool = False
+    # Cumulative loop seconds in results rows (evaluation and checkpoints
+    # excluded), split into the compiled train calls and the rest: off-policy
+    # `train_call_seconds`, on-policy `collect_seconds` / `train_seconds`.
+    time_loop: bool = False
 
 
 def check(name: str, value: Any, hint, low: Optional[float] = None,
