@@ -18,7 +18,7 @@ from rigl.rl import view
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 SAC_CONFIG = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs',
                           'sac_mujoco_dense_config.gin')
-PRETRAINED = os.path.join(REPO, 'pretrained', 'halfcheetah_td3')
+PRETRAINED = os.path.join(REPO, 'pretrained')
 TINY = [
     "train_eval.env_name = 'Pendulum-v1'",
     'train_eval.num_iterations = 100',
@@ -158,10 +158,10 @@ def test_wrong_environment_is_refused(run_root, capsys):
     assert 'takes observations of shape (3,)' in err and '(2,)' in err
 
 
-@pytest.mark.skipif(not os.path.isdir(PRETRAINED),
-                    reason='no pretrained agent')
-def test_pretrained_halfcheetah_scores_above_3000():
-    completed = view_command(f'--policy_dir={PRETRAINED}', '--episodes=1')
+@pytest.mark.parametrize('agent', ['halfcheetah_anf_sac', 'halfcheetah_td3'])
+def test_pretrained_halfcheetah_scores_above_3000(agent):
+    completed = view_command(f'--policy_dir={os.path.join(PRETRAINED, agent)}',
+                             '--episodes=1')
     assert completed.returncode == 0, completed.stderr[-2000:]
     (_, score, length), = EPISODE_LINE.findall(completed.stdout)
     assert length == '1000'
