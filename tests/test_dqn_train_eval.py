@@ -126,12 +126,34 @@ def test_other_classic_control_tasks(tmp_path, env_name):
     ("train_eval.train_mode = 'dense '",
      "train_eval.train_mode is 'dense '; allowed: dense, sparse"),
     ('log_snr.freq = -1', 'log_snr.freq must be an integer >= 0, got -1'),
+    ("train_eval.td_errors_loss = 'l1'",
+     "train_eval.td_errors_loss is 'l1'; allowed: squared, huber"),
 ])
 def test_bad_input_fails_clearly(tmp_path, binding, message):
     code, _, err = helpers.run_in_process(
         'dqn', tmp_path / 'run',
         os.path.join(CONFIGS, 'dqn_gym_dense_config.gin'), TINY + [binding])
     assert code == 2 and err.count('\n') == 1 and message in err, err
+
+
+def test_q_network_starts_as_the_originals():
+    """He-initialised hidden layers, output weights within +-0.03 and
+    output biases at -0.2, as the original suite's classic-control DQN."""
+    import tensorflow as tf
+    from tf_agents.specs import tensor_spec
+    from rigl.rl.tfagents import networks
+
+    observation_spec = tensor_spec.TensorSpec([4], tf.float32)
+    action_spec = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 1)
+    network = networks.create_q_network(observation_spec, action_spec,
+                                        (512, 512))
+    network.create_variables(observation_spec)
+    hidden, _, output = [layer for layer in network.layers
+                         if isinstance(layer, tf.keras.layers.Dense)]
+    np.testing.assert_allclose(np.std(hidden.kernel.numpy()),
+                               np.sqrt(2.0 / 4), rtol=0.25)
+    assert np.abs(output.kernel.numpy()).max() <= 0.03
+    np.testing.assert_allclose(output.bias.numpy(), [-0.2, -0.2])
 
 
 def test_atari_config_trains_on_a_real_rom(tmp_path):

@@ -36,7 +36,8 @@ def _flat_size(spec) -> int:
 def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
                 train_mode: str, sparse_output_layer: bool, width: float,
                 output_kernel_initializer=None,
-                activation: str = 'relu') -> List[tf.keras.layers.Layer]:
+                activation: str = 'relu', hidden_kernel_initializer=None,
+                output_bias_initializer=None) -> List[tf.keras.layers.Layer]:
     """Hidden layers (scaled by `width`) and a linear output layer.
 
     In 'sparse' mode the layers are wrapped by `wrap_all_layers`, the output
@@ -49,12 +50,15 @@ def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
         return tf.keras.initializers.VarianceScaling(
             scale=1.0 / 3.0, mode='fan_in', distribution='uniform')
 
-    layers = [tf.keras.layers.Dense(units, activation=activation,
-                                    kernel_initializer=initializer())
+    layers = [tf.keras.layers.Dense(
+        units, activation=activation,
+        kernel_initializer=(hidden_kernel_initializer() if
+                            hidden_kernel_initializer else initializer()))
               for units in hidden]
     layers.append(tf.keras.layers.Dense(
         output_units,
-        kernel_initializer=output_kernel_initializer or initializer()))
+        kernel_initializer=output_kernel_initializer or initializer(),
+        bias_initializer=output_bias_initializer or 'zeros'))
     if train_mode == 'dense':
         return layers
     dense = () if sparse_output_layer else (len(layers) - 1,)
@@ -230,11 +234,18 @@ def create_q_network(observation_spec, action_spec,
                      train_mode: str = 'dense',
                      sparse_output_layer: bool = False,
                      width: float = 1.0) -> sequential.Sequential:
-    """DQN's Q(s, .): an MLP from the observation to one value per action."""
+    """DQN's Q(s, .): a ReLU MLP to one value per action, initialised as
+    the original suite's: He (truncated normal) hidden layers, output
+    weights U(-0.03, 0.03) and output biases -0.2."""
     num_actions = int(action_spec.maximum - action_spec.minimum + 1)
-    layers = dense_chain(hidden_units, num_actions,
-                         _flat_size(observation_spec), train_mode,
-                         sparse_output_layer, width)
+    layers = dense_chain(
+        hidden_units, num_actions, _flat_size(observation_spec), train_mode,
+        sparse_output_layer, width,
+        output_kernel_initializer=tf.keras.initializers.RandomUniform(
+            -0.03, 0.03),
+        hidden_kernel_initializer=lambda: tf.keras.initializers.VarianceScaling(
+            scale=2.0, mode='fan_in', distribution='truncated_normal'),
+        output_bias_initializer=tf.keras.initializers.Constant(-0.2))
     return sequential.Sequential(layers, input_spec=observation_spec,
                                  name='QNetwork')
 

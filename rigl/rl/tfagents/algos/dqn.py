@@ -23,6 +23,10 @@ from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import setting
 
 
+TD_LOSSES = {'squared': common.element_wise_squared_loss,
+             'huber': common.element_wise_huber_loss}
+
+
 @dataclasses.dataclass(frozen=True)
 class DqnSettings(base.OffPolicySettings):
     """DQN's settings (the original suite's classic-control defaults)."""
@@ -47,6 +51,10 @@ class DqnSettings(base.OffPolicySettings):
     gamma: float = setting(0.99, low=0, high=1)
     reward_scale_factor: float = 1.0
     gradient_clipping: float = setting(0.0, low=0)  # 0: off
+    # TD error loss: 'squared' as the original's classic-control DQN,
+    # 'huber' as Nature DQN and the Atari configs.
+    td_errors_loss: str = 'squared'
+
     train_mode: str = 'dense'
     sparse_output_layer: bool = False
     width: float = setting(1.0, low=0, low_open=True)
@@ -55,6 +63,10 @@ class DqnSettings(base.OffPolicySettings):
     def check(self) -> None:
         super().check()
         base.check_train_modes(('train_mode', self.train_mode))
+        if self.td_errors_loss not in TD_LOSSES:
+            raise ValueError(
+                f'train_eval.td_errors_loss is {self.td_errors_loss!r}; '
+                f'allowed: {", ".join(TD_LOSSES)}.')
 
 
 class Dqn(base.OffPolicyAlgorithm):
@@ -91,7 +103,7 @@ class Dqn(base.OffPolicyAlgorithm):
             epsilon_greedy=settings.epsilon_greedy,
             target_update_tau=settings.target_update_tau,
             target_update_period=settings.target_update_period,
-            td_errors_loss_fn=common.element_wise_huber_loss,
+            td_errors_loss_fn=TD_LOSSES[settings.td_errors_loss],
             gamma=settings.gamma,
             reward_scale_factor=settings.reward_scale_factor,
             gradient_clipping=settings.gradient_clipping or None,
@@ -130,7 +142,7 @@ class Dqn(base.OffPolicyAlgorithm):
         return 1.0 - (1.0 - final) * progress
 
     def per_example_loss(self, batch) -> tf.Tensor:
-        """Huber TD error of each transition (as the train step computes)."""
+        """TD loss of each transition (as the train step computes)."""
         transition = base.transition_batch(batch)
         observation = transition.time_step.observation
         next_observation = transition.next_time_step.observation
@@ -142,7 +154,7 @@ class Dqn(base.OffPolicyAlgorithm):
             self.settings.reward_scale_factor * transition.next_time_step.reward
             + self.settings.gamma * transition.next_time_step.discount *
             tf.reduce_max(next_q, axis=-1))
-        return common.element_wise_huber_loss(target, q)
+        return TD_LOSSES[self.settings.td_errors_loss](target, q)
 
     def training_flops(self) -> float:
         """Per example: the Q-network trained (3x forward) and the target
