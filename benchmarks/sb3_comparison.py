@@ -1,7 +1,8 @@
 """This suite against Stable-Baselines3 (SB3), side by side in one run.
 
   python benchmarks/sb3_comparison.py [--algo sac|ppo|both] [--repeats 2]
-      [--sac_steps 3000] [--ppo_iterations 5] [--sb3_python .venv-sb3/bin/python]
+      [--sac_steps 3000] [--ppo_iterations 5] [--threads 0]
+      [--sb3_python .venv-sb3/bin/python]
 
 SB3 lives in its own virtual environment (benchmarks/requirements-sb3.txt).
 Every measurement is a fresh process, the sides alternating, so drift on a
@@ -106,6 +107,8 @@ def sb3(algo: str, amount: int) -> float:
                 self.started = time.perf_counter()
             return True
 
+    if os.environ.get('OMP_NUM_THREADS'):
+        torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
     clock = Clock()
     if algo == 'sac':
         model = SAC('MlpPolicy', gym.make('HalfCheetah-v5'),
@@ -129,13 +132,19 @@ def sb3(algo: str, amount: int) -> float:
     return (amount - 1) * PPO_STEPS / (time.perf_counter() - clock.started)
 
 
-def measure(python: str, side: str, algo: str, variant: str,
-            amount: int) -> float:
-    """One measurement in a fresh process."""
+def measure(python: str, side: str, algo: str, variant: str, amount: int,
+            threads: int) -> float:
+    """One measurement in a fresh process (`threads` > 0: that many
+    intra-op threads for TensorFlow and PyTorch alike)."""
+    env = dict(os.environ)
+    if threads:
+        env.update({name: str(threads) for name in (
+            'TF_NUM_INTRAOP_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS')})
     completed = subprocess.run(
         [python, os.path.abspath(__file__), f'--child={side}',
-         f'--algo={algo}', f'--variant={variant}', f'--amount={amount}'],
-        capture_output=True, text=True, cwd=REPO)
+         f'--algo={algo}', f'--variant={variant}', f'--amount={amount}',
+         f'--threads={threads}'],
+        capture_output=True, text=True, cwd=REPO, env=env)
     if completed.returncode != 0:
         raise RuntimeError(f'{side} {algo} failed:\n{completed.stderr[-2000:]}')
     return json.loads(completed.stdout.strip().splitlines()[-1])['rate']
@@ -153,6 +162,9 @@ def main() -> None:
     parser.add_argument('--sb3_python',
                         default=os.path.join(REPO, '.venv-sb3', 'bin',
                                              'python'))
+    parser.add_argument('--threads', type=int, default=0,
+                        help='intra-op threads of both sides (0: each '
+                             "library's default, all cores)")
     parser.add_argument('--child', choices=['ours', 'sb3'])
     parser.add_argument('--variant', default='dense')
     parser.add_argument('--amount', type=int)
@@ -167,19 +179,20 @@ def main() -> None:
     if not os.path.exists(args.sb3_python):
         parser.error(f'no SB3 interpreter at {args.sb3_python}; see '
                      'benchmarks/requirements-sb3.txt')
-    print(f'cpu cores: {os.cpu_count()}; {args.repeats} alternating '
-          'repeats; every number a separate process')
+    print(f'cpu cores: {os.cpu_count()}; threads: {args.threads or "default"}'
+          f'; {args.repeats} alternating repeats; every number a separate '
+          'process')
     for algo in (['sac', 'ppo'] if args.algo == 'both' else [args.algo]):
         amount = args.sac_steps if algo == 'sac' else args.ppo_iterations
         unit = 'train steps/s' if algo == 'sac' else 'env steps/s'
         rates = {'ours dense': [], 'ours rigl 90%': [], 'sb3 dense': []}
         for _ in range(args.repeats):
-            rates['sb3 dense'].append(
-                measure(args.sb3_python, 'sb3', algo, 'dense', amount))
-            rates['ours dense'].append(
-                measure(sys.executable, 'ours', algo, 'dense', amount))
-            rates['ours rigl 90%'].append(
-                measure(sys.executable, 'ours', algo, 'rigl', amount))
+            rates['sb3 dense'].append(measure(
+                args.sb3_python, 'sb3', algo, 'dense', amount, args.threads))
+            rates['ours dense'].append(measure(
+                sys.executable, 'ours', algo, 'dense', amount, args.threads))
+            rates['ours rigl 90%'].append(measure(
+                sys.executable, 'ours', algo, 'rigl', amount, args.threads))
         print(f'\n{algo.upper()} on HalfCheetah-v5, {unit}')
         for name, values in rates.items():
             print(f'  {name:15s} median {statistics.median(values):8.1f}   '
