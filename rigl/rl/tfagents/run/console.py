@@ -2,6 +2,7 @@
 that turns configuration errors into one line and exit code 2."""
 
 import logging as std_logging
+import os
 import sys
 import time
 import tokenize
@@ -123,11 +124,38 @@ def quiet_libraries() -> None:
         pass
 
 
+def configure_devices() -> str:
+    """Prepares every visible GPU and says where training runs.
+
+    TensorFlow places the networks on a GPU by itself when one is visible;
+    memory growth is turned on so that several runs of a sweep can share
+    one GPU instead of the first taking all its memory.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices('GPU')
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised: keep TF's setting
+            pass
+    if gpus:
+        names = ', '.join(gpu.name.replace('/physical_device:', '')
+                          for gpu in gpus)
+        return f'device: {names} (TensorFlow places the networks there)'
+    threads = (tf.config.threading.get_intra_op_parallelism_threads() or
+               int(os.environ.get('TF_NUM_INTRAOP_THREADS') or 0) or
+               os.cpu_count())
+    return (f'device: CPU, {threads} intra-op thread{"s" * (threads != 1)} '
+            '(no GPU visible)')
+
+
 def run_main(train: Callable[[str, bool], object]) -> None:
     """`run_cli` with the command-line flags; exits with its code."""
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.verbose:
         quiet_libraries()
+    log(configure_devices())
     code = run_cli(train, FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.root_dir,
                    FLAGS.allow_config_change)
     if code:
