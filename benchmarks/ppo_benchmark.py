@@ -4,15 +4,19 @@
 
 Prints, from one process, for HalfCheetah-v5 with the paper's PPO settings
 (64x64 tanh nets, 2048-step sequences, minibatch 64, 10 epochs):
-  * full PPO loop (loops.on_policy) env steps/s, measured as the difference of two
-    run lengths so tracing and final saving cancel;
-  * minibatch train steps/s of `agent.train` alone on a fixed minibatch;
-  * the share of loop time the train steps account for.
+  * full PPO loop (loops.on_policy) env steps/s over iterations 2..N+1
+    (`time_loop`: the first iteration's tracing and evaluations excluded),
+    and the shares of collection and training (all minibatches of an
+    iteration run in one compiled call) in it;
+  * minibatch train steps/s of `agent.train` called once per minibatch on a
+    fixed minibatch (what the loop did before it batched the calls).
 """
 
 import argparse
 import contextlib
 import io
+import json
+import os
 import tempfile
 import time
 
@@ -34,7 +38,6 @@ SPARSE_BINDINGS = [
 ]
 SPARSE_AGENT = dict(train_mode_actor='sparse', train_mode_value='sparse',
                     sparse_output_layer=True)
-TRAIN_STEPS_PER_ITERATION = 10 * (2048 // 64)  # epochs x minibatches
 
 
 def train_rate(sparse: bool, steps: int) -> float:
@@ -60,23 +63,28 @@ def train_rate(sparse: bool, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def loop_seconds(sparse: bool, iterations: int) -> float:
-    """Seconds of `iterations` extra loop iterations (fixed costs cancel)."""
-    durations = []
-    for count in (1, 1 + iterations):
-        gin.clear_config()
-        gin.parse_config(SPARSE_BINDINGS if sparse else [])
-        with tempfile.TemporaryDirectory() as root:
-            start = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
-                train.train_eval(
-                    root, algorithm='ppo', env_name='HalfCheetah-v5',
-                    num_iterations=count,
-                    eval_interval=10 ** 9, eval_episodes=1,
-                    checkpoint_interval=10 ** 9, seed=0,
-                    **(SPARSE_AGENT if sparse else {}))
-            durations.append(time.perf_counter() - start)
-    return durations[1] - durations[0]
+def loop_rates(sparse: bool, iterations: int) -> dict:
+    """Loop env steps/s over iterations 2..N+1 (`time_loop`: evaluation and
+    the first iteration's tracing excluded) and the collect/train split."""
+    gin.clear_config()
+    gin.parse_config(SPARSE_BINDINGS if sparse else [])
+    with tempfile.TemporaryDirectory() as root:
+        with contextlib.redirect_stdout(io.StringIO()):
+            train.train_eval(
+                root, algorithm='ppo', env_name='HalfCheetah-v5',
+                num_iterations=iterations + 1, eval_interval=1,
+                eval_episodes=1, checkpoint_interval=10 ** 9, seed=0,
+                time_loop=True, **(SPARSE_AGENT if sparse else {}))
+        with open(os.path.join(root, 'results.jsonl')) as f:
+            rows = [json.loads(line) for line in f]
+    first, last = rows[0], rows[-1]
+    seconds = last['loop_seconds'] - first['loop_seconds']
+    return {'loop env steps/s': (last['env_steps'] - first['env_steps'])
+            / seconds,
+            'collect share of loop time': (last['collect_seconds'] -
+                                           first['collect_seconds']) / seconds,
+            'train share of loop time': (last['train_seconds'] -
+                                         first['train_seconds']) / seconds}
 
 
 def main():
@@ -85,15 +93,12 @@ def main():
     parser.add_argument('--train_steps', type=int, default=600)
     args = parser.parse_args()
     print(f'{"":32s}{"dense":>10s}{"rigl 90%":>10s}')
-    rows = {'loop env steps/s': [], 'train steps/s (alone)': [],
-            'train share of loop time': []}
+    rows = {}
     for sparse in (False, True):
-        seconds = loop_seconds(sparse, args.iterations)
-        rate = train_rate(sparse, args.train_steps)
-        rows['loop env steps/s'].append(args.iterations * 2049 / seconds)
-        rows['train steps/s (alone)'].append(rate)
-        rows['train share of loop time'].append(
-            args.iterations * TRAIN_STEPS_PER_ITERATION / rate / seconds)
+        for name, value in loop_rates(sparse, args.iterations).items():
+            rows.setdefault(name, []).append(value)
+        rows.setdefault('train steps/s (one call each)', []).append(
+            train_rate(sparse, args.train_steps))
     for name, (dense, sparse) in rows.items():
         print(f"{name:32s}{dense:10.2f}{sparse:10.2f}")
 
