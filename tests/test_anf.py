@@ -99,9 +99,9 @@ def test_anf_run_eval_and_saved_policy_use_the_training_layout(tmp_path):
     assert code == 0, err[-2000:]
     assert 'noise features permuted anew at env step 150' in out
     # The tutorial's per-episode lines and evaluation blocks.
-    # 100 random steps, then train steps: the first episode ends at env step
-    # 200, train step 100.
-    assert ('Total Steps: 200  Train Steps: 100  Episode Num: 0  '
+    # The first episode ends at env step 200: 100 random steps, 20 refill
+    # steps at the redraw (env step 150), and 80 train steps.
+    assert ('Total Steps: 200  Train Steps: 80  Episode Num: 0  '
             'Epi. Steps: 200  Reward:') in out
     assert 'Evaluation over 1 episode(s):' in out
     # Redraws at env steps 150 and 300 (100 random steps, then one per train
