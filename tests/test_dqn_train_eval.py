@@ -222,3 +222,13 @@ def test_frame_replay_ring_never_mixes_old_and_new_frames():
         ids = obs[0, 0].astype(int)
         assert set(np.diff(ids)) <= {0, 1}, ids
         assert int(next_obs[0, 0, 3]) == ids[3] + 1
+
+
+def test_frame_replay_stores_each_frame_once():
+    """1M Atari transitions: one 84x84 uint8 frame each (~7 GB), against
+    two float32 stacks of four (225 GB) in the plain buffer."""
+    from rigl.rl.tfagents.run.replay import ReplayBuffer
+    frames = FrameReplayBuffer(1_000_000, (84, 84, 4), ())
+    assert 84 * 84 * 10 ** 6 <= frames.nbytes < 7.1e9
+    plain = ReplayBuffer(1000, (84, 84, 4), ())
+    assert plain.nbytes == 1000 * (2 * 84 * 84 * 4 * 4 + 4 + 4 + 4)

@@ -30,6 +30,8 @@ def train_eval(session: Session) -> Dict:
             settings.num_iterations * settings.train_every),
         algorithm.observation_spec, algorithm.action_spec)
     session.start(replay)
+    console.log(f'replay: {replay.capacity:,} transitions, '
+                f'{replay.nbytes / 2 ** 20:,.1f} MiB')
     state = session.state
     time_step = env.reset()
     episode_return, episode_length = 0.0, 0

@@ -30,6 +30,11 @@ class ReplayBuffer:
         self.size = 0
         self._next = 0
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffer's arrays (allocated at full capacity)."""
+        return sum(array.nbytes for array in self._data.values())
+
     def add(self, observation, action, reward, discount,
             next_observation, first: bool = False) -> None:
         del first  # whole observations are stored
@@ -107,6 +112,13 @@ class FrameReplayBuffer:
         self._next = 0  # slot of the current observation's newest frame
         self._episode_open = False
         self.size = 0  # transitions stored
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffer's arrays (allocated at full capacity)."""
+        return sum(array.nbytes for array in (
+            self._frames, self._action, self._reward, self._discount,
+            self._first, self._valid))
 
     def _write_frame(self, slot: int, frame, first: bool) -> None:
         self._frames[slot] = frame
