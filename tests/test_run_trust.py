@@ -351,3 +351,36 @@ def test_metadata_names_the_method(values, method, sparsity):
     metadata = run_dir.metadata(record, seed=3)
     assert (metadata['method'], metadata['sparsity'], metadata['seed']) == (
         method, sparsity, 3)
+
+
+def test_tensorboard_drops_summaries_past_the_resumed_checkpoint(tmp_path):
+    """Events a killed run wrote after its checkpoint are purged by
+    TensorBoard once the run resumes and writes those steps again."""
+    from tensorboard.backend.event_processing import (
+        plugin_event_accumulator as event_accumulator)
+    import tensorflow as tf
+    from rigl.rl.tfagents.run import summaries
+
+    log_dir = str(tmp_path / 'train')
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        for step in range(1, 11):  # the first attempt, checkpoint at 5
+            tf.summary.scalar('loss', float(step), step=step)
+    writer.close()
+    assert summaries.mark_restart(log_dir, 6) is not None
+    # Event files sort by their creation second: a resume comes later.
+    time.sleep(1.1)
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        for step in range(6, 9):  # the resumed attempt
+            tf.summary.scalar('loss', 100.0 + step, step=step)
+    writer.close()
+    accumulator = event_accumulator.EventAccumulator(
+        log_dir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    events = accumulator.Tensors('loss')
+    steps = [event.step for event in events]
+    values = [float(tf.make_ndarray(event.tensor_proto)) for event in events]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert values == [1, 2, 3, 4, 5, 106, 107, 108]
+    assert summaries.mark_restart(str(tmp_path / 'none'), 3) is None

@@ -156,6 +156,9 @@ class Session:
         else:
             path, _ = restored
             self.results.truncate_after(self.step)
+            for name in ('train', 'eval'):  # summaries past the checkpoint
+                summaries.mark_restart(os.path.join(self.root_dir, name),
+                                       self.step + 1)
             console.log(f'Resumed from {path} at '
                         + (f'iteration {self.state.iteration} (train step '
                            f'{self.step})' if self.algorithm.loop == 'on_policy'

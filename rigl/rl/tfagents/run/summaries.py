@@ -1,5 +1,7 @@
 """TensorBoard summaries and evaluation records shared by every loop."""
 
+import os
+import time
 from typing import Callable, Dict, Optional, Sequence
 
 import gin
@@ -20,6 +22,44 @@ def write_losses(loss_info) -> None:
         value = getattr(extra, name)
         if isinstance(value, tf.Tensor) and value.shape.rank == 0:
             tf.summary.scalar(f'loss/{name}', value)
+
+
+EVENTS_PREFIX = 'events.out.tfevents.'
+
+
+def mark_restart(log_dir: str, step: int) -> Optional[str]:
+    """Tells TensorBoard to drop this directory's events from `step` on.
+
+    A run killed after its last checkpoint wrote summaries past it; resumed,
+    it writes those steps again. TensorBoard purges a directory's events at
+    and after the step of a restart (a SessionLog START after the first), so
+    START events go into a small events file named to sort after the
+    existing ones (the resumed writer's file, created later, sorts after
+    it). Returns its path (None without earlier events).
+    """
+    if not os.path.isdir(log_dir):
+        return None
+    stamps = [int(name.split('.')[3]) for name in os.listdir(log_dir)
+              if name.startswith(EVENTS_PREFIX) and
+              name.split('.')[3].isdigit()]
+    if not stamps:
+        return None
+    # '~' sorts after a host name's characters: after every file of that
+    # second, before any later one.
+    path = os.path.join(log_dir,
+                        f'{EVENTS_PREFIX}{max(stamps)}.~restart-at-{step}')
+    now = time.time()
+    start = tf.compat.v1.Event(
+        wall_time=now, step=step, session_log=tf.compat.v1.SessionLog(
+            status=tf.compat.v1.SessionLog.START)).SerializeToString()
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(tf.compat.v1.Event(
+            wall_time=now, file_version='brain.Event:2').SerializeToString())
+        # TensorBoard takes a directory's first START as the initial one and
+        # purges on later ones (TF2 writers write none): two make sure.
+        writer.write(start)
+        writer.write(start)
+    return path
 
 
 def write_episode(step: int, episode_return: float, length: int) -> None:
