@@ -48,7 +48,11 @@ def kill_after_checkpoints(args, root, count: int = 2,
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    return latest_checkpoint(root)
+    # The newest complete checkpoint directory, which a resume restores: the
+    # kill may land after a checkpoint's rename but before `latest` names it.
+    steps = [int(name[len('ckpt-'):]) for name in os.listdir(directory)
+             if name.startswith('ckpt-') and not name.endswith('.tmp')]
+    return os.path.join(directory, f'ckpt-{max(steps)}')
 
 
 def training_command(script: str, root, gin_file: str, bindings,
