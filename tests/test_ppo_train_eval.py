@@ -193,7 +193,8 @@ def test_per_example_loss_averages_to_the_train_loss():
         algorithm.minibatch(transitions, indices)).numpy()
     assert per_example.shape == (8,)
     assert np.std(per_example) > 1e-3
-    reported = algorithm.train_minibatch(transitions, indices).loss.numpy()
+    reported = algorithm.train_minibatches(transitions,
+                                           indices[None]).loss.numpy()
     np.testing.assert_allclose(per_example.mean(), reported, rtol=1e-5)
 
 

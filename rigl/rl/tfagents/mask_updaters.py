@@ -162,7 +162,6 @@ class MaskUpdater(tf.Module):
         ops += [slot.assign(slot * kept) for slot in slots]
         return tf.group(ops)
 
-
     def grown_value(self, step: tf.Tensor, layer_index: int,
                     kernel: tf.Variable) -> tf.Tensor:
         """The one value every connection grown in a layer at a step gets."""

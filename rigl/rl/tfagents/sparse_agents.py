@@ -244,7 +244,8 @@ class SparsePPOAgent(ppo_clip_agent.PPOClipAgent):
 
     Args:
         updater: mask updater (gin `mask_updater()` if None).
-        seed: seeds the updater's and the action sampling's streams.
+        seed: seeds the updater's stream (collection samples from the loop's
+            numpy stream: `algos.ppo.NumpyCollectPolicy`).
         Other arguments are `PPOClipAgent`'s.
     """
 
@@ -258,8 +259,6 @@ class SparsePPOAgent(ppo_clip_agent.PPOClipAgent):
                 optimizer, [actor_net, value_net], updater,
                 seed=seeding.derive(seed, 'updater')),
             actor_net=actor_net, value_net=value_net, **kwargs)
-        self.sample_rng = tf.random.Generator.from_seed(
-            seeding.derive(seed, 'ppo_sampling'))
 
 
 class SparseTd3Agent(SparseTargetsMixin, td3_agent.Td3Agent):

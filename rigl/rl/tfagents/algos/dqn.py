@@ -54,7 +54,6 @@ class DqnSettings(base.OffPolicySettings):
     # TD error loss: 'squared' as the original's classic-control DQN,
     # 'huber' as Nature DQN and the Atari configs.
     td_errors_loss: str = 'squared'
-
     train_mode: str = 'dense'
     sparse_output_layer: bool = False
     width: float = setting(1.0, low=0, low_open=True)

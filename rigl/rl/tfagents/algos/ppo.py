@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.agents.ppo import ppo_agent
 from tf_agents.agents.ppo import ppo_utils
+from tf_agents.networks import categorical_projection_network
 from tf_agents.networks import network
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
@@ -127,8 +128,9 @@ class NumpyCollectPolicy:
         self._trunk_layers = actor_layers[:-1]
         self._value_layers = [layer for layer in agent._value_net.layers
                               if not isinstance(layer, tf.keras.layers.Reshape)]
-        self._discrete = self._head.__class__.__name__.endswith(
-            'CategoricalProjection')
+        self._discrete = isinstance(
+            self._head,
+            categorical_projection_network.CategoricalProjectionNetwork)
         spec = agent.action_spec
         self._action_dtype = spec.dtype.as_numpy_dtype
         self._low = np.broadcast_to(spec.minimum, spec.shape).astype(np.float32)
@@ -255,10 +257,6 @@ class Ppo(base.Algorithm):
                     [[-1, 1], tf.shape(t)[2:]], 0)), processed)
 
         @tf.function(autograph=False)
-        def train_minibatch(transitions, indices):
-            return agent.train(self.minibatch(transitions, indices))
-
-        @tf.function(autograph=False)
         def train_minibatches(transitions, batches):
             """One train step per row of `batches` (minibatch indices), in
             order, in one call: Python dispatch per minibatch cost as much
@@ -282,7 +280,6 @@ class Ppo(base.Algorithm):
             agent.update_reward_normalizer(experience.reward)
 
         self.prepare = prepare
-        self.train_minibatch = train_minibatch
         self.train_minibatches = train_minibatches
         self.update_normalizers = update_normalizers
 

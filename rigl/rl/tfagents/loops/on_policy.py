@@ -46,7 +46,6 @@ def train_eval(session: Session) -> Dict:
     episode_lengths = np.zeros(num_envs, np.int64)
     time_step = _stacked([env.reset() for env in env_list])
     snr_freq = summaries.log_snr()
-
     timed = settings.time_loop
     while state.iteration < iterations:
         started = time.perf_counter() if timed else 0.0
