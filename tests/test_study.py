@@ -152,7 +152,7 @@ def test_mini_study_fits_an_afternoon(tmp_path):
         f'method={m}' + (',sparsity=0.9' if m != 'dense' else '')
         for m in ('dense', 'prune', 'rigl', 'set', 'static')]
     assert len(runs) == 15
-    assert "train_eval.num_iterations = 60000" in runs[0].bindings
+    assert "train_eval.num_iterations = 40000" in runs[0].bindings
 
 
 def test_grid_flags_names_and_errors(tmp_path):
