@@ -1,0 +1,363 @@
+r"""Distributed off-policy training with Reverb: actors, a learner, a server.
+
+One machine, everything (the launcher supervises the processes, restarts
+any that dies, and Ctrl-C stops them all):
+
+  python -m rigl.rl.distributed --algo=sac --role=all --num_actors=2 \
+    --gin_file=rigl/rl/tfagents/configs/sac_mujoco_sparse_config.gin \
+    --root_dir=/tmp/sparserl/sac_reverb
+
+One role per process, e.g. the server and learner on machine A and actors on
+machine B (every role takes the same gin files and bindings):
+
+  A$ python -m rigl.rl.distributed --role=server --port=8000 ... &
+  A$ python -m rigl.rl.distributed --role=learner \
+       --replay_address=localhost:8000 --num_actors=4 ...
+  B$ python -m rigl.rl.distributed --role=actor --actor_index=0 \
+       --num_actors=4 --replay_address=A:8000 ...
+
+The learner writes what `sac_train_eval.py` writes to root_dir (TensorBoard,
+results.jsonl, checkpoints, final_metric.json) and resumes the same way; the
+server checkpoints its tables to root_dir/reverb/ with each learner
+checkpoint and reloads them when restarted; actors write episode summaries
+to root_dir/actors/actor_<i>/.
+"""
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+from absl import app
+from absl import flags
+import gin
+
+from rigl.rl.tfagents import train
+from rigl.rl.tfagents.run import checkpoints
+from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import run_dir as run_dir_lib
+from rigl.rl.tfagents.run import settings as settings_lib
+
+ROLES = ('all', 'server', 'learner', 'actor')
+DISTRIBUTED_ALGORITHMS = ('sac', 'td3', 'dqn')
+LOGS_DIR = 'logs'
+PROCESSES_FILE = 'processes.json'
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    console.define_flags()
+    flags.DEFINE_enum('algo', 'sac', DISTRIBUTED_ALGORITHMS, 'The agent.')
+    flags.DEFINE_enum('role', 'all', ROLES,
+                      'all: a server, num_actors actors and a learner on this '
+                      'machine; or one of them alone.')
+    flags.DEFINE_integer('num_actors', 2, 'Actors collecting at once (they '
+                         'share the initial random collection).', lower_bound=1)
+    flags.DEFINE_integer('actor_index', 0, 'This actor (--role=actor).',
+                         lower_bound=0)
+    flags.DEFINE_integer('actor_attempt', 0, 'Restarts of this actor so far '
+                         '(each attempt draws new random streams).',
+                         lower_bound=0)
+    flags.DEFINE_string('replay_address', None, 'HOST:PORT of the Reverb '
+                        'server (learner, actor; --role=all picks a free '
+                        'port on localhost when not given).')
+    flags.DEFINE_integer('port', None, 'Port of the server (--role=server; '
+                         'default: the port of --replay_address).')
+    flags.DEFINE_float('samples_per_insert', None, 'Items the learner samples '
+                       'per inserted transition (default: batch_size / '
+                       'train_every, as the single-process loop).')
+    flags.DEFINE_integer('push_period', 100, 'Learner train steps between '
+                         'pushes of the policy variables.', lower_bound=1)
+    flags.DEFINE_integer('pull_period', 100, 'Actor env steps between pulls '
+                         'of the policy variables.', lower_bound=1)
+    flags.DEFINE_integer('max_restarts', 3, 'Restarts of each process before '
+                         'the launcher gives up (--role=all).', lower_bound=0)
+
+
+def bound_settings(algorithm_class):
+    """The algorithm's settings from the parsed gin `train_eval` bindings."""
+    params = dict(gin.get_bindings(train.train_eval))
+    for name in ('root_dir', 'algorithm', 'allow_config_change'):
+        params.pop(name, None)
+    return settings_lib.build(algorithm_class.Settings, params,
+                              algorithm_class.name.upper())
+
+
+def options(settings) -> 'distributed_loop.Options':
+    from rigl.rl.tfagents.loops import distributed as distributed_loop  # pylint: disable=import-outside-toplevel
+    if not FLAGS.replay_address:
+        raise ValueError(f'--role={FLAGS.role} needs --replay_address=HOST:PORT.')
+    return distributed_loop.Options(
+        address=FLAGS.replay_address, num_actors=FLAGS.num_actors,
+        samples_per_insert=FLAGS.samples_per_insert or 0.0,
+        push_period=FLAGS.push_period, pull_period=FLAGS.pull_period)
+
+
+def build_algorithm(algorithm_class, settings, seed: int):
+    """The algorithm on the run's environment specs (no session)."""
+    from tf_agents.specs import tensor_spec  # pylint: disable=import-outside-toplevel
+    from rigl.rl.tfagents import envs  # pylint: disable=import-outside-toplevel
+    env = envs.create_environment(env_name=settings.env_name, seed=seed)
+    try:
+        return algorithm_class(
+            settings, tensor_spec.from_spec(env.observation_spec()),
+            tensor_spec.from_spec(env.action_spec()), seed)
+    finally:
+        env.close()
+
+
+def run_server(root_dir: str, allow_config_change: bool) -> None:
+    """Serves the replay and variables tables until killed."""
+    del allow_config_change
+    from rigl.rl.tfagents.run import reverb_replay  # pylint: disable=import-outside-toplevel
+    algorithm_class = train.ALGORITHMS[FLAGS.algo]
+    settings = bound_settings(algorithm_class)
+    algorithm = build_algorithm(algorithm_class, settings, settings.seed or 0)
+    port = FLAGS.port or (int(FLAGS.replay_address.rpartition(':')[2])
+                          if FLAGS.replay_address else None)
+    if not port:
+        raise ValueError('--role=server needs --port (or --replay_address).')
+    rate_limit = reverb_replay.RateLimit.for_run(settings,
+                                                 FLAGS.samples_per_insert)
+    tables = reverb_replay.make_tables(
+        reverb_replay.transition_signature(algorithm.observation_spec,
+                                           algorithm.action_spec),
+        reverb_replay.policy_variables(algorithm),
+        min(settings.replay_capacity, settings.initial_collect_steps +
+            settings.num_iterations * settings.train_every), rate_limit)
+    server = reverb_replay.start_server(
+        tables, port, os.path.join(root_dir, reverb_replay.CHECKPOINT_DIR))
+    console.log(f'server: Reverb on port {port}; {rate_limit.samples_per_insert:g}'
+                f' samples per insert (error buffer '
+                f'{rate_limit.error_buffer:,.0f}), sampling from '
+                f'{rate_limit.min_size:,} transitions.')
+    server.wait()
+
+
+def run_learner(root_dir: str, allow_config_change: bool) -> None:
+    from rigl.rl.tfagents.loops import distributed as distributed_loop  # pylint: disable=import-outside-toplevel
+    from rigl.rl.tfagents.loops import session as session_lib  # pylint: disable=import-outside-toplevel
+    algorithm_class = train.ALGORITHMS[FLAGS.algo]
+    run_dir_lib.check_root_dir(root_dir)
+    settings = bound_settings(algorithm_class)
+    run_options = options(settings)
+    with session_lib.Session(root_dir, algorithm_class, settings,
+                             allow_config_change) as session:
+        distributed_loop.learn(session, run_options)
+
+
+def run_actor(root_dir: str, allow_config_change: bool) -> None:
+    del allow_config_change
+    from rigl.rl.tfagents.loops import distributed as distributed_loop  # pylint: disable=import-outside-toplevel
+    from rigl.rl.tfagents.run import seeding  # pylint: disable=import-outside-toplevel
+    algorithm_class = train.ALGORITHMS[FLAGS.algo]
+    settings = bound_settings(algorithm_class)
+    run_options = options(settings)
+    seed = seeding.resolve(settings.seed)
+    algorithm = build_algorithm(algorithm_class, settings, seed)
+    distributed_loop.act(algorithm, settings, seed, FLAGS.actor_index,
+                         FLAGS.actor_attempt, run_options, root_dir)
+
+
+class Launcher:
+    """Runs and supervises a server, actors and a learner on this machine.
+
+    The learner's output goes to this console; the server's and each actor's
+    to root_dir/logs/. A process that dies is restarted (the learner resumes
+    from its checkpoint; an actor loses at most its episode in progress) up
+    to --max_restarts times; the run ends when the learner finishes.
+    """
+
+    def __init__(self, root_dir: str, argv: List[str]):
+        self.root_dir = root_dir
+        self.logs = os.path.join(root_dir, LOGS_DIR)
+        self.argv = argv
+        self.children: Dict[str, subprocess.Popen] = {}
+        self.restarts: Dict[str, int] = {}
+        self.address = ''
+
+    def _command(self, role: str, *extra: str) -> List[str]:
+        return [sys.executable, '-m', 'rigl.rl.distributed', f'--role={role}',
+                f'--replay_address={self.address}', *self.argv, *extra]
+
+    def _spawn(self, name: str) -> None:
+        role, _, index = name.partition('_')
+        extra = ([f'--actor_index={index}',
+                  f'--actor_attempt={self.restarts.get(name, 0)}']
+                 if role == 'actor' else [])
+        output = None
+        if role != 'learner':
+            output = open(os.path.join(self.logs, f'{name}.log'), 'a')
+        self.children[name] = subprocess.Popen(
+            self._command(role, *extra), stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            preexec_fn=_die_with_parent)
+        if output:
+            output.close()
+        self._write_processes()
+
+    def _write_processes(self) -> None:
+        checkpoints.write_atomically(
+            os.path.join(self.logs, PROCESSES_FILE),
+            json.dumps({name: child.pid for name, child in
+                        self.children.items()}, indent=2))
+
+    def _wait_for_server(self, timeout: float = 120.0) -> None:
+        host, _, port = self.address.rpartition(':')
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.children['server'].poll() is not None:
+                raise RuntimeError(f'the Reverb server exited; see '
+                                   f'{self.logs}/server.log')
+            with socket.socket() as probe:
+                if probe.connect_ex((host, int(port))) == 0:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f'the Reverb server did not start in {timeout:.0f} '
+                           f's; see {self.logs}/server.log')
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.time() + 10
+        for child in self.children.values():
+            try:
+                child.wait(max(deadline - time.time(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    def run(self, num_actors: int, port: Optional[int]) -> int:
+        os.makedirs(self.logs, exist_ok=True)
+        if port is None:
+            import portpicker  # pylint: disable=import-outside-toplevel
+            port = portpicker.pick_unused_port()
+        self.address = f'localhost:{port}'
+        console.log(f'launcher: Reverb server at {self.address}, '
+                    f'{num_actors} actor(s), one learner; logs in {self.logs}')
+        self._spawn('server')
+        self._wait_for_server()
+        self._spawn('learner')
+        for index in range(num_actors):
+            self._spawn(f'actor_{index}')
+        while True:
+            time.sleep(0.5)
+            for name, child in list(self.children.items()):
+                code = child.poll()
+                if code is None:
+                    continue
+                if name == 'learner' and code in (0, 2):
+                    return code  # done, or a configuration error
+                if self.restarts.get(name, 0) >= FLAGS.max_restarts:
+                    console.log(f'launcher: {name} exited with {code} '
+                                f'{FLAGS.max_restarts + 1} times; stopping.')
+                    return 1
+                if name.startswith('actor') and code == 0:
+                    del self.children[name]  # it saw the learner finish
+                    continue
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                console.log(f'launcher: {name} exited with {code}; restarting '
+                            f'it ({self.restarts[name]}/{FLAGS.max_restarts}).')
+                if name == 'server':
+                    self._spawn(name)
+                    self._wait_for_server()
+                else:
+                    self._spawn(name)
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM when the launcher dies (Linux)."""
+    try:
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def child_arguments(argv: List[str], seed: int) -> List[str]:
+    """The launcher's own flags that every role shares, and the run seed."""
+    drop = ('--role', '--replay_address', '--port', '--actor_index',
+            '--actor_attempt')
+    kept = [arg for arg in argv[1:]
+            if not arg.split('=')[0] in drop]
+    return kept + [f'--gin_bindings=train_eval.seed={seed}']
+
+
+def launch(root_dir: str, allow_config_change: bool) -> int:
+    """--role=all: checks the config, fixes the seed, clears stale Reverb
+    data of a run that has no checkpoint, and supervises the processes."""
+    del allow_config_change
+    from rigl.rl.tfagents.run import reverb_replay  # pylint: disable=import-outside-toplevel
+    from rigl.rl.tfagents.run import seeding  # pylint: disable=import-outside-toplevel
+    reverb_replay.require_reverb()
+    run_dir_lib.check_root_dir(root_dir)
+    settings = bound_settings(train.ALGORITHMS[FLAGS.algo])
+    reverb_replay.RateLimit.for_run(settings, FLAGS.samples_per_insert)
+    directory = run_dir_lib.RunDir(root_dir)
+    directory.lock()  # fails with a clear message if a run holds it
+    directory.unlock()
+    checkpointer = checkpoints.Checkpointer(root_dir)
+    saved = next(filter(None, map(checkpointer.read_config,
+                                  checkpointer.candidates())), None)
+    seed = settings.seed
+    if seed is None:
+        seed = int(saved['seed']) if saved and 'seed' in saved else (
+            seeding.resolve(None))
+    if saved is None:
+        shutil.rmtree(os.path.join(root_dir, reverb_replay.CHECKPOINT_DIR),
+                      ignore_errors=True)
+    launcher = Launcher(root_dir, child_arguments(sys.argv, seed))
+    previous = {sig: signal.getsignal(sig)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def interrupted(signum, frame):
+        del frame
+        raise KeyboardInterrupt(signum)
+
+    for sig in previous:
+        signal.signal(sig, interrupted)
+    try:
+        return launcher.run(FLAGS.num_actors, FLAGS.port)
+    except KeyboardInterrupt:
+        console.log('launcher: interrupted; stopping every process.')
+        return 130
+    finally:
+        launcher.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+ROLE_MAINS = {'server': run_server, 'learner': run_learner,
+              'actor': run_actor}
+
+
+def main(argv) -> None:
+    del argv
+    if not FLAGS.verbose:
+        console.quiet_libraries()
+    if FLAGS.role == 'all':
+        result = {}
+        code = console.run_cli(
+            lambda root_dir, allow: result.update(
+                code=launch(root_dir, allow)),
+            FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.root_dir,
+            FLAGS.allow_config_change)
+        sys.exit(code or result.get('code', 0))
+    if FLAGS.role == 'learner':
+        console.log(console.configure_devices())
+    code = console.run_cli(ROLE_MAINS[FLAGS.role], FLAGS.gin_file,
+                           FLAGS.gin_bindings, FLAGS.root_dir,
+                           FLAGS.allow_config_change)
+    if code:
+        sys.exit(code)
+
+
+if __name__ == '__main__':
+    define_flags()
+    app.run(main)

@@ -1,0 +1,191 @@
+"""Reverb tables of a distributed run: transitions and policy variables.
+
+The server holds two tables:
+  replay     one item per transition (observation, action, reward, discount,
+             next observation), sampled uniformly, oldest removed first, with
+             a `SampleToInsertRatio` rate limiter: the learner samples
+             `samples_per_insert` items per inserted transition (within
+             `error_buffer`), whatever the number of actors;
+  variables  the policy's variables and the learner's train step (one item,
+             the newest), for TF-Agents' `ReverbVariableContainer`.
+Reverb's own checkpointer saves both tables; a server started on the same
+directory reloads the newest checkpoint.
+"""
+
+import dataclasses
+import os
+import shutil
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+try:  # Reverb has wheels for Python 3.8-3.11 on Linux only.
+    import reverb
+except ImportError:  # pragma: no cover - depends on the platform
+    reverb = None
+
+REPLAY_TABLE = 'replay'
+VARIABLES_TABLE = 'variables'
+CHECKPOINT_DIR = 'reverb'
+FIELDS = ('observation', 'action', 'reward', 'discount', 'next_observation')
+
+
+def require_reverb() -> None:
+    if reverb is None:
+        raise ValueError('distributed training needs dm-reverb (Linux, Python '
+                         '3.8-3.11): pip install dm-reverb==0.14.0')
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimit:
+    """How many items the learner samples per inserted transition.
+
+    Attributes:
+        samples_per_insert: sampled items per inserted transition; the single
+            process loop's ratio is batch_size / train_every.
+        min_size: transitions in the table before the first sample (the
+            run's initial_collect_steps).
+        error_buffer: how far (in sampled items) either side may run ahead
+            of the ratio before Reverb blocks it.
+    """
+    samples_per_insert: float
+    min_size: int
+    error_buffer: float
+
+    @classmethod
+    def for_run(cls, settings, samples_per_insert: Optional[float] = None,
+                tolerance: float = 0.1) -> 'RateLimit':
+        """The run's ratio (default: the single-process loop's), with an
+        error buffer of `tolerance` x the items sampled from the initial
+        collection, and never less than two batches."""
+        ratio = samples_per_insert or settings.batch_size / settings.train_every
+        if not ratio > 0:
+            raise ValueError(f'--samples_per_insert must be positive, got '
+                             f'{samples_per_insert}.')
+        min_size = settings.initial_collect_steps
+        buffer = max(tolerance * min_size * ratio, 2.0 * ratio,
+                     4.0 * settings.batch_size)
+        return cls(float(ratio), int(min_size), float(buffer))
+
+    def limiter(self):
+        return reverb.rate_limiters.SampleToInsertRatio(
+            samples_per_insert=self.samples_per_insert,
+            min_size_to_sample=self.min_size, error_buffer=self.error_buffer)
+
+
+def transition_signature(observation_spec, action_spec) -> Dict:
+    """The replay table's item: one transition, as the numpy replay stores it."""
+    observation = tf.TensorSpec(observation_spec.shape, tf.float32)
+    return {'observation': observation,
+            'action': tf.TensorSpec(action_spec.shape, action_spec.dtype),
+            'reward': tf.TensorSpec([], tf.float32),
+            'discount': tf.TensorSpec([], tf.float32),
+            'next_observation': observation}
+
+
+def policy_variables(algorithm) -> Dict:
+    """What actors pull: the collect policy's variables (kernels, biases and
+    masks) and the learner's train step."""
+    return {'policy': algorithm.agent.collect_policy.variables(),
+            'train_step': algorithm.train_step}
+
+
+def make_tables(signature: Dict, variables: Dict, capacity: int,
+                rate_limit: RateLimit) -> List:
+    require_reverb()
+    variable_signature = tf.nest.map_structure(
+        lambda v: tf.TensorSpec(v.shape, v.dtype), variables)
+    return [
+        reverb.Table(REPLAY_TABLE, sampler=reverb.selectors.Uniform(),
+                     remover=reverb.selectors.Fifo(), max_size=int(capacity),
+                     rate_limiter=rate_limit.limiter(), signature=signature),
+        reverb.Table(VARIABLES_TABLE, sampler=reverb.selectors.Uniform(),
+                     remover=reverb.selectors.Fifo(), max_size=1,
+                     rate_limiter=reverb.rate_limiters.MinSize(1),
+                     signature=variable_signature),
+    ]
+
+
+def start_server(tables: List, port: int, checkpoint_dir: str):
+    """A Reverb server on `port` that reloads the newest checkpoint in
+    `checkpoint_dir` (if any) and saves new ones there."""
+    require_reverb()
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    checkpointer = reverb.checkpointers.DefaultCheckpointer(
+        path=checkpoint_dir)
+    return reverb.Server(tables=tables, port=port, checkpointer=checkpointer)
+
+
+def save_checkpoint(client, keep: int = 2) -> str:
+    """Asks the server to checkpoint its tables; keeps the newest `keep`
+    checkpoints when the server's directory is visible from here."""
+    path = client.checkpoint()
+    parent = os.path.dirname(path)
+    if os.path.isdir(parent):
+        saved = sorted(name for name in os.listdir(parent)
+                       if os.path.isdir(os.path.join(parent, name)))
+        for name in saved[:-keep]:
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    return path
+
+
+@dataclasses.dataclass
+class TableStats:
+    """The replay table's size and the rate limiter's counters."""
+    size: int
+    inserts: int
+    samples: int
+
+
+def table_stats(client) -> TableStats:
+    info = client.server_info()[REPLAY_TABLE]
+    limiter = info.rate_limiter_info
+    return TableStats(int(info.current_size),
+                      int(limiter.insert_stats.completed),
+                      int(limiter.sample_stats.completed))
+
+
+class TransitionWriter:
+    """Inserts one actor's transitions, blocking while the rate limiter
+    holds inserts back (at most `max_pending` transitions in flight)."""
+
+    def __init__(self, client, max_pending: int = 8):
+        self._writer = client.trajectory_writer(num_keep_alive_refs=1)
+        self._max_pending = max_pending
+        self.inserted = 0
+
+    def add(self, observation, action, reward, discount,
+            next_observation) -> None:
+        writer = self._writer
+        writer.append({
+            'observation': np.asarray(observation, np.float32),
+            'action': np.asarray(action),
+            'reward': np.float32(reward),
+            'discount': np.float32(discount),
+            'next_observation': np.asarray(next_observation, np.float32)})
+        writer.create_item(REPLAY_TABLE, 1.0,
+                           {name: writer.history[name][-1] for name in FIELDS})
+        self.inserted += 1
+
+    def wait(self, timeout_ms: int) -> bool:
+        """Waits until few enough inserts are pending; False on timeout."""
+        try:
+            self._writer.flush(block_until_num_items=self._max_pending,
+                               timeout_ms=timeout_ms)
+        except reverb.errors.DeadlineExceededError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def batched_dataset(address: str, batch_size: int) -> tf.data.Dataset:
+    """Batches of transitions sampled from the replay table."""
+    require_reverb()
+    dataset = reverb.TrajectoryDataset.from_table_signature(
+        server_address=address, table=REPLAY_TABLE,
+        max_in_flight_samples_per_worker=2 * batch_size)
+    return dataset.map(lambda sample: sample.data).batch(
+        batch_size, drop_remainder=True).prefetch(1)

@@ -1,0 +1,232 @@
+"""Distributed training with Reverb: variable sync, all roles, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+
+from tests import helpers
+
+reverb = pytest.importorskip(
+    'reverb', reason='dm-reverb has wheels for Linux, Python 3.8-3.11 only')
+
+from rigl.rl import distributed  # noqa: E402
+from rigl.rl.tfagents import sparse_layers  # noqa: E402
+from rigl.rl.tfagents import train  # noqa: E402
+from rigl.rl.tfagents.loops import distributed as distributed_loop  # noqa: E402
+from rigl.rl.tfagents.loops import session as session_lib  # noqa: E402
+from rigl.rl.tfagents.run import reverb_replay  # noqa: E402
+from rigl.rl.tfagents.run import settings as settings_lib  # noqa: E402
+from tf_agents.experimental.distributed import reverb_variable_container  # noqa: E402
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+SPARSE_CONFIG = os.path.join(CONFIGS, 'sac_mujoco_sparse_config.gin')
+TINY = [
+    "train_eval.env_name = 'Pendulum-v1'",
+    'train_eval.num_iterations = 300',
+    'train_eval.initial_collect_steps = 100',
+    'train_eval.actor_fc_layers = (32, 32)',
+    'train_eval.critic_joint_fc_layers = (32, 32)',
+    'train_eval.batch_size = 32',
+    'train_eval.eval_interval = 150',
+    'train_eval.eval_episodes = 1',
+    'train_eval.checkpoint_interval = 150',
+    'train_eval.log_interval = 100',
+    'mask_updater.update_freq = 50',
+    'train_eval.seed = 0',
+]
+
+
+def launcher_command(root, *flags):
+    return ([sys.executable, '-m', 'rigl.rl.distributed', '--algo=sac',
+             '--role=all', f'--root_dir={root}', f'--gin_file={SPARSE_CONFIG}']
+            + [f'--gin_bindings={binding}' for binding in TINY] + list(flags))
+
+
+def actor_masks(algorithm):
+    return [layer.mask.numpy() for layer in
+            sparse_layers.kernel_layers(algorithm.networks['actor'])
+            if isinstance(layer, sparse_layers.MaskedLayer)]
+
+
+def test_actor_policy_gets_the_learners_masks_after_a_mask_update():
+    gin.clear_config()
+    gin.parse_config_files_and_bindings([SPARSE_CONFIG], TINY + [
+        "mask_updater.update_alg = 'set'", 'mask_updater.update_freq = 2',
+        'mask_updater.begin_step = 0'])
+    algorithm_class = train.ALGORITHMS['sac']
+    settings = settings_lib.build(algorithm_class.Settings, dict(
+        gin.get_bindings(train.train_eval)), 'SAC')
+    learner = distributed.build_algorithm(algorithm_class, settings, 0)
+    actor = distributed.build_algorithm(algorithm_class, settings, 7)
+    assert any((a != b).any() for a, b in zip(actor_masks(learner),
+                                              actor_masks(actor)))
+    variables = reverb_replay.policy_variables(learner)
+    server = reverb_replay.start_server(
+        reverb_replay.make_tables(
+            reverb_replay.transition_signature(learner.observation_spec,
+                                               learner.action_spec),
+            variables, 1000, reverb_replay.RateLimit.for_run(settings)),
+        None, os.path.join(os.environ.get('TMPDIR', '/tmp'),
+                           f'reverb_masks_{os.getpid()}'))
+    try:
+        address = f'localhost:{server.port}'
+        container = reverb_variable_container.ReverbVariableContainer(
+            address, table_names=[reverb_replay.VARIABLES_TABLE])
+        before = actor_masks(learner)
+        rng = np.random.default_rng(0)
+        batch = {
+            'observation': rng.normal(size=(32, 3)).astype(np.float32),
+            'action': rng.uniform(-2, 2, (32, 1)).astype(np.float32),
+            'reward': rng.normal(size=32).astype(np.float32),
+            'discount': np.ones(32, np.float32),
+            'next_observation': rng.normal(size=(32, 3)).astype(np.float32)}
+        for _ in range(4):
+            learner.train(batch)
+        after = actor_masks(learner)
+        assert any((a != b).any() for a, b in zip(before, after)), (
+            'SET changed no mask')
+        container.push(variables)
+        reverb_variable_container.ReverbVariableContainer(
+            address, table_names=[reverb_replay.VARIABLES_TABLE]).update(
+                reverb_replay.policy_variables(actor))
+        for mine, theirs in zip(actor_masks(actor), after):
+            np.testing.assert_array_equal(mine, theirs)
+        assert int(actor.train_step.numpy()) == 4
+        for layer in sparse_layers.kernel_layers(actor.networks['actor']):
+            if isinstance(layer, sparse_layers.MaskedLayer):
+                kernel = layer.kernel.numpy()
+                assert (kernel[layer.mask.numpy() == 0] == 0).all()
+        observation = np.zeros((1, 3), np.float32)
+        np.testing.assert_allclose(
+            session_lib.single_action_fn(learner.eval_policy)(observation[0]),
+            session_lib.single_action_fn(actor.eval_policy)(observation[0]),
+            rtol=1e-6)
+    finally:
+        server.stop()
+        gin.clear_config()
+
+
+def check_rate_limit(root, learner_restarted=False):
+    with open(os.path.join(root, distributed_loop.STATS_FILE)) as f:
+        stats = json.load(f)
+    batch, ratio = stats['batch_size'], stats['samples_per_insert']
+    assert ratio == 32.0  # batch_size / train_every, as the single process
+    # Every train step sampled one batch; the dataset prefetches a few more,
+    # and a killed learner's steps past its checkpoint were sampled twice.
+    assert stats['train_steps'] * batch <= stats['samples']
+    if not learner_restarted:
+        assert stats['samples'] <= (stats['train_steps'] + 8) * batch
+    # Reverb's limiter: samples track (inserts - min_size) x ratio within
+    # the error buffer (ratio x batch_size x ... see RateLimit.for_run).
+    error_buffer = max(0.1 * 100 * ratio, 2 * ratio, 4 * batch)
+    drift = stats['inserts'] * ratio - 100 * ratio - stats['samples']
+    assert -error_buffer - ratio <= drift <= error_buffer + ratio
+    return stats
+
+
+def test_all_roles_with_two_actors(tmp_path):
+    root = tmp_path / 'run'
+    done = subprocess.run(launcher_command(root, '--num_actors=2'),
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = helpers.results(root)
+    assert [row['step'] for row in rows] == [150, 300]
+    assert os.path.exists(root / 'final_metric.json')
+    assert os.path.isdir(root / 'checkpoints' / 'ckpt-300')
+    assert os.listdir(root / 'reverb'), 'no Reverb checkpoint'
+    check_rate_limit(root)
+    for index in range(2):
+        with open(root / 'actors' / f'actor_{index}' / 'stats.json') as f:
+            assert json.load(f)['inserted'] > 0, f'actor {index} inserted nothing'
+    assert rows[-1]['env_steps'] > 300
+
+
+def wait_for(predicate, timeout, process):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        assert process.poll() is None, 'the launcher exited early'
+        time.sleep(0.2)
+    raise AssertionError('timed out')
+
+
+def test_killed_learner_and_actor_restart_and_the_learner_resumes(tmp_path):
+    root = tmp_path / 'run'
+    log = open(tmp_path / 'launcher.log', 'w')
+    process = subprocess.Popen(
+        launcher_command(root, '--num_actors=2',
+                         "--gin_bindings=train_eval.num_iterations = 600",
+                         '--gin_bindings=train_eval.eval_interval = 300',
+                         '--gin_bindings=train_eval.checkpoint_interval = 150'),
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: os.path.isdir(root / 'checkpoints' / 'ckpt-150'),
+                 300, process)
+        with open(root / 'logs' / distributed.PROCESSES_FILE) as f:
+            pids = json.load(f)
+        os.kill(pids['learner'], signal.SIGKILL)
+        os.kill(pids['actor_1'], signal.SIGKILL)
+        assert process.wait(timeout=400) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+    output = (tmp_path / 'launcher.log').read_text()
+    assert 'learner exited with -9; restarting it' in output, output[-3000:]
+    assert 'actor_1 exited with -9; restarting it' in output, output[-3000:]
+    assert 'Resumed from' in output and 'at train step' in output
+    rows = helpers.results(root)
+    steps = [row['step'] for row in rows]
+    assert steps == sorted(set(steps)) and steps[-1] == 600
+    check_rate_limit(root, learner_restarted=True)
+    with open(root / 'actors' / 'actor_1' / 'stats.json') as f:
+        assert json.load(f)['restarts'] == 1
+
+
+def test_interrupted_launcher_resumes_with_the_servers_data(tmp_path):
+    root = tmp_path / 'run'
+    process = subprocess.Popen(launcher_command(root, '--num_actors=1'),
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.isdir(root / 'checkpoints' / 'ckpt-150'),
+                 300, process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert os.listdir(root / 'reverb')
+    done = subprocess.run(launcher_command(root, '--num_actors=1'),
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert 'Resumed from' in done.stdout
+    server_log = (root / 'logs' / 'server.log').read_text()
+    assert 'successfully loaded from checkpoint' in server_log
+    assert [row['step'] for row in helpers.results(root)] == [150, 300]
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--role=learner'], '--role=learner needs --replay_address'),
+    (['--role=all', '--gin_bindings=train_eval.batch_sise = 3'],
+     'batch_sise is not a SAC setting'),
+    (['--role=all', '--samples_per_insert=-1'],
+     '--samples_per_insert must be positive'),
+])
+def test_bad_input_is_one_line(tmp_path, flags, message):
+    done = subprocess.run(
+        [sys.executable, '-m', 'rigl.rl.distributed', '--algo=sac',
+         f'--root_dir={tmp_path}/run',
+         "--gin_bindings=train_eval.env_name = 'Pendulum-v1'"] + flags,
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
