@@ -64,6 +64,14 @@ def run(command: list, root: str) -> dict:
     return result
 
 
+def report(row: tuple) -> None:
+    name, ratio, result, versus = row
+    print(f'{name} (samples/insert {ratio:g}): '
+          f'{result["env_steps_per_second"]:.1f} env steps/s, '
+          f'{result["train_steps_per_second"]:.1f} train steps/s, '
+          f'{versus:.2f}x the single process', flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--actors', type=int, nargs='+', default=[1, 2, 4])
@@ -88,7 +96,7 @@ def main() -> None:
                 f'--root_dir={root}'] + gin_flags, root)
             table.append((f'single process, 1 env step per '
                           f'{256 / ratio:g}', ratio, single, 1.0))
-            print(table[-1], flush=True)
+            report(table[-1])
             for actors in args.actors:
                 root = os.path.join(scratch, f'reverb_{ratio:g}_{actors}')
                 result = run([sys.executable, '-m', 'rigl.rl.distributed',
@@ -99,7 +107,7 @@ def main() -> None:
                 table.append((f'Reverb, {actors} actor(s)', ratio, result,
                               result['env_steps_per_second'] /
                               single['env_steps_per_second']))
-                print(table[-1], flush=True)
+                report(table[-1])
     print(f'\nSAC HalfCheetah-v5, {"RigL 90%" if args.sparse else "dense"}, '
           f'{args.steps} train steps per setup, {os.cpu_count()} cores')
     print(f'{"setup":36}{"samples/insert":>15}{"env steps/s":>13}'

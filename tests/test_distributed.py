@@ -19,11 +19,13 @@ reverb = pytest.importorskip(
 from rigl.rl import distributed  # noqa: E402
 from rigl.rl.tfagents import sparse_layers  # noqa: E402
 from rigl.rl.tfagents import train  # noqa: E402
-from rigl.rl.tfagents.loops import distributed as distributed_loop  # noqa: E402
+from rigl.rl.tfagents.loops import (  # noqa: E402
+    distributed as distributed_loop)
 from rigl.rl.tfagents.loops import session as session_lib  # noqa: E402
 from rigl.rl.tfagents.run import reverb_replay  # noqa: E402
 from rigl.rl.tfagents.run import settings as settings_lib  # noqa: E402
-from tf_agents.experimental.distributed import reverb_variable_container  # noqa: E402
+from tf_agents.experimental.distributed import (  # noqa: E402
+    reverb_variable_container)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
@@ -145,7 +147,8 @@ def test_all_roles_with_two_actors(tmp_path):
     check_rate_limit(root)
     for index in range(2):
         with open(root / 'actors' / f'actor_{index}' / 'stats.json') as f:
-            assert json.load(f)['inserted'] > 0, f'actor {index} inserted nothing'
+            inserted = json.load(f)['inserted']
+        assert inserted > 0, f'actor {index} inserted nothing'
     assert rows[-1]['env_steps'] > 300
 
 
@@ -166,7 +169,7 @@ def test_killed_learner_and_actor_restart_and_the_learner_resumes(tmp_path):
         launcher_command(root, '--num_actors=2',
                          "--gin_bindings=train_eval.num_iterations = 600",
                          '--gin_bindings=train_eval.eval_interval = 300',
-                         '--gin_bindings=train_eval.checkpoint_interval = 150'),
+                         '--gin_bindings=train_eval.checkpoint_interval=150'),
         stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: os.path.isdir(root / 'checkpoints' / 'ckpt-150'),
@@ -229,4 +232,5 @@ def test_bad_input_is_one_line(tmp_path, flags, message):
          "--gin_bindings=train_eval.env_name = 'Pendulum-v1'"] + flags,
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    lines = done.stderr.strip().splitlines()
+    assert message in done.stderr and len(lines) == 1, done.stderr

@@ -38,10 +38,17 @@ from absl import app
 from absl import flags
 import gin
 
+from tf_agents.specs import tensor_spec
+
+from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import train
+from rigl.rl.tfagents.loops import distributed as distributed_loop
+from rigl.rl.tfagents.loops import session as session_lib
 from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import reverb_replay
 from rigl.rl.tfagents.run import run_dir as run_dir_lib
+from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run import settings as settings_lib
 
 ROLES = ('all', 'server', 'learner', 'actor')
@@ -59,7 +66,8 @@ def define_flags() -> None:
                       'all: a server, num_actors actors and a learner on this '
                       'machine; or one of them alone.')
     flags.DEFINE_integer('num_actors', 2, 'Actors collecting at once (they '
-                         'share the initial random collection).', lower_bound=1)
+                         'share the initial random collection).',
+                         lower_bound=1)
     flags.DEFINE_integer('actor_index', 0, 'This actor (--role=actor).',
                          lower_bound=0)
     flags.DEFINE_integer('actor_attempt', 0, 'Restarts of this actor so far '
@@ -90,10 +98,10 @@ def bound_settings(algorithm_class):
                               algorithm_class.name.upper())
 
 
-def options(settings) -> 'distributed_loop.Options':
-    from rigl.rl.tfagents.loops import distributed as distributed_loop  # pylint: disable=import-outside-toplevel
+def options() -> distributed_loop.Options:
     if not FLAGS.replay_address:
-        raise ValueError(f'--role={FLAGS.role} needs --replay_address=HOST:PORT.')
+        raise ValueError(
+            f'--role={FLAGS.role} needs --replay_address=HOST:PORT.')
     return distributed_loop.Options(
         address=FLAGS.replay_address, num_actors=FLAGS.num_actors,
         samples_per_insert=FLAGS.samples_per_insert or 0.0,
@@ -102,8 +110,6 @@ def options(settings) -> 'distributed_loop.Options':
 
 def build_algorithm(algorithm_class, settings, seed: int):
     """The algorithm on the run's environment specs (no session)."""
-    from tf_agents.specs import tensor_spec  # pylint: disable=import-outside-toplevel
-    from rigl.rl.tfagents import envs  # pylint: disable=import-outside-toplevel
     env = envs.create_environment(env_name=settings.env_name, seed=seed)
     try:
         return algorithm_class(
@@ -116,7 +122,6 @@ def build_algorithm(algorithm_class, settings, seed: int):
 def run_server(root_dir: str, allow_config_change: bool) -> None:
     """Serves the replay and variables tables until killed."""
     del allow_config_change
-    from rigl.rl.tfagents.run import reverb_replay  # pylint: disable=import-outside-toplevel
     algorithm_class = train.ALGORITHMS[FLAGS.algo]
     settings = bound_settings(algorithm_class)
     algorithm = build_algorithm(algorithm_class, settings, settings.seed or 0)
@@ -134,20 +139,19 @@ def run_server(root_dir: str, allow_config_change: bool) -> None:
             settings.num_iterations * settings.train_every), rate_limit)
     server = reverb_replay.start_server(
         tables, port, os.path.join(root_dir, reverb_replay.CHECKPOINT_DIR))
-    console.log(f'server: Reverb on port {port}; {rate_limit.samples_per_insert:g}'
-                f' samples per insert (error buffer '
+    console.log(f'server: Reverb on port {port}; '
+                f'{rate_limit.samples_per_insert:g} samples per insert (error '
+                f'buffer '
                 f'{rate_limit.error_buffer:,.0f}), sampling from '
                 f'{rate_limit.min_size:,} transitions.')
     server.wait()
 
 
 def run_learner(root_dir: str, allow_config_change: bool) -> None:
-    from rigl.rl.tfagents.loops import distributed as distributed_loop  # pylint: disable=import-outside-toplevel
-    from rigl.rl.tfagents.loops import session as session_lib  # pylint: disable=import-outside-toplevel
     algorithm_class = train.ALGORITHMS[FLAGS.algo]
     run_dir_lib.check_root_dir(root_dir)
     settings = bound_settings(algorithm_class)
-    run_options = options(settings)
+    run_options = options()
     with session_lib.Session(root_dir, algorithm_class, settings,
                              allow_config_change) as session:
         distributed_loop.learn(session, run_options)
@@ -155,11 +159,9 @@ def run_learner(root_dir: str, allow_config_change: bool) -> None:
 
 def run_actor(root_dir: str, allow_config_change: bool) -> None:
     del allow_config_change
-    from rigl.rl.tfagents.loops import distributed as distributed_loop  # pylint: disable=import-outside-toplevel
-    from rigl.rl.tfagents.run import seeding  # pylint: disable=import-outside-toplevel
     algorithm_class = train.ALGORITHMS[FLAGS.algo]
     settings = bound_settings(algorithm_class)
-    run_options = options(settings)
+    run_options = options()
     seed = seeding.resolve(settings.seed)
     algorithm = build_algorithm(algorithm_class, settings, seed)
     distributed_loop.act(algorithm, settings, seed, FLAGS.actor_index,
@@ -170,9 +172,11 @@ class Launcher:
     """Runs and supervises a server, actors and a learner on this machine.
 
     The learner's output goes to this console; the server's and each actor's
-    to root_dir/logs/. A process that dies is restarted (the learner resumes
-    from its checkpoint; an actor loses at most its episode in progress) up
-    to --max_restarts times; the run ends when the learner finishes.
+    to root_dir/logs/. Actors and the server get one intra-op thread each
+    (unless TF_NUM_INTRAOP_THREADS is set), the learner TensorFlow's
+    default. A process that dies is restarted (the learner resumes from its
+    checkpoint; an actor loses at most its episode in progress) up to
+    --max_restarts times; the run ends when the learner finishes.
     """
 
     def __init__(self, root_dir: str, argv: List[str]):
@@ -195,9 +199,13 @@ class Launcher:
         output = None
         if role != 'learner':
             output = open(os.path.join(self.logs, f'{name}.log'), 'a')
+        environment = dict(os.environ)
+        if role != 'learner':  # batch-1 inference: one thread each
+            environment.setdefault('TF_NUM_INTRAOP_THREADS', '1')
+            environment.setdefault('OMP_NUM_THREADS', '1')
         self.children[name] = subprocess.Popen(
             self._command(role, *extra), stdout=output,
-            stderr=subprocess.STDOUT if output else None,
+            stderr=subprocess.STDOUT if output else None, env=environment,
             preexec_fn=_die_with_parent)
         if output:
             output.close()
@@ -263,8 +271,9 @@ class Launcher:
                     del self.children[name]  # it saw the learner finish
                     continue
                 self.restarts[name] = self.restarts.get(name, 0) + 1
-                console.log(f'launcher: {name} exited with {code}; restarting '
-                            f'it ({self.restarts[name]}/{FLAGS.max_restarts}).')
+                console.log(
+                    f'launcher: {name} exited with {code}; restarting it '
+                    f'({self.restarts[name]}/{FLAGS.max_restarts}).')
                 if name == 'server':
                     self._spawn(name)
                     self._wait_for_server()
@@ -293,8 +302,6 @@ def launch(root_dir: str, allow_config_change: bool) -> int:
     """--role=all: checks the config, fixes the seed, clears stale Reverb
     data of a run that has no checkpoint, and supervises the processes."""
     del allow_config_change
-    from rigl.rl.tfagents.run import reverb_replay  # pylint: disable=import-outside-toplevel
-    from rigl.rl.tfagents.run import seeding  # pylint: disable=import-outside-toplevel
     reverb_replay.require_reverb()
     run_dir_lib.check_root_dir(root_dir)
     settings = bound_settings(train.ALGORITHMS[FLAGS.algo])

@@ -22,6 +22,7 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
 from rigl.rl.tfagents import networks
+from rigl.rl.tfagents import numpy_inference
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.algos import base
@@ -87,27 +88,6 @@ class PpoSettings(RunSettings):
                               'train_eval.actor_value_sparsities_str', 2)
 
 
-_ACTIVATIONS = {'linear': lambda x: x, 'tanh': np.tanh,
-                'relu': lambda x: np.maximum(x, 0.0)}
-
-
-def _dense_weights(layer) -> Tuple[np.ndarray, np.ndarray, str]:
-    """(kernel, bias, activation name) of a Dense layer, masked or not
-    (a masked layer's kernel is kept exactly 0 off its mask)."""
-    dense = getattr(layer, 'layer', layer)
-    activation = getattr(dense.activation, '__name__', 'linear')
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f'numpy collection has no activation {activation!r}')
-    return dense.kernel.numpy(), dense.bias.numpy(), activation
-
-
-def _mlp(weights: List[Tuple[np.ndarray, np.ndarray, str]],
-         x: np.ndarray) -> np.ndarray:
-    for kernel, bias, activation in weights:
-        x = _ACTIVATIONS[activation](x @ kernel + bias)
-    return x
-
-
 class NumpyCollectPolicy:
     """PPO's collect policy in numpy, for one batch of steps at a time.
 
@@ -141,14 +121,17 @@ class NumpyCollectPolicy:
     def refresh(self) -> None:
         """Reads the current weights and normaliser statistics."""
         agent, head = self._agent, self._head
-        self._trunk = [_dense_weights(layer) for layer in self._trunk_layers]
+        self._trunk = [numpy_inference.dense_weights(layer)
+                       for layer in self._trunk_layers]
         if self._discrete:
-            self._out = [_dense_weights(head._projection_layer)]
+            self._out = [numpy_inference.dense_weights(head._projection_layer)]
         else:
-            self._out = [_dense_weights(head._means_projection_layer)]
+            self._out = [numpy_inference.dense_weights(
+                head._means_projection_layer)]
             bias = head._bias.bias.numpy()
             self._std = np.log1p(np.exp(bias)).astype(np.float32)  # softplus
-        self._value = [_dense_weights(layer) for layer in self._value_layers]
+        self._value = [numpy_inference.dense_weights(layer)
+                       for layer in self._value_layers]
         normalizer = agent._observation_normalizer
         self._normalize = None
         if normalizer is not None:
@@ -165,9 +148,9 @@ class NumpyCollectPolicy:
         if self._normalize is not None:
             mean, scale = self._normalize
             x = np.clip((x - mean) * scale, -5.0, 5.0)
-        features = _mlp(self._trunk, x)
-        out = _mlp(self._out, features)
-        value = _mlp(self._value, x)[..., 0]
+        features = numpy_inference.mlp(self._trunk, x)
+        out = numpy_inference.mlp(self._out, features)
+        value = numpy_inference.mlp(self._value, x)[..., 0]
         if self._discrete:
             shifted = np.exp(out - out.max(axis=-1, keepdims=True))
             cumulative = np.cumsum(shifted / shifted.sum(-1, keepdims=True), -1)

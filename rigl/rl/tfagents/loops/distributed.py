@@ -139,12 +139,12 @@ def learn(session: Session, options: Options) -> Dict:
                 step, actor_returns(session.root_dir),
                 extra=f'env steps {current.inserts:,} '
                       f'({env_rate:.1f}/s) | '))
-        if step % settings.eval_interval == 0 or step == settings.num_iterations:
+        last = step == settings.num_iterations
+        if step % settings.eval_interval == 0 or last:
             sync_env_steps()
             session.evaluate()
             flops_per_step = algorithm.training_flops()
-        if (step % settings.checkpoint_interval == 0 or
-                step == settings.num_iterations):
+        if step % settings.checkpoint_interval == 0 or last:
             sync_env_steps()
             session.checkpoint()
             reverb_replay.save_checkpoint(client)
@@ -154,8 +154,7 @@ def learn(session: Session, options: Options) -> Dict:
         os.path.join(session.root_dir, STATS_FILE), json.dumps(dict(
             train_steps=step, batch_size=settings.batch_size,
             samples=final.samples, inserts=final.inserts,
-            samples_per_insert=client.server_info()[
-                reverb_replay.REPLAY_TABLE].rate_limiter_info.samples_per_insert,
+            samples_per_insert=final.samples_per_insert,
             actors=actor_stats(session.root_dir)), indent=2))
     return session.finish()
 
@@ -229,8 +228,8 @@ def act(algorithm, settings, seed: int, index: int, attempt: int,
                                      json.dumps(counters))
 
     done = pull()
-    console.log(f'actor {index}: collecting for {options.address} '
-                f'(learner at train step {int(algorithm.train_step.numpy())}).')
+    console.log(f'actor {index}: collecting for {options.address} (learner '
+                f'at train step {int(algorithm.train_step.numpy())}).')
     time_step = env.reset()
     episode_return, episode_length = 0.0, 0
     steps = 0

@@ -59,7 +59,8 @@ class RateLimit:
         """The run's ratio (default: the single-process loop's), with an
         error buffer of `tolerance` x the items sampled from the initial
         collection, and never less than two batches."""
-        ratio = samples_per_insert or settings.batch_size / settings.train_every
+        ratio = samples_per_insert or (settings.batch_size /
+                                       settings.train_every)
         if not ratio > 0:
             raise ValueError(f'--samples_per_insert must be positive, got '
                              f'{samples_per_insert}.')
@@ -75,7 +76,7 @@ class RateLimit:
 
 
 def transition_signature(observation_spec, action_spec) -> Dict:
-    """The replay table's item: one transition, as the numpy replay stores it."""
+    """The replay table's item: one whole transition (as the numpy replay)."""
     observation = tf.TensorSpec(observation_spec.shape, tf.float32)
     return {'observation': observation,
             'action': tf.TensorSpec(action_spec.shape, action_spec.dtype),
@@ -136,6 +137,7 @@ class TableStats:
     size: int
     inserts: int
     samples: int
+    samples_per_insert: float
 
 
 def table_stats(client) -> TableStats:
@@ -143,7 +145,8 @@ def table_stats(client) -> TableStats:
     limiter = info.rate_limiter_info
     return TableStats(int(info.current_size),
                       int(limiter.insert_stats.completed),
-                      int(limiter.sample_stats.completed))
+                      int(limiter.sample_stats.completed),
+                      float(limiter.samples_per_insert))
 
 
 class TransitionWriter:
