@@ -234,3 +234,24 @@ def test_bad_input_is_one_line(tmp_path, flags, message):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert message in done.stderr and len(lines) == 1, done.stderr
+
+
+def test_dqn_with_one_actor(tmp_path):
+    """Discrete actions (int64) through the same tables and loops."""
+    root = tmp_path / 'run'
+    bindings = ['train_eval.num_iterations = 200',
+                'train_eval.initial_collect_steps = 100',
+                'train_eval.fc_layer_params = (16, 16)',
+                'train_eval.batch_size = 16', 'train_eval.eval_interval = 200',
+                'train_eval.eval_episodes = 1',
+                'train_eval.checkpoint_interval = 200', 'train_eval.seed = 0']
+    done = subprocess.run(
+        [sys.executable, '-m', 'rigl.rl.distributed', '--algo=dqn',
+         '--num_actors=1', f'--root_dir={root}',
+         f'--gin_file={os.path.join(CONFIGS, "dqn_gym_sparse_config.gin")}']
+        + [f'--gin_bindings={binding}' for binding in bindings],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = helpers.results(root)
+    assert [row['step'] for row in rows] == [200]
+    assert rows[0]['networks']['q_network']['sparsity'] > 0.85

@@ -181,6 +181,9 @@ def test_grid_flags_names_and_errors(tmp_path):
         sweep.expand(sweep.Study(script='sac', grid={'a.b': ['x/y', 'x_y']}),
                      '/x')
     assert sweep.default_threads(1) >= 1 and sweep.default_threads(64) == 1
+    # By default one run per core, one thread each.
+    assert sweep.default_workers() == sweep.available_cores()
+    assert sweep.default_threads(sweep.default_workers()) == 1
 
 
 # 3. The report on made-up runs (every figure) ---------------------------------

@@ -325,13 +325,22 @@ def command(script: str, run: Run) -> List[str]:
             [f'--gin_bindings={b}' for b in run.bindings])
 
 
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """One run per core: with 1 thread each, the split that gives a study
+    the most env steps/s (benchmarks/seeds_per_hour.py; docs/studies.md)."""
+    return available_cores()
+
+
 def default_threads(workers: int) -> int:
     """Intra-op threads per worker: the cores shared evenly, at least 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, workers))
+    return max(1, available_cores() // max(1, workers))
 
 
 # Running -------------------------------------------------------------------
@@ -507,7 +516,9 @@ def define_flags() -> None:
                               'replaces a study axis of the same name.')
     flags.DEFINE_integer('seeds', None, 'Seeds 0..N-1 per grid point '
                          '(default: the study\'s, else 1).')
-    flags.DEFINE_integer('workers', 1, 'Runs at once.')
+    flags.DEFINE_integer('workers', None, 'Runs at once (default: one per '
+                         'core, each with 1 intra-op thread: the split with '
+                         'the most env steps/s in total).')
     flags.DEFINE_integer('threads_per_worker', None, 'Intra-op threads per '
                          'run (TF_NUM_INTRAOP_THREADS, OMP_NUM_THREADS); '
                          'default: cores // workers, at least 1.')
@@ -544,7 +555,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         if not FLAGS.root_dir:
             raise ValueError('--root_dir is required.')
-        if FLAGS.workers < 1:
+        if FLAGS.workers is not None and FLAGS.workers < 1:
             raise ValueError(f'--workers must be >= 1, got {FLAGS.workers}.')
         study = study_from_flags()
         runs = expand(study, os.path.abspath(FLAGS.root_dir),
@@ -552,7 +563,8 @@ def main(argv: Sequence[str]) -> None:
     except (ValueError, OSError, tomllib.TOMLDecodeError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
-    threads = FLAGS.threads_per_worker or default_threads(FLAGS.workers)
+    workers = FLAGS.workers or default_workers()
+    threads = FLAGS.threads_per_worker or default_threads(workers)
     if FLAGS.dry_run:
         for run in runs:
             state = 'done ' if is_finished(run) else 'to do'
@@ -560,12 +572,12 @@ def main(argv: Sequence[str]) -> None:
                   f'  {" ".join(repr(b) for b in run.bindings)}')
         groups = len({r.group for r in runs})
         print(f'{len(runs)} runs ({groups} groups x {study.seeds} seeds), '
-              f'{FLAGS.workers} at a time with {threads} thread(s) each. '
+              f'{workers} at a time with {threads} thread(s) each. '
               f'First command:\n  {shlex.join(command(study.script, runs[0]))}')
         return
     write_plan(os.path.abspath(FLAGS.root_dir), runs)
     try:
-        failed = run_study(study.script, runs, FLAGS.workers, threads,
+        failed = run_study(study.script, runs, workers, threads,
                            status_every=FLAGS.status_every)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -147,7 +147,7 @@ def learn(session: Session, options: Options) -> Dict:
         if step % settings.checkpoint_interval == 0 or last:
             sync_env_steps()
             session.checkpoint()
-            reverb_replay.save_checkpoint(client)
+            client.checkpoint()  # Reverb keeps its newest checkpoint
     container.push(variables)
     final = reverb_replay.table_stats(client)
     checkpoints.write_atomically(

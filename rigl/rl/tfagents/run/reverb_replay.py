@@ -14,7 +14,6 @@ directory reloads the newest checkpoint.
 
 import dataclasses
 import os
-import shutil
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -116,19 +115,6 @@ def start_server(tables: List, port: int, checkpoint_dir: str):
     checkpointer = reverb.checkpointers.DefaultCheckpointer(
         path=checkpoint_dir)
     return reverb.Server(tables=tables, port=port, checkpointer=checkpointer)
-
-
-def save_checkpoint(client, keep: int = 2) -> str:
-    """Asks the server to checkpoint its tables; keeps the newest `keep`
-    checkpoints when the server's directory is visible from here."""
-    path = client.checkpoint()
-    parent = os.path.dirname(path)
-    if os.path.isdir(parent):
-        saved = sorted(name for name in os.listdir(parent)
-                       if os.path.isdir(os.path.join(parent, name)))
-        for name in saved[:-keep]:
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-    return path
 
 
 @dataclasses.dataclass
