@@ -109,7 +109,7 @@ def main() -> None:
                 args.repeats)
     if args.checkpoint:
         algorithm, config = train.load_algorithm(args.checkpoint)
-        measure(f'trained {config.get("method", "")}', algorithm, args.repeats)
+        measure('trained (--checkpoint)', algorithm, args.repeats)
     print('CSR/dense: numpy dense time / numpy CSR time (>1: sparse pays); '
           'CSR/TF: TF policy time / numpy CSR time.')
 
