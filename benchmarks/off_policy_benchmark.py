@@ -60,7 +60,7 @@ def sparse_settings(algo: str) -> dict:
                 sparse_output_layer=True)
 
 
-def make_bare_train(algo: str, sparse: bool):
+def make_bare_train(algo: str, sparse: bool, weight_decay: float = 0.0):
     """A compiled train step on replay samples of random data of the
     benchmark environment's shapes, ready to time (traced, and past its
     first mask update when sparse)."""
@@ -71,8 +71,9 @@ def make_bare_train(algo: str, sparse: bool):
     act_spec = tensor_spec.from_spec(env.action_spec())
     algorithm_class = ALGORITHMS[algo]
     settings = settings_lib.build(
-        algorithm_class.Settings, sparse_settings(algo) if sparse else {},
-        algo)
+        algorithm_class.Settings,
+        dict(sparse_settings(algo) if sparse else {},
+             weight_decay=weight_decay), algo)
     algorithm = algorithm_class(settings, obs_spec, act_spec, seed=0)
     rng = np.random.default_rng(0)
     replay = make_replay_buffer(10000, obs_spec, act_spec)
@@ -88,12 +89,18 @@ def make_bare_train(algo: str, sparse: bool):
     return algorithm.train, batches
 
 
-def bare_train_rates(algo: str, steps: int, blocks: int) -> dict:
+def bare_train_rates(algo: str, steps: int, blocks: int,
+                     weight_decay: float) -> dict:
     """Train steps/s of dense and RigL-90%, built first and then timed in
     alternating blocks so machine drift hits both alike (medians). Blocks
-    run through step 1000, so the RigL time includes one mask update."""
+    run through step 1000, so the RigL time includes one mask update. With
+    `weight_decay`, both also run with it (AdamW instead of Adam), as the
+    sparse configs do."""
     trainers = {'dense': make_bare_train(algo, False),
                 'rigl90': make_bare_train(algo, True)}
+    if weight_decay:
+        trainers['dense_wd'] = make_bare_train(algo, False, weight_decay)
+        trainers['rigl90_wd'] = make_bare_train(algo, True, weight_decay)
     rates = {name: [] for name in trainers}
     per_block = max(1, steps // blocks)
     for block in range(blocks):
@@ -133,8 +140,12 @@ def main():
     parser.add_argument('--loop_steps', type=int, default=2000)
     parser.add_argument('--repeats', type=int, default=3,
                         help='interleaved repeats; medians are reported')
+    parser.add_argument('--weight_decay', type=float, default=0.0,
+                        help='also time both with this weight decay (AdamW; '
+                        'the sparse configs use 1e-6)')
     args = parser.parse_args()
-    samples = bare_train_rates(args.algo, args.train_steps, blocks=10)
+    samples = bare_train_rates(args.algo, args.train_steps, blocks=10,
+                               weight_decay=args.weight_decay)
     samples = {f'bare_{name}': values for name, values in samples.items()}
     for name in ('dense', 'rigl90'):
         samples[f'loop_{name}'], samples[f'overhead_{name}'] = [], []
@@ -154,6 +165,13 @@ def main():
           f'{rates["loop_rigl90"]:10.1f}')
     print(f'sparse/dense train-step time ratio: '
           f'{rates["bare_dense"] / rates["bare_rigl90"]:.3f} (target <= 1.10)')
+    if args.weight_decay:
+        print(f'with weight decay {args.weight_decay:g} (AdamW) on both: '
+              f'dense {rates["bare_dense_wd"]:.1f}, rigl 90% '
+              f'{rates["bare_rigl90_wd"]:.1f} train steps/s; sparse/dense '
+              f'{rates["bare_dense_wd"] / rates["bare_rigl90_wd"]:.3f}; '
+              f'the sparse config against the dense one (AdamW vs Adam): '
+              f'{rates["bare_dense"] / rates["bare_rigl90_wd"]:.3f}')
     for name in ('dense', 'rigl90'):
         print(f'loop/bare time ratio ({name}): '
               f'{rates[f"bare_{name}"] / rates[f"loop_{name}"]:.3f} across '

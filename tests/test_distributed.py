@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests import helpers
+from tests import test_sac_train_eval
 
 reverb = pytest.importorskip(
     'reverb', reason='dm-reverb has wheels for Linux, Python 3.8-3.11 only')
@@ -30,20 +31,8 @@ from tf_agents.experimental.distributed import (  # noqa: E402
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
 SPARSE_CONFIG = os.path.join(CONFIGS, 'sac_mujoco_sparse_config.gin')
-TINY = [
-    "train_eval.env_name = 'Pendulum-v1'",
-    'train_eval.num_iterations = 300',
-    'train_eval.initial_collect_steps = 100',
-    'train_eval.actor_fc_layers = (32, 32)',
-    'train_eval.critic_joint_fc_layers = (32, 32)',
-    'train_eval.batch_size = 32',
-    'train_eval.eval_interval = 150',
-    'train_eval.eval_episodes = 1',
-    'train_eval.checkpoint_interval = 150',
-    'train_eval.log_interval = 100',
-    'mask_updater.update_freq = 50',
-    'train_eval.seed = 0',
-]
+# The SAC tests' tiny Pendulum run, with mask updates every 50 steps.
+TINY = test_sac_train_eval.TINY + ['mask_updater.update_freq = 50']
 
 
 def launcher_command(root, *flags):
