@@ -2,6 +2,7 @@
 report, from hand-worked numbers to a tiny study run end to end."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -403,3 +404,25 @@ def test_tiny_study_end_to_end(tmp_path):
     assert not (root / 'report' / 'anf_connectivity.png').exists()
     text = (root / 'report' / 'report.md').read_text()
     assert 'Not drawn: no run has noise features' in text
+
+
+def test_finished_runs_are_found_from_another_clone(tmp_path):
+    """The command record names the package's gin files relative to its
+    root, so moving or recloning the repository does not rerun a study."""
+    inside = os.path.join(sweep.PACKAGE_ROOT, 'rigl', 'rl', 'tfagents',
+                          'configs', 'sac_mujoco_dense_config.gin')
+    outside = str(tmp_path / 'mine.gin')
+    run = sweep.Run(group='method=dense', seed=0,
+                    root_dir=str(tmp_path / 'run'), gin_files=[inside, outside],
+                    bindings=['train_eval.seed = 0'])
+    assert run.record()['gin_files'] == [
+        os.path.join('rigl', 'rl', 'tfagents', 'configs',
+                     'sac_mujoco_dense_config.gin'), outside]
+    os.makedirs(run.root_dir)
+    with open(os.path.join(run.root_dir, sweep.COMMAND_FILE), 'w') as f:
+        json.dump(run.record(), f)
+    with open(os.path.join(run.root_dir, sweep.FINAL_METRIC_FILE), 'w') as f:
+        f.write('{}')
+    assert sweep.is_finished(run)
+    changed = dataclasses.replace(run, bindings=['train_eval.seed = 1'])
+    assert not sweep.is_finished(changed)

@@ -105,8 +105,17 @@ class Run:
         return os.path.join(self.root_dir, LOG_FILE)
 
     def record(self) -> Dict:
-        """What identifies the command (not the interpreter's path)."""
-        return {'gin_files': self.gin_files, 'bindings': self.bindings}
+        """What identifies the command: not the interpreter's path, and the
+        package's own gin files relative to its root, so that a study rerun
+        from another clone or checkout still finds its finished runs."""
+        return {'gin_files': [portable_path(path) for path in self.gin_files],
+                'bindings': self.bindings}
+
+
+def portable_path(path: str) -> str:
+    """`path` relative to the package root when it lies inside it."""
+    relative = os.path.relpath(os.path.abspath(path), PACKAGE_ROOT)
+    return path if relative.startswith(os.pardir) else relative
 
 
 # Reading a study ---------------------------------------------------------
