@@ -192,6 +192,9 @@ def test_interrupted_launcher_resumes_with_the_servers_data(tmp_path):
     try:
         wait_for(lambda: os.path.isdir(root / 'checkpoints' / 'ckpt-150'),
                  300, process)
+        # The Reverb checkpoint is taken just before the learner's.
+        assert [name for name in os.listdir(root / 'reverb')
+                if not name.startswith('.')]
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 130
     finally:

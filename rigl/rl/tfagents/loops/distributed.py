@@ -6,8 +6,8 @@
                  holds the learner at samples_per_insert)
                  one train step
                  push the policy variables every push_period steps
-                 summaries, progress, evaluation, checkpoint (the learner's,
-                 then the Reverb server's) when due
+                 summaries, progress, evaluation, checkpoint (the Reverb
+                 server's, then the learner's) when due
              push once more: actors see the last train step and stop
 
     actor:   pull the policy variables (kernels, biases, masks, train step)
@@ -146,8 +146,10 @@ def learn(session: Session, options: Options) -> Dict:
             flops_per_step = algorithm.training_flops()
         if step % settings.checkpoint_interval == 0 or last:
             sync_env_steps()
+            # Reverb's tables first: a learner checkpoint then always has
+            # replay data at least as new (Reverb keeps its newest).
+            client.checkpoint()
             session.checkpoint()
-            client.checkpoint()  # Reverb keeps its newest checkpoint
     container.push(variables)
     final = reverb_replay.table_stats(client)
     checkpoints.write_atomically(
