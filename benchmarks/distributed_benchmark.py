@@ -17,12 +17,13 @@ learner sets the pace and more actors cannot add env steps; a lower ratio
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+
+from results_rows import rates_between_evaluations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
@@ -43,23 +44,13 @@ def bindings(steps: int, samples_per_insert: float) -> list:
     ]
 
 
-def rates(root: str) -> dict:
-    with open(os.path.join(root, 'results.jsonl')) as f:
-        rows = [json.loads(line) for line in f]
-    first, last = rows[0], rows[-1]
-    seconds = last['wall_time'] - first['wall_time']
-    return {'env_steps_per_second': (last['env_steps'] - first['env_steps'])
-            / seconds,
-            'train_steps_per_second': (last['step'] - first['step']) / seconds}
-
-
 def run(command: list, root: str) -> dict:
     started = time.time()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f'failed ({done.returncode}): {" ".join(command)}\n'
                  f'{done.stderr[-2000:]}')
-    result = rates(root)
+    result = rates_between_evaluations(root)
     result['wall_seconds'] = time.time() - started
     return result
 

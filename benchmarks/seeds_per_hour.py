@@ -18,11 +18,12 @@ steps per iteration, 1 environment).
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
+
+from results_rows import rates_between_evaluations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TFAGENTS = os.path.join(REPO, 'rigl', 'rl', 'tfagents')
@@ -50,13 +51,6 @@ def command(algo: str, root: str, seed: int, amount: int) -> list:
             [f'--gin_bindings={binding}' for binding in bindings])
 
 
-def env_steps_per_second(root: str) -> float:
-    with open(os.path.join(root, 'results.jsonl')) as f:
-        rows = [json.loads(line) for line in f]
-    return ((rows[-1]['env_steps'] - rows[0]['env_steps']) /
-            (rows[-1]['wall_time'] - rows[0]['wall_time']))
-
-
 def together(algo: str, scratch: str, workers: int, threads: int,
              amount: int) -> float:
     """Total env steps/s of `workers` runs started at once."""
@@ -72,7 +66,8 @@ def together(algo: str, scratch: str, workers: int, threads: int,
         _, error = process.communicate()
         if process.returncode:
             sys.exit(f'a {algo} run failed:\n{error[-2000:]}')
-    return sum(env_steps_per_second(root) for root in roots)
+    return sum(rates_between_evaluations(root)['env_steps_per_second']
+               for root in roots)
 
 
 def main() -> None:
