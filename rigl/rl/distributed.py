@@ -104,7 +104,6 @@ def options() -> distributed_loop.Options:
             f'--role={FLAGS.role} needs --replay_address=HOST:PORT.')
     return distributed_loop.Options(
         address=FLAGS.replay_address, num_actors=FLAGS.num_actors,
-        samples_per_insert=FLAGS.samples_per_insert or 0.0,
         push_period=FLAGS.push_period, pull_period=FLAGS.pull_period)
 
 
@@ -134,9 +133,8 @@ def run_server(root_dir: str, allow_config_change: bool) -> None:
     tables = reverb_replay.make_tables(
         reverb_replay.transition_signature(algorithm.observation_spec,
                                            algorithm.action_spec),
-        reverb_replay.policy_variables(algorithm),
-        min(settings.replay_capacity, settings.initial_collect_steps +
-            settings.num_iterations * settings.train_every), rate_limit)
+        reverb_replay.policy_variables(algorithm), settings.replay_size,
+        rate_limit)
     server = reverb_replay.start_server(
         tables, port, os.path.join(root_dir, reverb_replay.CHECKPOINT_DIR))
     console.log(f'server: Reverb on port {port}; '

@@ -132,6 +132,13 @@ class OffPolicySettings(RunSettings):
     replay_capacity: int = setting(1000000, low=1)
     train_every: int = setting(1, low=1)  # env steps per train step
 
+    @property
+    def replay_size(self) -> int:
+        """Transitions the replay must hold: its capacity, or every
+        transition of the run when that is fewer."""
+        return min(self.replay_capacity, self.initial_collect_steps +
+                   self.num_iterations * self.train_every)
+
     def check(self) -> None:
         if self.batch_size > self.initial_collect_steps:
             raise ValueError(

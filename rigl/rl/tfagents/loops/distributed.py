@@ -54,14 +54,11 @@ class Options:
     Attributes:
         address: the Reverb server, HOST:PORT.
         num_actors: actors sharing the initial random collection.
-        samples_per_insert: the rate limiter's ratio (None: the single
-            process loop's batch_size / train_every).
         push_period: learner train steps between variable pushes.
         pull_period: actor env steps between variable pulls.
     """
     address: str
     num_actors: int = 1
-    samples_per_insert: float = 0.0
     push_period: int = 100
     pull_period: int = 100
 
@@ -184,7 +181,7 @@ def actor_returns(root_dir: str) -> List[float]:
     returns = []
     for stats in actor_stats(root_dir).values():
         returns.extend(stats.get('recent_returns', []))
-    return returns[-10:] if returns else []
+    return returns[-10:]
 
 
 def act(algorithm, settings, seed: int, index: int, attempt: int,
@@ -216,27 +213,27 @@ def act(algorithm, settings, seed: int, index: int, attempt: int,
     random_steps = math.ceil(settings.initial_collect_steps /
                              options.num_actors)
     counters = {'env_steps': 0, 'episodes': 0, 'recent_returns': [],
-                'restarts': attempt}
+                'restarts': attempt, 'policy_train_step': 0}
 
     def pull() -> bool:
         """Pulls the newest variables; True once the learner is done."""
         container.update(variables)
-        return int(algorithm.train_step.numpy()) >= settings.num_iterations
+        counters['policy_train_step'] = int(algorithm.train_step.numpy())
+        return counters['policy_train_step'] >= settings.num_iterations
 
     def write_stats() -> None:
         counters['inserted'] = writer.inserted
-        counters['policy_train_step'] = int(algorithm.train_step.numpy())
         checkpoints.write_atomically(os.path.join(directory, 'stats.json'),
                                      json.dumps(counters))
 
     done = pull()
     console.log(f'actor {index}: collecting for {options.address} (learner '
-                f'at train step {int(algorithm.train_step.numpy())}).')
+                f'at train step {counters["policy_train_step"]}).')
     time_step = env.reset()
     episode_return, episode_length = 0.0, 0
     steps = 0
     while not done:
-        if int(algorithm.train_step.numpy()) == 0 and steps < random_steps:
+        if counters['policy_train_step'] == 0 and steps < random_steps:
             action = algorithm.random_action(rng)
         else:
             action = algorithm.act(time_step.observation[None]).numpy()
@@ -251,7 +248,7 @@ def act(algorithm, settings, seed: int, index: int, attempt: int,
             counters['recent_returns'] = (counters['recent_returns'] +
                                           [episode_return])[-10:]
             with summary_writer.as_default():
-                summaries.write_episode(int(algorithm.train_step.numpy()),
+                summaries.write_episode(counters['policy_train_step'],
                                         episode_return, episode_length)
             if settings.log_episodes:
                 console.log(f'actor {index}: episode {counters["episodes"]} '

@@ -25,10 +25,9 @@ from rigl.rl.tfagents.run.replay import make_replay_buffer
 def train_eval(session: Session) -> Dict:
     """Trains the session's off-policy algorithm; returns the final metric."""
     algorithm, env, settings = session.algorithm, session.env, session.settings
-    replay = make_replay_buffer(
-        min(settings.replay_capacity, settings.initial_collect_steps +
-            settings.num_iterations * settings.train_every),
-        algorithm.observation_spec, algorithm.action_spec)
+    replay = make_replay_buffer(settings.replay_size,
+                                algorithm.observation_spec,
+                                algorithm.action_spec)
     session.start(replay)
     console.log(f'replay: {replay.capacity:,} transitions, '
                 f'{replay.nbytes / 2 ** 20:,.1f} MiB')

@@ -19,6 +19,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
+from rigl.rl.tfagents.run.replay import ReplayBuffer
+
 try:  # Reverb has wheels for Python 3.8-3.11 on Linux only.
     import reverb
 except ImportError:  # pragma: no cover - depends on the platform
@@ -27,7 +29,6 @@ except ImportError:  # pragma: no cover - depends on the platform
 REPLAY_TABLE = 'replay'
 VARIABLES_TABLE = 'variables'
 CHECKPOINT_DIR = 'reverb'
-FIELDS = ('observation', 'action', 'reward', 'discount', 'next_observation')
 
 
 def require_reverb() -> None:
@@ -154,7 +155,8 @@ class TransitionWriter:
             'discount': np.float32(discount),
             'next_observation': np.asarray(next_observation, np.float32)})
         writer.create_item(REPLAY_TABLE, 1.0,
-                           {name: writer.history[name][-1] for name in FIELDS})
+                           {name: writer.history[name][-1]
+                            for name in ReplayBuffer.FIELDS})
         self.inserted += 1
 
     def wait(self, timeout_ms: int) -> bool:
