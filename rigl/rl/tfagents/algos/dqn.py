@@ -41,6 +41,9 @@ class DqnSettings(base.OffPolicySettings):
     log_interval: int = setting(2000, low=1)
     fc_layer_params: Tuple[int, ...] = setting((512, 512), low=1)
     learning_rate: float = setting(1e-3, low=0, low_open=True)
+    # Decay the learning rate linearly to 0 at num_iterations (the original
+    # keeps it constant; on CartPole-v1 the decay stops the late collapses).
+    linear_lr_decay: bool = False
     epsilon_greedy: float = setting(0.01, low=0, high=1)
     # Linear decay from 1 to epsilon_greedy over this many train steps (0:
     # constant epsilon_greedy).
@@ -93,10 +96,15 @@ class Dqn(base.OffPolicyAlgorithm):
         q_network.create_variables(observation_spec)
         sparse_layers.init_masks(q_network,
                                  seed=seeding.derive(seed, 'masks', 'q'))
+        learning_rate = settings.learning_rate
+        if settings.linear_lr_decay:
+            learning_rate = tf.keras.optimizers.schedules.PolynomialDecay(
+                learning_rate, settings.num_iterations, end_learning_rate=0.0,
+                power=1.0)
         self.agent = sparse_agents.SparseDqnAgent(
             ts.time_step_spec(observation_spec), action_spec,
             q_network=q_network,
-            optimizer=base.make_optimizer(settings.learning_rate,
+            optimizer=base.make_optimizer(learning_rate,
                                           settings.weight_decay,
                                           settings.adam_epsilon),
             epsilon_greedy=settings.epsilon_greedy,
