@@ -156,6 +156,35 @@ def test_q_network_starts_as_the_originals():
     np.testing.assert_allclose(output.bias.numpy(), [-0.2, -0.2])
 
 
+def test_linear_lr_decay_reaches_zero_at_the_last_step():
+    """With train_eval.linear_lr_decay the step size falls linearly from
+    learning_rate to 0 at num_iterations; off, it stays constant."""
+    import tensorflow as tf
+    from tf_agents.specs import tensor_spec
+    from rigl.rl.tfagents.algos import dqn as dqn_algo
+
+    observation_spec = tensor_spec.TensorSpec([4], tf.float32)
+    action_spec = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 1)
+
+    def learning_rate_after(steps, decay):
+        settings = dqn_algo.DqnSettings(
+            seed=0, num_iterations=100, fc_layer_params=(8,),
+            learning_rate=1e-3, linear_lr_decay=decay)
+        algorithm = dqn_algo.Dqn(settings, observation_spec, action_spec,
+                                 seed=0)
+        adam = algorithm.agent._optimizer.optimizer  # inside the masking
+        adam.iterations.assign(steps)
+        variables = algorithm.networks['q_network'].trainable_variables
+        # The rate in use is set when a step is applied.
+        adam.apply_gradients([(tf.zeros_like(v), v) for v in variables])
+        return float(adam.learning_rate)
+
+    assert learning_rate_after(0, True) == pytest.approx(1e-3)
+    assert learning_rate_after(40, True) == pytest.approx(6e-4)
+    assert learning_rate_after(100, True) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate_after(40, False) == pytest.approx(1e-3)
+
+
 def test_atari_config_trains_on_a_real_rom(tmp_path):
     dqn(tmp_path, 'dqn_atari_sparse_config.gin',
         'train_eval.num_iterations = 60', 'train_eval.initial_collect_steps = 100',
