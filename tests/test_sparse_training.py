@@ -373,6 +373,58 @@ def test_sac_targets_carry_masks():
     assert not np.array_equal(masks_of(critics[0])[0], masks_of(critics[1])[0])
 
 
+def test_sac_alpha_loss_reuses_the_actor_loss_sample():
+    """The compiled SAC step samples the actor twice (next state for the
+    critic loss, state for the actor loss); the alpha loss reuses the actor
+    loss's log-probabilities. Called alone, the alpha loss samples."""
+    agent, _, _ = build_sac('')
+    graph = tf.function(agent.train).get_concrete_function(
+        random_experience()).graph
+    names = [op.name for op in graph.get_operations()]
+
+    def actor_ops(scope):
+        return [n for n in names if n.startswith(scope + '/')
+                and 'ActorNetwork' in n]
+
+    assert actor_ops('critic_loss') and actor_ops('actor_loss')
+    assert not actor_ops('alpha_loss')
+    log_alpha = float(agent._log_alpha)
+    tf.function(agent.train)(random_experience())
+    assert float(agent._log_alpha) != log_alpha
+    time_steps = ts.restart(tf.zeros([4, 6]), batch_size=4)
+    assert np.isfinite(float(agent.alpha_loss(time_steps)))
+
+
+@pytest.mark.parametrize('weight_decay', [0.0, 0.01])
+def test_fused_adam_steps_as_keras_adam(weight_decay):
+    """`make_optimizer`'s fused update gives Keras Adam's (AdamW's) weights
+    and moments."""
+    from rigl.rl.tfagents.algos import base
+    keras = (tf.keras.optimizers.AdamW(1e-2, weight_decay=weight_decay)
+             if weight_decay else tf.keras.optimizers.Adam(1e-2))
+    fused = base.make_optimizer(1e-2, weight_decay)
+    assert isinstance(fused, base.FusedAdamW if weight_decay
+                      else base.FusedAdam)
+    start = [tf.random.stateless_normal(shape, [0, i])
+             for i, shape in enumerate([(5, 3), (3,)])]
+    weights = {name: [tf.Variable(w) for w in start]
+               for name in ('keras', 'fused')}
+    fused_step = tf.function(fused.apply_gradients)  # as in a train step
+    for step in range(6):
+        grads = [tf.random.stateless_normal(w.shape, [step, 7 + i])
+                 for i, w in enumerate(start)]
+        keras.apply_gradients(list(zip(grads, weights['keras'])))
+        fused_step(list(zip(grads, weights['fused'])))
+    for a, b, initial in zip(weights['keras'], weights['fused'], start):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5,
+                                   atol=1e-6)
+        assert np.abs(b.numpy() - initial.numpy()).min() > 1e-3  # moved
+    for slots in ('_momentums', '_velocities'):
+        for a, b in zip(getattr(keras, slots), getattr(fused, slots)):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4,
+                                       atol=1e-8)
+
+
 def test_masks_restore_with_checkpoint(tmp_path):
     model = sparse_mlp(seed=3)
     saved = masks_of(model)

@@ -207,6 +207,35 @@ class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
         return [(self._critic_optimizer, [self._target_critic_network_1,
                                           self._target_critic_network_2])]
 
+    # The alpha loss reuses the log-probabilities of the actions the actor
+    # loss sampled (as SB3 and the SAC authors' code do). TF-Agents samples
+    # the actor a third time for it, at about a tenth of the step's time.
+    _actor_loss_log_pi = None
+    _recording_log_pi = False
+
+    def actor_loss(self, time_steps, weights=None, training=True):
+        self._recording_log_pi = True
+        try:
+            return super().actor_loss(time_steps, weights, training)
+        finally:
+            self._recording_log_pi = False
+
+    def alpha_loss(self, time_steps, weights=None, training=False):
+        log_pi, self._actor_loss_log_pi = self._actor_loss_log_pi, None
+        if log_pi is None or getattr(log_pi, 'graph', None) is not getattr(
+                time_steps.observation, 'graph', None):
+            # Called alone, not after the actor loss of this train step.
+            return super().alpha_loss(time_steps, weights, training)
+        with tf.name_scope('alpha_loss'):
+            entropy_diff = tf.stop_gradient(-log_pi - self._target_entropy)
+            alpha = (self._log_alpha if self._use_log_alpha_in_alpha_loss
+                     else tf.exp(self._log_alpha))
+            alpha_loss = common.aggregate_losses(
+                per_example_loss=alpha * entropy_diff,
+                sample_weight=weights).total_loss
+            self._alpha_loss_debug_summaries(alpha_loss, entropy_diff)
+            return alpha_loss
+
     def _actions_and_log_probs(self, time_steps, training=False):
         # SacAgent's own version, sampling with seeds from `sample_rng`.
         batch_size = nest_utils.get_outer_shape(time_steps,
@@ -219,6 +248,8 @@ class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
                                         distribution)
         log_pi = common.log_probability(distribution, actions,
                                         self.action_spec)
+        if self._recording_log_pi:
+            self._actor_loss_log_pi = log_pi
         return actions, log_pi
 
 

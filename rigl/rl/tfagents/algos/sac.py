@@ -77,10 +77,10 @@ class Sac(base.OffPolicyAlgorithm):
             ts.time_step_spec(observation_spec), action_spec,
             critic_network=critics[0], critic_network_2=critics[1],
             actor_network=actor,
-            actor_optimizer=base.make_optimizer(settings.actor_learning_rate,
-                                           settings.weight_decay),
-            critic_optimizer=base.make_optimizer(settings.critic_learning_rate,
-                                            settings.weight_decay),
+            actor_optimizer=base.make_optimizer(
+                settings.actor_learning_rate, settings.weight_decay),
+            critic_optimizer=base.make_optimizer(
+                settings.critic_learning_rate, settings.weight_decay),
             # A fixed alpha: its optimizer takes steps of size 0.
             alpha_optimizer=tf.keras.optimizers.SGD(0.0)
             if settings.fixed_alpha else tf.keras.optimizers.Adam(
