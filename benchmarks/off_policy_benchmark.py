@@ -33,6 +33,7 @@ from tf_agents.specs import tensor_spec
 
 from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import train
+from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.algos import dqn
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.algos import td3
@@ -144,6 +145,7 @@ def main():
                         help='also time both with this weight decay (AdamW; '
                         'the sparse configs use 1e-6)')
     args = parser.parse_args()
+    print(console.configure_devices())  # the threads a user's run gets
     samples = bare_train_rates(args.algo, args.train_steps, blocks=10,
                                weight_decay=args.weight_decay)
     samples = {f'bare_{name}': values for name, values in samples.items()}

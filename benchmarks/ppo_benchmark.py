@@ -27,6 +27,7 @@ from tf_agents.specs import tensor_spec
 
 from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import train
+from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.algos import ppo
 from rigl.rl.tfagents.run import settings as settings_lib
 
@@ -92,6 +93,7 @@ def main():
     parser.add_argument('--iterations', type=int, default=2)
     parser.add_argument('--train_steps', type=int, default=600)
     args = parser.parse_args()
+    print(console.configure_devices())  # the threads a user's run gets
     print(f'{"":32s}{"dense":>10s}{"rigl 90%":>10s}')
     rows = {}
     for sparse in (False, True):

@@ -54,6 +54,9 @@ def ours(algo: str, variant: str, amount: int) -> float:
     import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
     import gin
     from rigl.rl.tfagents import train
+    from rigl.rl.tfagents.run import console
+
+    console.configure_devices()  # the thread count a user's run gets
 
     config, bindings = OURS_CONFIG[(algo, variant)]
     gin.parse_config_files_and_bindings([os.path.join(CONFIGS, config)],
@@ -164,7 +167,8 @@ def main() -> None:
                                              'python'))
     parser.add_argument('--threads', type=int, default=0,
                         help='intra-op threads of both sides (0: each '
-                             "library's default, all cores)")
+                             "side's default: ours one per op on a CPU, "
+                             'PyTorch one per core)')
     parser.add_argument('--child', choices=['ours', 'sb3'])
     parser.add_argument('--variant', default='dense')
     parser.add_argument('--amount', type=int)

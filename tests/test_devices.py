@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import rigl  # noqa: F401
 
 import tensorflow as tf
@@ -24,12 +26,29 @@ def test_cpu_placement_is_reported_and_used():
     assert product.device.endswith('CPU:0')
 
 
-def test_thread_count_in_the_summary_follows_the_environment():
+@pytest.mark.parametrize('variable, threads, line', [
+    (None, 1, 'device: CPU, 1 intra-op thread (no GPU visible)'),
+    ('1', 1, 'device: CPU, 1 intra-op thread (no GPU visible)'),
+    ('2', 2, 'device: CPU, 2 intra-op threads (no GPU visible)'),
+])
+def test_cpu_threads_default_to_one_and_follow_the_environment(
+        variable, threads, line):
+    """On a CPU each op runs on one thread unless TF_NUM_INTRAOP_THREADS
+    sets the count; the summary says which, and TensorFlow runs with it."""
     code = ('import rigl; from rigl.rl.tfagents.run import console; '
-            'print(console.configure_devices())')
-    completed = subprocess.run(
-        [sys.executable, '-c', code], capture_output=True, text=True,
-        cwd=REPO, env=dict(os.environ, TF_NUM_INTRAOP_THREADS='1',
-                           CUDA_VISIBLE_DEVICES=''))
+            'print(console.configure_devices()); import tensorflow as tf; '
+            'tf.constant(1.0) + 1.0; '
+            'print("threads", tf.config.threading.'
+            'get_intra_op_parallelism_threads())')
+    env = {k: v for k, v in os.environ.items()
+           if k != 'TF_NUM_INTRAOP_THREADS'}
+    env['CUDA_VISIBLE_DEVICES'] = ''
+    if variable:
+        env['TF_NUM_INTRAOP_THREADS'] = variable
+    completed = subprocess.run([sys.executable, '-c', code],
+                               capture_output=True, text=True, cwd=REPO,
+                               env=env)
     assert completed.returncode == 0, completed.stderr[-1000:]
-    assert 'device: CPU, 1 intra-op thread (no GPU visible)' in completed.stdout
+    assert line in completed.stdout
+    if variable is None:  # set by configure_devices, read back from TF
+        assert f'threads {threads}' in completed.stdout
