@@ -140,7 +140,17 @@ class FusedAdam(_FusedAdamStep, tf.keras.optimizers.Adam):
 
 
 class FusedAdamW(_FusedAdamStep, tf.keras.optimizers.AdamW):
-    """Keras AdamW (decoupled weight decay) with the fused update step."""
+    """Keras AdamW (decoupled weight decay) with the fused update step; the
+    decay factor lr * weight_decay is computed once per apply."""
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None:
+            return
+        decay = (tf.cast(self.learning_rate, tf.float32) *
+                 tf.cast(self.weight_decay, tf.float32))
+        for variable in variables:
+            if self._use_weight_decay(variable):
+                variable.assign_sub(variable * tf.cast(decay, variable.dtype))
 
 
 def make_optimizer(learning_rate, weight_decay: float,
