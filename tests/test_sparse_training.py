@@ -395,6 +395,34 @@ def test_sac_alpha_loss_reuses_the_actor_loss_sample():
     assert np.isfinite(float(agent.alpha_loss(time_steps)))
 
 
+def test_squashed_normal_sample_scores_as_tfp():
+    """SAC's sample and log-probability from the pre-tanh value match the
+    TF-Agents distribution's own log_prob of the same action, within the
+    action bounds."""
+    from tf_agents.distributions import utils as distribution_utils
+    import tensorflow_probability as tfp
+    spec = tensor_spec.BoundedTensorSpec([3], tf.float32, [-1, -2, 0],
+                                         [1, 2, 4])
+    loc = tf.random.stateless_normal([500, 3], [1, 2])
+    scale = tf.exp(tf.random.stateless_uniform([500, 3], [3, 4], -1, 0.5))
+    distribution = distribution_utils.scale_distribution_to_spec(
+        tfp.distributions.MultivariateNormalDiag(loc=loc, scale_diag=scale),
+        spec)
+    actions, log_pi = sparse_agents.squashed_normal_sample(
+        distribution, tf.constant([5, 6]))
+    assert np.all(actions.numpy() > spec.minimum)
+    assert np.all(actions.numpy() < spec.maximum)
+    inside = np.all(np.abs(actions.numpy() - [0, 0, 2]) <
+                    0.999 * np.array([1, 2, 2]), axis=1)
+    assert inside.sum() > 400
+    np.testing.assert_allclose(
+        log_pi.numpy()[inside],
+        distribution.log_prob(actions).numpy()[inside], rtol=1e-3, atol=1e-3)
+    again, _ = sparse_agents.squashed_normal_sample(distribution,
+                                                    tf.constant([5, 6]))
+    np.testing.assert_array_equal(again.numpy(), actions.numpy())  # seeded
+
+
 @pytest.mark.parametrize('weight_decay', [0.0, 0.01])
 def test_fused_adam_steps_as_keras_adam(weight_decay):
     """`make_optimizer`'s fused update gives Keras Adam's (AdamW's) weights

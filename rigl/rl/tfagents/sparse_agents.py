@@ -13,10 +13,12 @@ continues the random stream instead of replaying its start.
 """
 
 import logging
+import math
 from typing import List, Optional, Sequence, Tuple
 
 from absl import logging as absl_logging
 import tensorflow as tf
+import tensorflow_probability as tfp
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.agents.ppo import ppo_clip_agent
 from tf_agents.agents.sac import sac_agent
@@ -169,6 +171,35 @@ def sample_action(policy, time_step, sample_rng: tf.random.Generator):
     return policy_step.PolicyStep(actions, step.state, step.info)
 
 
+def squashed_normal_sample(distribution, seed) -> Optional[Tuple]:
+    """(actions, log-probabilities) of one sample of SAC's tanh-squashed
+    diagonal normal, or None for any other distribution.
+
+    Computed from the pre-tanh sample rather than through TFP's bijector
+    chain, which inverts the tanh to score the action: the same density
+    (log N(u) - log|magnitude| - log(1 - tanh(u)^2), the last in its stable
+    form), with about a quarter of the ops and no atanh near the bounds.
+    """
+    normal = getattr(distribution, 'input_distribution', None)
+    if not isinstance(normal, tfp.distributions.MultivariateNormalDiag):
+        return None
+    loc = normal.parameters.get('loc')
+    scale = normal.parameters.get('scale_diag')
+    if loc is None or scale is None or loc.shape.rank != 2:
+        return None  # one action vector per batch entry only
+    noise = tf.random.stateless_normal(tf.shape(loc), seed, dtype=loc.dtype)
+    pre_tanh = loc + scale * noise
+    actions = (distribution.action_means +
+               distribution.action_magnitudes * tf.tanh(pre_tanh))
+    log_tanh_derivative = 2.0 * (math.log(2.0) - pre_tanh -
+                                 tf.nn.softplus(-2.0 * pre_tanh))
+    log_pi = tf.reduce_sum(
+        -0.5 * tf.square(noise) - 0.5 * math.log(2.0 * math.pi)
+        - tf.math.log(scale) - log_tanh_derivative, axis=-1) - tf.reduce_sum(
+            tf.math.log(distribution.action_magnitudes))
+    return actions, log_pi
+
+
 class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
     """SAC with a sparse actor and twin critics, each with a mask updater.
 
@@ -244,10 +275,14 @@ class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
         distribution = policy.distribution(
             time_steps, policy_state=policy.get_initial_state(batch_size)).action
         seed = tf.cast(self.sample_rng.make_seeds(1)[:, 0], tf.int32)
-        actions = tf.nest.map_structure(lambda d: d.sample(seed=seed),
-                                        distribution)
-        log_pi = common.log_probability(distribution, actions,
-                                        self.action_spec)
+        squashed = squashed_normal_sample(distribution, seed)
+        if squashed is not None:
+            actions, log_pi = squashed
+        else:
+            actions = tf.nest.map_structure(lambda d: d.sample(seed=seed),
+                                            distribution)
+            log_pi = common.log_probability(distribution, actions,
+                                            self.action_spec)
         if self._recording_log_pi:
             self._actor_loss_log_pi = log_pi
         return actions, log_pi
