@@ -23,6 +23,7 @@ from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import seeding
+from rigl.rl.tfagents.run.replay import ReplayBuffer
 from rigl.rl.tfagents.run import summaries
 from rigl.rl.tfagents.run.settings import RunSettings, setting
 
@@ -260,10 +261,46 @@ class OffPolicyAlgorithm(Algorithm):
             return action, agent.train(transition_batch(batch))
 
         self.act = tf.function(act, autograph=False)
-        self.act_and_train = tf.function(act_and_train, autograph=False)
+        self._act_and_train_fields = tf.function(act_and_train,
+                                                 autograph=False)
+        self._act_and_train_packed = tf.function(
+            lambda observation, packed: act_and_train(
+                observation, self._unpack_batch(packed)), autograph=False)
         self.train = tf.function(
             lambda batch: agent.train(transition_batch(batch)),
             autograph=False)
+
+    def act_and_train(self, observation: np.ndarray,
+                      batch: Dict[str, np.ndarray]):
+        """An exploration action for `observation` from the parameters before
+        the step, then one train step on `batch`, in one compiled call.
+
+        A batch of flat observations goes in as one float32 array: each
+        argument of a compiled call costs TensorFlow about 0.1 ms on a CPU,
+        a twentieth of a SAC step.
+        """
+        if (self.observation_spec.shape.rank == 1 and
+                self.action_spec.shape.rank <= 1):
+            columns = [batch[name].reshape(len(batch[name]), -1).astype(
+                np.float32, copy=False) for name in ReplayBuffer.FIELDS]
+            return self._act_and_train_packed(observation,
+                                              np.concatenate(columns, axis=1))
+        return self._act_and_train_fields(observation, batch)
+
+    def _unpack_batch(self, packed: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """The replay fields of a packed batch, with their shapes and dtypes
+        (integer actions are exact in float32 below 2**24)."""
+        observation = self.observation_spec.shape.num_elements()
+        action = self.action_spec.shape.num_elements()
+        parts = dict(zip(ReplayBuffer.FIELDS, tf.split(
+            packed, [observation, action, 1, 1, observation], axis=1)))
+        size = tf.shape(packed)[0]
+        parts['action'] = tf.cast(tf.reshape(
+            parts['action'], tf.concat([[size], self.action_spec.shape], 0)),
+            self.action_spec.dtype)
+        parts['reward'] = parts['reward'][:, 0]
+        parts['discount'] = parts['discount'][:, 0]
+        return parts
 
     def _build_actor_critics(self, create_actor, widths=None,
                              sparsities=None) -> Dict[str, tf.Module]:
