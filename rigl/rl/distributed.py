@@ -170,9 +170,10 @@ class Launcher:
     """Runs and supervises a server, actors and a learner on this machine.
 
     The learner's output goes to this console; the server's and each actor's
-    to root_dir/logs/. Actors and the server get one intra-op thread each
-    (unless TF_NUM_INTRAOP_THREADS is set), the learner TensorFlow's
-    default. A process that dies is restarted (the learner resumes from its
+    to root_dir/logs/. Every process runs TensorFlow ops on one intra-op
+    thread unless TF_NUM_INTRAOP_THREADS is set (actors and the server also
+    get OMP_NUM_THREADS=1; the learner follows the CPU default of
+    `console.configure_devices`). A process that dies is restarted (the learner resumes from its
     checkpoint; an actor loses at most its episode in progress) up to
     --max_restarts times; the run ends when the learner finishes.
     """
