@@ -423,6 +423,50 @@ def test_squashed_normal_sample_scores_as_tfp():
     np.testing.assert_array_equal(again.numpy(), actions.numpy())  # seeded
 
 
+@pytest.mark.parametrize('mode, decay, moved', [
+    ('original', ('hidden_kernels', 2.0), ['kernel_0']),
+    ('original', ('kernels', 1.0), ['kernel_0', 'kernel_1']),
+    ('anf', ('kernels', 2.0), ['kernel_0', 'bias_0', 'kernel_1', 'bias_1']),
+])
+def test_coupled_weight_decay_acts_on_its_variables(mode, decay, moved):
+    """A coupled L2 penalty adds factor * weight_decay * w to the gradients
+    of exactly its variables: with zero loss gradients, Adam's first step
+    moves those by lr towards 0 and leaves the others."""
+    from rigl.rl.tfagents.algos import base
+    model = tf.keras.Sequential([tf.keras.layers.Dense(4),
+                                 tf.keras.layers.Dense(2)])
+    model.build((None, 3))
+    for variable in model.trainable_variables:
+        variable.assign(tf.random.stateless_uniform(variable.shape, [1, 2],
+                                                    0.5, 1.0))
+    names = {v.ref(): f'{v.name.rsplit("/", 1)[-1].split(":")[0]}_{i // 2}'
+             for i, v in enumerate(model.trainable_variables)}
+    before = {names[v.ref()]: v.numpy() for v in model.trainable_variables}
+    optimizer = base.make_optimizer(1e-2, 1e-3, mode=mode,
+                                    network_list=[model], decay=decay)
+    factor = base.ANF_DECAY[1] if mode == 'anf' else decay[1]
+    assert set(optimizer._l2.coefficients.values()) == {factor * 1e-3}
+    optimizer.apply_gradients([(tf.zeros_like(v), v)
+                               for v in model.trainable_variables])
+    for variable in model.trainable_variables:
+        name = names[variable.ref()]
+        if name in moved:
+            # lr * g / (|g| + epsilon): 1% below lr for these tiny g.
+            np.testing.assert_allclose(variable.numpy(), before[name] - 1e-2,
+                                       atol=1e-4)
+        else:
+            np.testing.assert_array_equal(variable.numpy(), before[name])
+
+
+def test_decoupled_weight_decay_is_adamw_and_bad_modes_fail():
+    from rigl.rl.tfagents.algos import base
+    assert isinstance(base.make_optimizer(1e-3, 1e-4, mode='decoupled'),
+                      base.FusedAdamW)
+    with pytest.raises(ValueError, match="weight_decay_mode is 'l1'; "
+                       'allowed: original, anf, decoupled'):
+        base.make_optimizer(1e-3, 1e-4, mode='l1')
+
+
 @pytest.mark.parametrize('weight_decay', [0.0, 0.01])
 def test_fused_adam_steps_as_keras_adam(weight_decay):
     """`make_optimizer`'s fused update gives Keras Adam's (AdamW's) weights
@@ -430,7 +474,7 @@ def test_fused_adam_steps_as_keras_adam(weight_decay):
     from rigl.rl.tfagents.algos import base
     keras = (tf.keras.optimizers.AdamW(1e-2, weight_decay=weight_decay)
              if weight_decay else tf.keras.optimizers.Adam(1e-2))
-    fused = base.make_optimizer(1e-2, weight_decay)
+    fused = base.make_optimizer(1e-2, weight_decay, mode='decoupled')
     assert isinstance(fused, base.FusedAdamW if weight_decay
                       else base.FusedAdam)
     start = [tf.random.stateless_normal(shape, [0, i])

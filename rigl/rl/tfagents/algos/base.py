@@ -29,6 +29,16 @@ from rigl.rl.tfagents.run.settings import RunSettings, setting
 
 OFF_POLICY, ON_POLICY = 'off_policy', 'on_policy'
 
+# How train_eval.weight_decay acts:
+#   'original': as the algorithm's original code (`Algorithm.original_decay`);
+#   'anf': ANF's MaskAdam: weight_decay * w added to every parameter's
+#       gradient;
+#   'decoupled': AdamW: w -= learning_rate * weight_decay * w each step.
+WEIGHT_DECAY_MODES = ('original', 'anf', 'decoupled')
+# (which variables, gradient factor) of a coupled L2 penalty. 'kernels':
+# every layer's kernel; 'hidden_kernels': all but each network's last.
+ANF_DECAY = ('all', 1.0)
+
 
 class Algorithm:
     """Base of every algorithm; subclasses set the class attributes and
@@ -37,6 +47,9 @@ class Algorithm:
     name: str = ''
     loop: str = ''
     Settings = RunSettings
+    # The coupled L2 penalty of the algorithm's original code, as
+    # (variables, gradient factor): see `make_optimizer`.
+    original_decay: Tuple[str, float] = ANF_DECAY
 
     def __init__(self, settings, observation_spec, action_spec, seed: int):
         self.settings = settings
@@ -48,6 +61,13 @@ class Algorithm:
         self.networks: Dict[str, tf.Module] = {}
         self.masked_optimizers: Dict[str, mask_updaters.MaskedOptimizer] = {}
         self.noise_layout: Optional[noise_features.NoiseLayout] = None
+
+    def optimizer(self, learning_rate, network_list, epsilon: float = 1e-7):
+        """Adam for `network_list` with the settings' weight decay."""
+        return make_optimizer(
+            learning_rate, self.settings.weight_decay, epsilon,
+            self.settings.weight_decay_mode, network_list,
+            self.original_decay)
 
     @property
     def noise_mask(self) -> Optional[np.ndarray]:
@@ -96,8 +116,17 @@ class Algorithm:
                               optimizer.updater.last_drop_fraction)
 
 
+class _L2Penalty:
+    """Per-variable coefficients c of a coupled L2 penalty: the optimizer
+    adds c * w to w's gradient (kept out of Keras's object tracking)."""
+
+    def __init__(self, coefficients: Dict):
+        self.coefficients = coefficients
+
+
 class _FusedAdamStep:
-    """Keras Adam's update as one `ResourceApplyAdam` kernel per variable.
+    """Keras Adam's update as one `ResourceApplyAdam` kernel per variable,
+    optionally with a coupled L2 penalty.
 
     Keras computes Adam's step with about twenty small ops per variable;
     on a CPU their dispatch costs more than the arithmetic (SAC's step has
@@ -106,9 +135,19 @@ class _FusedAdamStep:
     are computed once per apply instead of once per variable. The slot
     variables are Keras's own, so checkpoints and the mask updaters'
     moment resets are unchanged.
+
+    Args:
+        l2_coefficients: {variable.ref(): c}: c * w is added to the gradient
+            of w (after the masking, so masked weights stay at 0), as an L2
+            term in the loss would.
     """
 
     _fused_scalars = None
+
+    def __init__(self, *args, l2_coefficients: Optional[Dict] = None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self._l2 = _L2Penalty(dict(l2_coefficients or {}))
 
     def _internal_apply_gradients(self, grads_and_vars):
         step = tf.cast(self.iterations + 1, tf.float32)
@@ -125,6 +164,10 @@ class _FusedAdamStep:
             self._fused_scalars = None
 
     def update_step(self, gradient, variable):
+        coefficient = self._l2.coefficients.get(variable.ref())
+        if coefficient and not isinstance(gradient, tf.IndexedSlices):
+            gradient = gradient + tf.cast(coefficient, variable.dtype) * (
+                variable)
         if (self._fused_scalars is None or self.amsgrad
                 or isinstance(gradient, tf.IndexedSlices)
                 or variable.dtype != tf.float32):
@@ -154,17 +197,53 @@ class FusedAdamW(_FusedAdamStep, tf.keras.optimizers.AdamW):
                 variable.assign_sub(variable * tf.cast(decay, variable.dtype))
 
 
-def make_optimizer(learning_rate, weight_decay: float,
-                   epsilon: float = 1e-7):
-    """Adam, or AdamW (decoupled weight decay) when weight_decay > 0, both
-    with the fused update step.
 
-    `learning_rate` may be a float or a Keras learning-rate schedule.
+
+def check_weight_decay_mode(value: str) -> None:
+    if value not in WEIGHT_DECAY_MODES:
+        raise ValueError(
+            f'train_eval.weight_decay_mode is {value!r}; allowed: '
+            f'{", ".join(WEIGHT_DECAY_MODES)}.')
+
+
+def decayed_variables(network_list, scope: str) -> list:
+    """The variables a coupled L2 penalty of `scope` acts on."""
+    chosen = []
+    for network in network_list:
+        variables = network.trainable_variables
+        if scope == 'all':
+            chosen += variables
+            continue
+        kernels = [v for v in variables
+                   if v.name.rsplit('/', 1)[-1].startswith('kernel')]
+        chosen += kernels[:-1] if scope == 'hidden_kernels' else kernels
+    return chosen
+
+
+def make_optimizer(learning_rate, weight_decay: float = 0.0,
+                   epsilon: float = 1e-7, mode: str = 'decoupled',
+                   network_list=(), decay=ANF_DECAY):
+    """Adam with the fused update step, and `weight_decay` applied by `mode`.
+
+    Args:
+        learning_rate: a float or a Keras learning-rate schedule.
+        weight_decay: 0 for none.
+        mode: 'decoupled' (AdamW), or coupled L2 ('original', 'anf') on
+            `decayed_variables(network_list, scope)` with gradient
+            factor * weight_decay * w, where (scope, factor) is `decay`
+            ('original') or `ANF_DECAY` ('anf').
     """
-    if weight_decay:
+    check_weight_decay_mode(mode)
+    if not weight_decay:
+        return FusedAdam(learning_rate=learning_rate, epsilon=epsilon)
+    if mode == 'decoupled':
         return FusedAdamW(learning_rate=learning_rate,
                           weight_decay=weight_decay, epsilon=epsilon)
-    return FusedAdam(learning_rate=learning_rate, epsilon=epsilon)
+    scope, factor = decay if mode == 'original' else ANF_DECAY
+    return FusedAdam(learning_rate=learning_rate, epsilon=epsilon,
+                     l2_coefficients={
+                         v.ref(): factor * weight_decay
+                         for v in decayed_variables(network_list, scope)})
 
 
 def parse_float_list(text: str, name: str, count: int) -> Optional[list]:

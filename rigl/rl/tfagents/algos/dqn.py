@@ -61,9 +61,13 @@ class DqnSettings(base.OffPolicySettings):
     sparse_output_layer: bool = False
     width: float = setting(1.0, low=0, low_open=True)
     weight_decay: float = setting(1e-6, low=0)
+    # How weight_decay acts: original, anf, decoupled (see
+    # base.WEIGHT_DECAY_MODES).
+    weight_decay_mode: str = 'original'
 
     def check(self) -> None:
         super().check()
+        base.check_weight_decay_mode(self.weight_decay_mode)
         base.check_train_modes(('train_mode', self.train_mode))
         if self.td_errors_loss not in TD_LOSSES:
             raise ValueError(
@@ -76,6 +80,8 @@ class Dqn(base.OffPolicyAlgorithm):
 
     name = 'dqn'
     Settings = DqnSettings
+    # The original's weight decay: Keras L2(weight_decay) on the hidden kernels (none on the output layer).
+    original_decay = ('hidden_kernels', 2.0)
 
     def __init__(self, settings: DqnSettings, observation_spec, action_spec,
                  seed: int):
@@ -104,9 +110,8 @@ class Dqn(base.OffPolicyAlgorithm):
         self.agent = sparse_agents.SparseDqnAgent(
             ts.time_step_spec(observation_spec), action_spec,
             q_network=q_network,
-            optimizer=base.make_optimizer(learning_rate,
-                                          settings.weight_decay,
-                                          settings.adam_epsilon),
+            optimizer=self.optimizer(learning_rate, [q_network],
+                                     settings.adam_epsilon),
             epsilon_greedy=settings.epsilon_greedy,
             target_update_tau=settings.target_update_tau,
             target_update_period=settings.target_update_period,

@@ -57,6 +57,9 @@ class PpoSettings(RunSettings):
     normalize_rewards: bool = True
     gradient_clipping: float = setting(0.5, low=0)
     weight_decay: float = setting(0.0, low=0)
+    # How weight_decay acts: original, anf, decoupled (see
+    # base.WEIGHT_DECAY_MODES).
+    weight_decay_mode: str = 'original'
     width: float = setting(1.0, low=0, low_open=True)
     sparse_output_layer: bool = False
     train_mode_actor: str = 'dense'
@@ -78,6 +81,7 @@ class PpoSettings(RunSettings):
         return max(1, math.ceil(self.num_environment_steps / self.batch_steps))
 
     def check(self) -> None:
+        base.check_weight_decay_mode(self.weight_decay_mode)
         base.check_train_modes(('train_mode_actor', self.train_mode_actor),
                                ('train_mode_value', self.train_mode_value))
         if self.minibatch_size > self.batch_steps:
@@ -177,6 +181,8 @@ class Ppo(base.Algorithm):
     name = 'ppo'
     loop = base.ON_POLICY
     Settings = PpoSettings
+    # The original's weight decay: TF-Agents PPO's policy and value l2 regularisation of kernels.
+    original_decay = ('kernels', 1.0)
 
     def __init__(self, settings: PpoSettings, observation_spec, action_spec,
                  seed: int):
@@ -204,7 +210,7 @@ class Ppo(base.Algorithm):
                 settings.minibatches, end_learning_rate=0.0, power=1.0)
         self.agent = sparse_agents.SparsePPOAgent(
             ts.time_step_spec(observation_spec), action_spec,
-            optimizer=base.make_optimizer(learning_rate, settings.weight_decay),
+            optimizer=self.optimizer(learning_rate, [actor, value]),
             actor_net=actor, value_net=value, greedy_eval=True,
             importance_ratio_clipping=settings.importance_ratio_clipping,
             lambda_value=settings.lambda_value,

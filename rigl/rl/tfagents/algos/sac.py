@@ -41,11 +41,15 @@ class SacSettings(base.OffPolicySettings):
     sparse_output_layer: bool = False
     width: float = setting(1.0, **POSITIVE)
     weight_decay: float = setting(0.0, low=0)
+    # How weight_decay acts: original, anf, decoupled (see
+    # base.WEIGHT_DECAY_MODES).
+    weight_decay_mode: str = 'original'
     actor_critic_sparsities_str: str = ''
     actor_critic_widths_str: str = ''
 
     def check(self) -> None:
         super().check()
+        base.check_weight_decay_mode(self.weight_decay_mode)
         base.check_train_modes(('train_mode_actor', self.train_mode_actor),
                                ('train_mode_value', self.train_mode_value))
         base.check_target_sparsity(self.target_sparsity)
@@ -60,6 +64,8 @@ class Sac(base.OffPolicyAlgorithm):
 
     name = 'sac'
     Settings = SacSettings
+    # The original's weight decay: Keras L2(weight_decay) kernel regularizers.
+    original_decay = ('kernels', 2.0)
 
     def __init__(self, settings: SacSettings, observation_spec, action_spec,
                  seed: int):
@@ -77,10 +83,10 @@ class Sac(base.OffPolicyAlgorithm):
             ts.time_step_spec(observation_spec), action_spec,
             critic_network=critics[0], critic_network_2=critics[1],
             actor_network=actor,
-            actor_optimizer=base.make_optimizer(
-                settings.actor_learning_rate, settings.weight_decay),
-            critic_optimizer=base.make_optimizer(
-                settings.critic_learning_rate, settings.weight_decay),
+            actor_optimizer=self.optimizer(settings.actor_learning_rate,
+                                           [actor]),
+            critic_optimizer=self.optimizer(settings.critic_learning_rate,
+                                            critics),
             # A fixed alpha: its optimizer takes steps of size 0.
             alpha_optimizer=tf.keras.optimizers.SGD(0.0)
             if settings.fixed_alpha else tf.keras.optimizers.Adam(

@@ -48,9 +48,13 @@ class Td3Settings(base.OffPolicySettings):
     target_sparsity: str = 'mask'
     width: float = setting(1.0, **POSITIVE)
     weight_decay: float = setting(2e-4, low=0)
+    # How weight_decay acts: original, anf, decoupled (see
+    # base.WEIGHT_DECAY_MODES).
+    weight_decay_mode: str = 'decoupled'
 
     def check(self) -> None:
         super().check()
+        base.check_weight_decay_mode(self.weight_decay_mode)
         base.check_train_modes(('train_mode_actor', self.train_mode_actor),
                                ('train_mode_value', self.train_mode_value))
         base.check_target_sparsity(self.target_sparsity)
@@ -72,10 +76,10 @@ class Td3(base.OffPolicyAlgorithm):
             ts.time_step_spec(observation_spec), action_spec,
             actor_network=actor, critic_network=critics[0],
             critic_network_2=critics[1],
-            actor_optimizer=base.make_optimizer(settings.actor_learning_rate,
-                                                settings.weight_decay),
-            critic_optimizer=base.make_optimizer(
-                settings.critic_learning_rate, settings.weight_decay),
+            actor_optimizer=self.optimizer(settings.actor_learning_rate,
+                                           [actor]),
+            critic_optimizer=self.optimizer(settings.critic_learning_rate,
+                                            critics),
             exploration_noise_std=settings.exploration_noise_std,
             target_update_tau=settings.target_update_tau,
             target_update_period=settings.target_update_period,
