@@ -4,8 +4,8 @@ Static-TD3, DS-TD3 (Sokar et al. 2022) and ANF-TD3 (Grooten et al. 2023).
 Defaults are ANF's TD3 settings: (256, 256) networks, Adam lr 1e-3, batch
 100, tau 0.005, target policy noise 0.2 clipped at 0.5, actor and targets
 updated every 2 steps, Gaussian exploration noise 0.1, 25k random steps,
-weight decay 2e-4 (AdamW), 1M steps. The actor's mask updater counts the
-actor's own update steps.
+weight decay 2e-4 (2e-4 * w added to every gradient, as ANF's MaskAdam),
+1M steps. The actor's mask updater counts the actor's own update steps.
 """
 
 import dataclasses
@@ -50,7 +50,7 @@ class Td3Settings(base.OffPolicySettings):
     weight_decay: float = setting(2e-4, low=0)
     # How weight_decay acts: original, anf, decoupled (see
     # base.WEIGHT_DECAY_MODES).
-    weight_decay_mode: str = 'decoupled'
+    weight_decay_mode: str = 'original'  # ANF's MaskAdam: wd * w, all
 
     def check(self) -> None:
         super().check()
