@@ -373,6 +373,24 @@ def test_sac_targets_carry_masks():
     assert not np.array_equal(masks_of(critics[0])[0], masks_of(critics[1])[0])
 
 
+def test_sac_targets_follow_polyak_averaging():
+    """After a train step each target kernel is (1 - tau) * its old value +
+    tau * the online kernel (masks copied), as TF-Agents' soft update."""
+    agent, _, critics = build_sac('', tau=0.05)
+    targets = agent.target_networks
+    before = [[v.numpy() for v in t.variables] for t in targets]
+    tf.function(agent.train)(random_experience())
+    for online, target, old in zip(critics, targets, before):
+        for source, destination, previous in zip(online.variables,
+                                                 target.variables, old):
+            expected = (0.95 * previous + 0.05 * source.numpy()
+                        if destination.trainable else source.numpy())
+            np.testing.assert_allclose(destination.numpy(), expected,
+                                       rtol=1e-5, atol=1e-7)
+        assert any(not np.allclose(d.numpy(), p) for d, p in
+                   zip(target.variables, old) if d.trainable)
+
+
 def test_sac_alpha_loss_reuses_the_actor_loss_sample():
     """The compiled SAC step samples the actor twice (next state for the
     critic loss, state for the actor loss); the alpha loss reuses the actor
