@@ -356,15 +356,26 @@ class OffPolicyAlgorithm(Algorithm):
 
         A batch of flat observations goes in as one float32 array: each
         argument of a compiled call costs TensorFlow about 0.1 ms on a CPU,
-        a twentieth of a SAC step.
+        a twentieth of a SAC step. After the first call, calls of the same
+        shapes go straight to the traced graph, skipping tf.function's
+        dispatch (another ~0.1 ms).
         """
-        if (self.observation_spec.shape.rank == 1 and
-                self.action_spec.shape.rank <= 1):
-            columns = [batch[name].reshape(len(batch[name]), -1).astype(
-                np.float32, copy=False) for name in ReplayBuffer.FIELDS]
-            return self._act_and_train_packed(observation,
-                                              np.concatenate(columns, axis=1))
-        return self._act_and_train_fields(observation, batch)
+        if (self.observation_spec.shape.rank != 1 or
+                self.action_spec.shape.rank > 1):
+            return self._act_and_train_fields(observation, batch)
+        columns = [batch[name].reshape(len(batch[name]), -1).astype(
+            np.float32, copy=False) for name in ReplayBuffer.FIELDS]
+        packed = np.concatenate(columns, axis=1)
+        observation = np.asarray(observation,
+                                 self.observation_spec.dtype.as_numpy_dtype)
+        shapes = (observation.shape, packed.shape)
+        if getattr(self, '_packed_shapes', None) == shapes:
+            return self._packed_graph(observation, packed)
+        result = self._act_and_train_packed(observation, packed)
+        self._packed_graph = self._act_and_train_packed.get_concrete_function(
+            observation, packed)
+        self._packed_shapes = shapes
+        return result
 
     def _unpack_batch(self, packed: tf.Tensor) -> Dict[str, tf.Tensor]:
         """The replay fields of a packed batch, with their shapes and dtypes
