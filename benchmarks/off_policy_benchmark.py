@@ -20,8 +20,6 @@ Prints, from one process:
 import argparse
 import contextlib
 import io
-import json
-import os
 import tempfile
 import time
 
@@ -38,6 +36,7 @@ from rigl.rl.tfagents.algos import dqn
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.run import settings as settings_lib
+from results_rows import first_and_last_rows
 from rigl.rl.tfagents.run.replay import make_replay_buffer
 
 SPARSE_BINDINGS = [
@@ -126,9 +125,7 @@ def loop_rates(algo: str, sparse: bool, steps: int) -> tuple:
             eval_interval=200, eval_episodes=1, checkpoint_interval=10 ** 9,
             log_interval=10 ** 9, seed=0, time_loop=True,
             **(sparse_settings(algo) if sparse else {}))
-        with open(os.path.join(root, 'results.jsonl')) as f:
-            rows = [json.loads(line) for line in f]
-    first, last = rows[0], rows[-1]
+        first, last = first_and_last_rows(root)
     loop = last['loop_seconds'] - first['loop_seconds']
     call = last['train_call_seconds'] - first['train_call_seconds']
     return (last['step'] - first['step']) / loop, loop / call

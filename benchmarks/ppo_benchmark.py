@@ -15,8 +15,6 @@ Prints, from one process, for HalfCheetah-v5 with the paper's PPO settings
 import argparse
 import contextlib
 import io
-import json
-import os
 import tempfile
 import time
 
@@ -30,6 +28,7 @@ from rigl.rl.tfagents import train
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.algos import ppo
 from rigl.rl.tfagents.run import settings as settings_lib
+from results_rows import first_and_last_rows
 
 SPARSE_BINDINGS = [
     "init_masks.mask_init_method = 'erdos_renyi_kernel'",
@@ -76,9 +75,7 @@ def loop_rates(sparse: bool, iterations: int) -> dict:
                 num_iterations=iterations + 1, eval_interval=1,
                 eval_episodes=1, checkpoint_interval=10 ** 9, seed=0,
                 time_loop=True, **(SPARSE_AGENT if sparse else {}))
-        with open(os.path.join(root, 'results.jsonl')) as f:
-            rows = [json.loads(line) for line in f]
-    first, last = rows[0], rows[-1]
+        first, last = first_and_last_rows(root)
     seconds = last['loop_seconds'] - first['loop_seconds']
     return {'loop env steps/s': (last['env_steps'] - first['env_steps'])
             / seconds,

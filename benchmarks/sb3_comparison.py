@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+from results_rows import first_and_last_rows
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
 RANDOM_STEPS = 1000
@@ -74,9 +76,7 @@ def ours(algo: str, variant: str, amount: int) -> float:
             else:
                 train.train_eval(root, algorithm='ppo', num_iterations=amount,
                                  eval_interval=1, **common)
-        with open(os.path.join(root, 'results.jsonl')) as f:
-            rows = [json.loads(line) for line in f]
-    first, last = rows[0], rows[-1]
+        first, last = first_and_last_rows(root)
     seconds = last['loop_seconds'] - first['loop_seconds']
     done = (last['step'] - first['step'] if algo == 'sac'
             else last['env_steps'] - first['env_steps'])

@@ -49,9 +49,10 @@ def test_packed_batch_trains_as_its_fields(name):
                    packed.random_action(rng), rng.normal(), 1.0,
                    rng.normal(size=shape).astype(np.float32))
     observation = rng.normal(size=(1, *shape)).astype(np.float32)
+    traced = packed._act_and_train_packed
     for step in range(3):
         if step == 1:
-            traces = packed._act_and_train_packed.experimental_get_tracing_count()
+            traces = traced.experimental_get_tracing_count()
         batch = replay.sample(8, rng)
         action_a, loss_a = packed.act_and_train(observation, batch)
         action_b, loss_b = fields._act_and_train_fields(observation, batch)
@@ -62,5 +63,4 @@ def test_packed_batch_trains_as_its_fields(name):
                         fields.networks[network].variables):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
     # Traced once (plus the retrace after creating the optimizer's slots).
-    assert packed._act_and_train_packed.experimental_get_tracing_count() == (
-        traces)
+    assert traced.experimental_get_tracing_count() == traces

@@ -173,9 +173,10 @@ class Launcher:
     to root_dir/logs/. Every process runs TensorFlow ops on one intra-op
     thread unless TF_NUM_INTRAOP_THREADS is set (actors and the server also
     get OMP_NUM_THREADS=1; the learner follows the CPU default of
-    `console.configure_devices`). A process that dies is restarted (the learner resumes from its
-    checkpoint; an actor loses at most its episode in progress) up to
-    --max_restarts times; the run ends when the learner finishes.
+    `console.configure_devices`). A process that dies is restarted (the
+    learner resumes from its checkpoint; an actor loses at most its episode
+    in progress) up to --max_restarts times; the run ends when the learner
+    finishes.
     """
 
     def __init__(self, root_dir: str, argv: List[str]):

@@ -197,8 +197,6 @@ class FusedAdamW(_FusedAdamStep, tf.keras.optimizers.AdamW):
                 variable.assign_sub(variable * tf.cast(decay, variable.dtype))
 
 
-
-
 def check_weight_decay_mode(value: str) -> None:
     if value not in WEIGHT_DECAY_MODES:
         raise ValueError(
@@ -340,6 +338,10 @@ class OffPolicyAlgorithm(Algorithm):
             return action, agent.train(transition_batch(batch))
 
         self.act = tf.function(act, autograph=False)
+        # Flat observations and at most one action axis: batches go packed.
+        self._packable = (self.observation_spec.shape.rank == 1 and
+                          self.action_spec.shape.rank <= 1)
+        self._packed_graph, self._packed_shapes = None, None
         self._act_and_train_fields = tf.function(act_and_train,
                                                  autograph=False)
         self._act_and_train_packed = tf.function(
@@ -360,8 +362,7 @@ class OffPolicyAlgorithm(Algorithm):
         shapes go straight to the traced graph, skipping tf.function's
         dispatch (another ~0.1 ms).
         """
-        if (self.observation_spec.shape.rank != 1 or
-                self.action_spec.shape.rank > 1):
+        if not self._packable:
             return self._act_and_train_fields(observation, batch)
         columns = [batch[name].reshape(len(batch[name]), -1).astype(
             np.float32, copy=False) for name in ReplayBuffer.FIELDS]
@@ -369,7 +370,7 @@ class OffPolicyAlgorithm(Algorithm):
         observation = np.asarray(observation,
                                  self.observation_spec.dtype.as_numpy_dtype)
         shapes = (observation.shape, packed.shape)
-        if getattr(self, '_packed_shapes', None) == shapes:
+        if self._packed_shapes == shapes:
             return self._packed_graph(observation, packed)
         result = self._act_and_train_packed(observation, packed)
         self._packed_graph = self._act_and_train_packed.get_concrete_function(

@@ -61,9 +61,7 @@ class DqnSettings(base.OffPolicySettings):
     sparse_output_layer: bool = False
     width: float = setting(1.0, low=0, low_open=True)
     weight_decay: float = setting(1e-6, low=0)
-    # How weight_decay acts: original, anf, decoupled (see
-    # base.WEIGHT_DECAY_MODES).
-    weight_decay_mode: str = 'original'
+    weight_decay_mode: str = 'original'  # base.WEIGHT_DECAY_MODES
 
     def check(self) -> None:
         super().check()
@@ -80,7 +78,8 @@ class Dqn(base.OffPolicyAlgorithm):
 
     name = 'dqn'
     Settings = DqnSettings
-    # The original's weight decay: Keras L2(weight_decay) on the hidden kernels (none on the output layer).
+    # The original's weight decay: Keras L2(weight_decay) on the hidden
+    # kernels (none on the output layer).
     original_decay = ('hidden_kernels', 2.0)
 
     def __init__(self, settings: DqnSettings, observation_spec, action_spec,

@@ -57,9 +57,7 @@ class PpoSettings(RunSettings):
     normalize_rewards: bool = True
     gradient_clipping: float = setting(0.5, low=0)
     weight_decay: float = setting(0.0, low=0)
-    # How weight_decay acts: original, anf, decoupled (see
-    # base.WEIGHT_DECAY_MODES).
-    weight_decay_mode: str = 'original'
+    weight_decay_mode: str = 'original'  # base.WEIGHT_DECAY_MODES
     width: float = setting(1.0, low=0, low_open=True)
     sparse_output_layer: bool = False
     train_mode_actor: str = 'dense'
@@ -181,7 +179,8 @@ class Ppo(base.Algorithm):
     name = 'ppo'
     loop = base.ON_POLICY
     Settings = PpoSettings
-    # The original's weight decay: TF-Agents PPO's policy and value l2 regularisation of kernels.
+    # The original's weight decay: TF-Agents PPO's policy and value L2
+    # regularisation of kernels.
     original_decay = ('kernels', 1.0)
 
     def __init__(self, settings: PpoSettings, observation_spec, action_spec,

@@ -41,9 +41,7 @@ class SacSettings(base.OffPolicySettings):
     sparse_output_layer: bool = False
     width: float = setting(1.0, **POSITIVE)
     weight_decay: float = setting(0.0, low=0)
-    # How weight_decay acts: original, anf, decoupled (see
-    # base.WEIGHT_DECAY_MODES).
-    weight_decay_mode: str = 'original'
+    weight_decay_mode: str = 'original'  # base.WEIGHT_DECAY_MODES
     actor_critic_sparsities_str: str = ''
     actor_critic_widths_str: str = ''
 

@@ -48,9 +48,8 @@ class Td3Settings(base.OffPolicySettings):
     target_sparsity: str = 'mask'
     width: float = setting(1.0, **POSITIVE)
     weight_decay: float = setting(2e-4, low=0)
-    # How weight_decay acts: original, anf, decoupled (see
-    # base.WEIGHT_DECAY_MODES).
-    weight_decay_mode: str = 'original'  # ANF's MaskAdam: wd * w, all
+    # base.WEIGHT_DECAY_MODES; TD3's original is ANF's MaskAdam.
+    weight_decay_mode: str = 'original'
 
     def check(self) -> None:
         super().check()
