@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# DQN learning check on CartPole-v1: dense and RigL-90% ERK (the original
-# suite's gym configs), each over the given seeds. Extra gin bindings for
-# both (e.g. the learning-rate decay) go in EXTRA:
+# DQN learning check on CartPole-v1 (ENV=CartPole-v0 for the configs' own
+# default): dense and RigL-90% ERK (the original suite's gym configs), each
+# over the given seeds. Extra gin bindings for both (e.g. the learning-rate
+# decay) go in EXTRA:
 #   bash experiments/dqn_learning_check.sh [STEPS] [OUT] [SEEDS]
 #   EXTRA="train_eval.linear_lr_decay=True" bash experiments/dqn_learning_check.sh
 set -euo pipefail
@@ -9,7 +10,8 @@ STEPS=${1:-100000}
 OUT=${2:-/tmp/sparserl_dqn_check}
 SEEDS=${3:-"0 1 2"}
 EXTRA=${EXTRA:-}
-extra_flags=()
+ENV=${ENV:-CartPole-v1}
+extra_flags=("--gin_bindings=train_eval.env_name='$ENV'")
 for binding in $EXTRA; do
   extra_flags+=("--gin_bindings=$binding")
 done

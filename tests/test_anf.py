@@ -12,6 +12,7 @@ import rigl  # noqa: F401
 
 import helpers
 from helpers import latest_checkpoint, results
+from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.run import settings as settings_lib
@@ -180,3 +181,23 @@ def test_histogram_noise_stays_in_the_imitated_feature_range(tmp_path):
         low, high = edges[index % 3, 0], edges[index % 3, -1]
         assert low <= noise[:, index].min() and noise[:, index].max() <= high
         assert noise[:, index].std() > 0.05 * (high - low)
+
+
+@pytest.mark.parametrize('binding, fraction', [
+    ('NetworkNoise.noise_fraction = 0.9', 0.9),
+    ('create_environment.noise_fraction = 0.75', 0.75),
+    ('NetworkNoise.permute = True', 0.0)])
+def test_metadata_records_the_noise_fraction_of_either_side(binding,
+                                                            fraction):
+    from rigl.rl.tfagents.run import run_dir
+    gin.clear_config()
+    try:
+        gin.parse_config([binding])
+        # As a run does: the configurables in use enter the operative config.
+        noise_features.NetworkNoise()
+        envs.create_environment('Pendulum-v1', seed=0)
+        settings = settings_lib.build(sac.SacSettings, {}, 'SAC')
+        record = run_dir.config_record('sac', settings)
+    finally:
+        gin.clear_config()
+    assert run_dir.metadata(record, seed=0)['noise_fraction'] == fraction

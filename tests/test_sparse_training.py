@@ -116,45 +116,84 @@ def test_masked_weights_zero_and_counts_constant(alg, optimizer):
     assert step.numpy() == 10
 
 
-def test_drop_count_and_grow_zero_with_moment_reset():
-    model = sparse_mlp(sparsity=0.5)
-    updater = mask_updaters.mask_updater('set', update_freq=1000,
-                                         init_drop_fraction=0.3,
-                                         schedule_alg='constant')
+def reference_mask_update(mask, weight, moments, grow_score,
+                          drop_fraction, reinit_when_same=False):
+    """The original's `generic_mask_update` rule in numpy, written from its
+    semantics: keep the n_keep = a - int(a * d) largest |mask * w| (ties to
+    the lower flat index), grow int(a * d) of the others by largest score
+    (same ties), start at 0 (weight and moments) only connections that
+    were inactive before (also the just-dropped ones with
+    `reinit_when_same`). Returns (mask, effective weight, moments, grown),
+    the weight and moments as the network sees them: 0 where masked."""
+    flat_mask, flat_weight = mask.reshape(-1), weight.reshape(-1)
+    active = int(flat_mask.sum())
+    num_drop = int(np.float32(active) * np.float32(drop_fraction))
+    by_drop_score = np.argsort(-np.abs(flat_mask * flat_weight),
+                               kind='stable')
+    kept = np.zeros_like(flat_mask)
+    kept[by_drop_score[:active - num_drop]] = 1
+    lifted = np.where(kept == 1, -np.inf, grow_score.reshape(-1))
+    grown = np.zeros_like(flat_mask)
+    grown[np.argsort(-lifted, kind='stable')[:num_drop]] = 1
+    restarted = grown if reinit_when_same else grown * (flat_mask == 0)
+    new_mask = kept + grown
+    keep_state = (new_mask - restarted).reshape(mask.shape)
+    return (new_mask.reshape(mask.shape), weight * keep_state,
+            [moment * keep_state for moment in moments],
+            grown.reshape(mask.shape) > 0)
+
+
+@pytest.mark.parametrize('alg, reinit_when_same', [
+    ('rigl', False), ('rigl', True), ('set', False)])
+def test_mask_update_follows_the_original_rule(alg, reinit_when_same):
+    model = sparse_mlp(sparsity=0.5, seed=2)
+    updater = mask_updaters.mask_updater(
+        alg, update_freq=1000, init_drop_fraction=0.3,
+        schedule_alg='constant', seed=5, reinit_when_same=reinit_when_same)
     train_step, _, masked = make_trainer(model, updater)
-    train_step()  # step 0 is an update step; run it to create Adam slots.
+    train_step()  # creates the Adam moments (step 0 updates masks too)
     layer = sparse_layers.masked_layers(model)[1]  # 16x16, 128 active
-    kernel = layer.kernel.numpy()
-    old_mask = layer.mask.numpy()
-    active = int(old_mask.sum())
-    assert active == 256 - math.floor(0.5 * 256) == 128
-    # Expected drop: floor(0.3 * 128) = 38 smallest |w| among active.
-    num_drop = math.floor(0.3 * active)
-    assert num_drop == 38
-    order = np.argsort(np.where(old_mask > 0, np.abs(kernel), np.inf),
-                       axis=None)
-    dropped = np.zeros(kernel.size, bool)
-    dropped[order[:num_drop]] = True
-    dropped = dropped.reshape(kernel.shape)
-    kept = (old_mask > 0) & ~dropped
+    rng = np.random.default_rng(4)
+    mask = layer.mask.numpy()
+    weight = layer.kernel.numpy()
+    # Ties in the drop score: three active weights exactly 0.
+    weight[np.nonzero(mask)[0][:3], np.nonzero(mask)[1][:3]] = 0.0
+    layer.kernel.assign(weight)
     slots = mask_updaters.optimizer_slots(masked.optimizer, layer.kernel)
-    for slot in slots:
-        slot.assign(tf.ones_like(slot))
-    grad = tf.zeros_like(layer.kernel)
-    run_update(updater, 1000, [layer], [grad], [slots])
-    new_mask = layer.mask.numpy() > 0
-    assert int(new_mask.sum()) == active
-    assert np.all(new_mask[kept])                 # kept weights stay
-    grown = new_mask & ~kept
-    assert int(grown.sum()) == num_drop           # exactly n regrown
-    new_kernel = layer.kernel.numpy()
-    assert np.all(new_kernel[grown] == 0.0)       # grown start at 0
-    np.testing.assert_array_equal(new_kernel[kept], kernel[kept])
-    for slot in slots:
-        values = slot.numpy()
-        assert np.all(values[~kept] == 0.0)       # grown and dropped reset
-        assert np.all(values[kept] == 1.0)
-    assert updater.last_drop_fraction.numpy() == pytest.approx(0.3)
+    moments = [rng.uniform(0.5, 1.0, weight.shape).astype(np.float32) * mask
+               for _ in slots]
+    for slot, moment in zip(slots, moments):
+        slot.assign(moment)
+    # The gradient favours the just-dropped positions (|w| small), as RigL's
+    # often does, and has ties.
+    grad = np.round(rng.normal(size=weight.shape), 1).astype(np.float32)
+    grad[(mask > 0) & (np.abs(weight) < 0.1)] = 5.0
+    if alg == 'set':
+        grow_score = updater.grow_scores(tf.constant(1000, tf.int64), 0,
+                                         layer.kernel, grad).numpy()
+    else:
+        grow_score = np.abs(grad)
+    expected_mask, expected_weight, expected_moments, grown = (
+        reference_mask_update(mask, weight, moments, grow_score, 0.3,
+                              reinit_when_same))
+
+    @tf.function
+    def update():
+        return updater.update(tf.constant(1000, tf.int64), [layer],
+                              [tf.constant(grad)], [slots])
+
+    stats = update().numpy()[0]
+    np.testing.assert_array_equal(layer.mask.numpy(), expected_mask)
+    np.testing.assert_array_equal(layer.kernel.numpy(), expected_weight)
+    for slot, expected in zip(slots, expected_moments):
+        np.testing.assert_array_equal(slot.numpy(), expected)
+    assert int(expected_mask.sum()) == 128
+    # The statistics: int(0.3 * 128) = 38 grown, some where just dropped.
+    regrown_same = int((grown & (mask > 0)).sum())
+    assert stats[0] == 38 == int(grown.sum())
+    assert stats[1] == regrown_same
+    if alg == 'rigl':
+        assert regrown_same > 0  # the case where the original keeps state
 
 
 @pytest.mark.parametrize('grow_init, bound', [
@@ -279,6 +318,91 @@ def test_update_steps():
     assert steps == [200, 300, 400, 500]
     static = mask_updaters.mask_updater('')
     assert not bool(static.is_update_step(tf.constant(0, tf.int64)))
+    # As the original's is_update_iter: 0 never updates, < 0 has no end.
+    never = mask_updaters.mask_updater('set', schedule_alg='constant',
+                                       last_update_step=0)
+    endless = mask_updaters.mask_updater('set', schedule_alg='constant',
+                                         last_update_step=-1, update_freq=10)
+    assert not any(bool(never.is_update_step(tf.constant(t, tf.int64)))
+                   for t in (0, 1000))
+    assert [t for t in (0, 5, 10, 10 ** 9)
+            if bool(endless.is_update_step(tf.constant(t, tf.int64)))] == [
+                0, 10, 10 ** 9]
+    with pytest.raises(ValueError, match="'cosine' anneals to 0 at "
+                       'last_update_step, which must be positive; got -1'):
+        mask_updaters.mask_updater('set', last_update_step=-1)
+
+
+def test_before_step_timing_applies_the_step_under_the_new_masks():
+    # DQN's and PPO's timing: the update uses the step's gradients, then the
+    # step moves the grown connections off 0 at once.
+    model = sparse_mlp(sparsity=0.5, seed=1)
+    updater = mask_updaters.mask_updater('rigl', update_freq=1000,
+                                         init_drop_fraction=0.5,
+                                         schedule_alg='constant')
+    train_step, _, _ = make_trainer(model, updater)
+    before = masks_of(model)
+    train_step()  # step 0: update, then the step
+    for layer, old in zip(sparse_layers.masked_layers(model), before):
+        new = layer.mask.numpy() > 0
+        grown = new & (old == 0)
+        assert grown.sum() > 0
+        assert np.all(layer.kernel.numpy()[grown] != 0.0)
+        assert np.all(layer.kernel.numpy()[~new] == 0.0)
+
+
+def test_after_step_timing_updates_with_recomputed_gradients():
+    # SAC's timing: apply_gradients only notes that the update is due; the
+    # update then uses gradients computed at the stepped weights.
+    model = sparse_mlp(sparsity=0.5, seed=1)
+    updater = mask_updaters.mask_updater('rigl', update_freq=2,
+                                         init_drop_fraction=0.25,
+                                         schedule_alg='constant')
+    masked = mask_updaters.MaskedOptimizer(
+        tf.keras.optimizers.Adam(1e-2), [model], updater,
+        update_timing='after_step')
+    layers = sparse_layers.masked_layers(model)
+    seen = []
+
+    def gradients(kernels):
+        seen.append(True)
+        # Favours the first positions that are inactive now (after the step).
+        return [tf.where(layer.mask > 0, 0.0, 1.0) * tf.reshape(
+            tf.range(tf.size(layer.mask), 0, -1, dtype=tf.float32),
+            tf.shape(layer.mask)) for layer in layers]
+
+    inputs = tf.random.stateless_normal([8, 6], [1, 2])
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(inputs) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        applied = masked.apply_gradients(zip(grads,
+                                             model.trainable_variables))
+        with tf.control_dependencies([applied]):
+            masks_after_step = [tf.identity(layer.mask) for layer in layers]
+        with tf.control_dependencies(masks_after_step):
+            updated = masked.update_masks_after_step(gradients)
+        with tf.control_dependencies([updated]):
+            return masks_after_step, [tf.identity(layer.mask)
+                                      for layer in layers]
+
+    for step in range(3):
+        old = masks_of(model)
+        after_step, after_update = train_step()
+        for mask, mid in zip(old, after_step):
+            np.testing.assert_array_equal(mid.numpy(), mask)
+        changed = any(np.any(a.numpy() != m) for a, m in zip(after_update,
+                                                             old))
+        assert changed == (step % 2 == 0)
+        if step == 0:
+            for mask, new in zip(old, after_update):
+                flat_old, flat_new = mask.reshape(-1), new.numpy().reshape(-1)
+                grown = np.flatnonzero((flat_new > 0) & (flat_old == 0))
+                inactive = np.flatnonzero(flat_old == 0)
+                np.testing.assert_array_equal(grown, inactive[:len(grown)])
+    assert seen  # traced into the update branch
 
 
 def test_gradual_pruning_schedule():

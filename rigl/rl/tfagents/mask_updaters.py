@@ -2,21 +2,29 @@
 
 Every algorithm implements one small interface (`MaskUpdater`): whether a step
 updates masks, the drop fraction at a step, and the score by which dropped
-connections are regrown. An update on a layer with `a` active weights:
+connections are regrown. An update on a layer with `a` active weights follows
+the original suite (rigl_tf2 `generic_mask_update`):
 
-1. drop n = floor(d * a) active weights of smallest |w|;
+1. drop n = int(d * a) active weights of smallest |w| (scored |mask * w|,
+   ties to the lower flat index, as `tf.math.top_k`);
 2. grow n among the positions not kept, by largest score: random for SET,
-   |dense gradient| on the current batch for RigL;
-3. grown weights start at 0 (`grow_init='zero'`), or, as ANF-TD3's
-   `unif` and `xavier` options, all at one random value per layer and update
-   drawn from U(+-1/sqrt(fan_in)) or U(+-sqrt(12/(fan_in + fan_out)));
-   the optimizer moments (Adam m, v) of every position whose state changed
-   (dropped or grown) are reset to 0.
+   |dense gradient| for RigL;
+3. a connection that is dropped and regrown at the same update keeps its
+   weight and optimizer moments (`reinit_when_same=False`, the original's
+   default); the others start at 0 (`grow_init='zero'`), or, as ANF-TD3's
+   `unif` and `xavier` options, at one random value per layer and update
+   drawn from U(+-1/sqrt(fan_in)) or U(+-sqrt(12/(fan_in + fan_out))), with
+   their optimizer moments (Adam m, v) at 0. Dropped weights become 0 with
+   their moments.
 
 `MaskedOptimizer` wraps the agent's optimizer: it masks gradients, applies
 them, advances gradual pruning ('prune' mode) and runs the updater on update
-steps, all inside the agent's `tf.function` train
-step, so an agent only swaps its optimizers to become sparse.
+steps, all inside the agent's `tf.function` train step, so an agent only swaps
+its optimizers to become sparse. When the update runs follows the original
+agents (`UPDATE_TIMINGS`): DQN and PPO update masks just before the optimizer
+step, from that step's gradients; SAC (and TD3) after all the networks'
+steps of a train step, from gradients recomputed on the same batch at the
+updated weights.
 """
 
 import math
@@ -31,6 +39,14 @@ from rigl.rl.tfagents.run import settings
 UPDATE_ALGS = ('static', 'set', 'rigl')
 SCHEDULES = ('constant', 'cosine', 'learning_rate')
 GROW_INITS = ('zero', 'unif', 'xavier')
+# 'before_step': the update uses the step's own gradients and the step then
+# applies them under the new masks (the original DQN and PPO);
+# 'after_step': the agent calls `update_masks_after_step` with gradients
+# recomputed after its optimizer steps (the original SAC).
+UPDATE_TIMINGS = ('before_step', 'after_step')
+# Per layer, per update: what `MaskedOptimizer.update_stats` records.
+UPDATE_STATS = ('grown', 'regrown_just_dropped', 'grad_active',
+                'grad_grown', 'grad_all', 'dropped_weight')
 
 
 class MaskUpdater(tf.Module):
@@ -42,13 +58,18 @@ class MaskUpdater(tf.Module):
         schedule_alg: 'constant' (d0), 'cosine' (d0 * (1 + cos(pi t/T)) / 2,
             T = last_update_step) or 'learning_rate' (d0 * lr(t) / lr(0)).
         begin_step: no update before this step.
-        last_update_step: no update after this step.
+        last_update_step: no update after this step; 0 means never, a
+            negative value no last step (as the original's
+            `is_update_iter`; the cosine schedule needs a positive one).
         seed: seed of the random scores (SET) and of grown values.
         grow_init: value of grown connections: 'zero', or one value per layer
             and update shared by all its grown connections, drawn uniformly
             within +-1/sqrt(fan_in) ('unif') or +-sqrt(12/(fan_in+fan_out))
             ('xavier'), as ANF-TD3 does. Drawn from a stateless stream of
             (seed, step, layer), so a resumed run grows the same values.
+        reinit_when_same: also restart (weight and moments at the grow init)
+            a connection dropped and regrown at the same update. False, as
+            the original's default, keeps it as it was.
     """
 
     name_for_errors = 'static'
@@ -56,15 +77,15 @@ class MaskUpdater(tf.Module):
     def __init__(self, update_freq: int = 1000, init_drop_fraction: float = 0.3,
                  schedule_alg: str = 'cosine', begin_step: int = 0,
                  last_update_step: int = 800000, seed: Optional[int] = None,
-                 grow_init: str = 'zero'):
+                 grow_init: str = 'zero', reinit_when_same: bool = False):
         super().__init__(name=f'{self.name_for_errors}_mask_updater')
         name = 'mask_updater.'
         settings.check(name + 'update_freq', update_freq, int, low=1)
         init_drop_fraction = settings.check(
             name + 'init_drop_fraction', init_drop_fraction, float, 0, 1)
         settings.check(name + 'begin_step', begin_step, int, low=0)
-        settings.check(name + 'last_update_step', last_update_step, int,
-                       low=0)
+        settings.check(name + 'last_update_step', last_update_step, int)
+        settings.check(name + 'reinit_when_same', reinit_when_same, bool)
         settings.check(name + 'seed', seed, Optional[int], low=0)
         if schedule_alg not in SCHEDULES:
             raise ValueError(f'mask_updater.schedule_alg is {schedule_alg!r}; '
@@ -72,7 +93,12 @@ class MaskUpdater(tf.Module):
         if grow_init not in GROW_INITS:
             raise ValueError(f'mask_updater.grow_init is {grow_init!r}; '
                              f'allowed: {", ".join(GROW_INITS)}.')
-        if begin_step > last_update_step:
+        if schedule_alg == 'cosine' and last_update_step <= 0:
+            raise ValueError(
+                "mask_updater.schedule_alg 'cosine' anneals to 0 at "
+                'last_update_step, which must be positive; got '
+                f'{last_update_step}.')
+        if 0 <= last_update_step < begin_step:
             raise ValueError(
                 'mask_updater needs begin_step <= last_update_step, got '
                 f'begin_step={begin_step}, last_update_step={last_update_step}.')
@@ -83,6 +109,7 @@ class MaskUpdater(tf.Module):
         self.last_update_step = last_update_step
         self.learning_rate_fn: Optional[Callable] = None
         self.grow_init = grow_init
+        self.reinit_when_same = reinit_when_same
         self._seed = seed
         self.last_drop_fraction = tf.Variable(0.0, trainable=False,
                                               name='last_drop_fraction')
@@ -91,12 +118,22 @@ class MaskUpdater(tf.Module):
     def updates_masks(self) -> bool:
         return True
 
+    @property
+    def needs_gradients(self) -> bool:
+        """Whether `grow_scores` reads the dense gradient."""
+        return False
+
     def is_update_step(self, step: tf.Tensor) -> tf.Tensor:
+        """step % update_freq == 0, within [begin_step, last_update_step]
+        (the original's `is_update_iter`; step 0 is an update step)."""
         step = tf.cast(step, tf.int64)
-        return tf.logical_and(
-            tf.equal(step % self.update_freq, 0),
-            tf.logical_and(step >= self.begin_step,
-                           step <= self.last_update_step))
+        due = tf.logical_and(tf.equal(step % self.update_freq, 0),
+                             step >= self.begin_step)
+        if self.last_update_step == 0:
+            return tf.constant(False)
+        if self.last_update_step > 0:
+            due = tf.logical_and(due, step <= self.last_update_step)
+        return due
 
     def drop_fraction(self, step: tf.Tensor) -> tf.Tensor:
         d0 = tf.constant(self.init_drop_fraction, tf.float32)
@@ -120,47 +157,78 @@ class MaskUpdater(tf.Module):
 
     def update(self, step: tf.Tensor, layers: Sequence['sparse_layers.MaskedLayer'],
                dense_grads: Sequence[tf.Tensor],
-               slots: Sequence[Sequence[tf.Variable]]) -> tf.Operation:
-        """Drops and regrows connections of every layer (one update step)."""
+               slots: Sequence[Sequence[tf.Variable]]) -> tf.Tensor:
+        """Drops and regrows connections of every layer (one update step).
+
+        Returns:
+            [len(layers), len(UPDATE_STATS)] statistics of the update.
+        """
         fraction = self.drop_fraction(step)
-        ops = [self.last_drop_fraction.assign(fraction)]
-        for index, (layer, grad, layer_slots) in enumerate(
-                zip(layers, dense_grads, slots)):
-            ops.append(self._update_layer(step, index, fraction, layer, grad,
-                                          layer_slots))
-        return tf.group(ops)
+        stats = []
+        with tf.control_dependencies([self.last_drop_fraction.assign(
+                fraction)]):
+            for index, (layer, grad, layer_slots) in enumerate(
+                    zip(layers, dense_grads, slots)):
+                stats.append(self._update_layer(step, index, fraction, layer,
+                                                grad, layer_slots))
+        return tf.stack(stats)
 
     def _update_layer(self, step, index, fraction, layer, dense_grad, slots):
+        """One layer's drop and grow; returns its `UPDATE_STATS` row."""
+        shape = tf.shape(layer.mask)
         mask = tf.reshape(layer.mask, [-1])
         kernel = tf.reshape(layer.kernel, [-1])
         size = tf.size(mask)
         active = tf.cast(tf.reduce_sum(mask), tf.int32)
-        num_drop = tf.cast(tf.floor(fraction * tf.cast(active, tf.float32)),
-                           tf.int32)
+        num_drop = tf.cast(fraction * tf.cast(active, tf.float32), tf.int32)
         # A fully dense layer (e.g. ANF's hidden layers) has nowhere else to
         # grow: regrowing where it dropped would only zero weights.
         num_drop = tf.where(active < size, num_drop, 0)
-        lowest = tf.constant(-float('inf'))
-        keep_score = tf.where(mask > 0, tf.abs(kernel), lowest)
-        _, keep_index = tf.math.top_k(keep_score, k=active - num_drop)
+        # The original's drop score |mask * w|: inactive positions score 0,
+        # and top_k breaks ties to the lower index.
+        _, keep_index = tf.math.top_k(tf.abs(mask * kernel),
+                                      k=active - num_drop)
         kept = tf.scatter_nd(keep_index[:, None],
                              tf.ones_like(keep_index, tf.float32), [size])
         scores = tf.reshape(
             self.grow_scores(step, index, layer.kernel, dense_grad), [-1])
-        grow_score = tf.where(kept > 0, lowest, scores)
+        grow_score = tf.where(kept > 0, -float('inf'), scores)
         _, grow_index = tf.math.top_k(grow_score, k=num_drop)
         grown = tf.scatter_nd(grow_index[:, None],
                               tf.ones_like(grow_index, tf.float32), [size])
-        shape = tf.shape(layer.mask)
-        kept = tf.reshape(kept, shape)
-        grown = tf.reshape(grown, shape)
-        new_kernel = layer.kernel * kept
+        new_mask = kept + grown
+        # Restarted: grown where inactive before (and, with
+        # reinit_when_same, where just dropped too).
+        restarted = grown if self.reinit_when_same else grown * (1.0 - mask)
+        survives = new_mask - restarted
+        new_kernel = kernel * survives
         if self.grow_init != 'zero':
-            new_kernel += grown * self.grown_value(step, index, layer.kernel)
-        ops = [layer.mask.assign(kept + grown),
-               layer.kernel.assign(new_kernel)]
-        ops += [slot.assign(slot * kept) for slot in slots]
-        return tf.group(ops)
+            new_kernel += restarted * self.grown_value(step, index,
+                                                       layer.kernel)
+        ops = [layer.mask.assign(tf.reshape(new_mask, shape)),
+               layer.kernel.assign(tf.reshape(new_kernel, shape))]
+        ops += [slot.assign(slot * tf.reshape(survives, shape))
+                for slot in slots]
+        with tf.control_dependencies(ops):
+            return self._update_stats(mask, kept, grown, kernel,
+                                      tf.reshape(dense_grad, [-1]))
+
+    @staticmethod
+    def _update_stats(mask, kept, grown, kernel, dense_grad) -> tf.Tensor:
+        """`UPDATE_STATS` of one layer's update (for diagnosis: how much
+        regrowth lands where it was just dropped, and the gradient scale at
+        kept, grown and all positions)."""
+        dropped = mask * (1.0 - kept)
+        magnitude = tf.abs(dense_grad)
+
+        def mean_over(where, values):
+            return tf.math.divide_no_nan(tf.reduce_sum(where * values),
+                                         tf.reduce_sum(where))
+
+        return tf.stack([
+            tf.reduce_sum(grown), tf.reduce_sum(grown * dropped),
+            mean_over(kept, magnitude), mean_over(grown, magnitude),
+            tf.reduce_mean(magnitude), mean_over(dropped, tf.abs(kernel))])
 
     def grown_value(self, step: tf.Tensor, layer_index: int,
                     kernel: tf.Variable) -> tf.Tensor:
@@ -219,6 +287,10 @@ class RigLUpdater(MaskUpdater):
 
     name_for_errors = 'rigl'
 
+    @property
+    def needs_gradients(self) -> bool:
+        return True
+
     def grow_scores(self, step, layer_index, kernel, dense_grad):
         return tf.abs(dense_grad)
 
@@ -229,14 +301,15 @@ def mask_updater(update_alg: str = '', update_freq: int = 1000,
                  begin_step: int = 0, last_update_step: int = 800000,
                  use_stateless: bool = True,
                  seed: Optional[int] = None,
-                 grow_init: str = 'zero') -> MaskUpdater:
+                 grow_init: str = 'zero',
+                 reinit_when_same: bool = False) -> MaskUpdater:
     """Builds the configured updater ('' or 'static', 'set', 'rigl')."""
     algorithm = update_alg or 'static'
     kwargs = dict(update_freq=update_freq,
                   init_drop_fraction=init_drop_fraction,
                   schedule_alg=schedule_alg, begin_step=begin_step,
                   last_update_step=last_update_step, seed=seed,
-                  grow_init=grow_init)
+                  grow_init=grow_init, reinit_when_same=reinit_when_same)
     if algorithm == 'static':
         return StaticUpdater(**kwargs)
     if algorithm == 'set':
@@ -265,6 +338,14 @@ def optimizer_slots(optimizer, variable: tf.Variable) -> List[tf.Variable]:
     raise TypeError(f'Cannot find the slots of optimizer {optimizer!r}.')
 
 
+class _Untracked:
+    """Holds variables a checkpoint should not carry (diagnostics, and
+    flags that are reset within the train step that sets them)."""
+
+    def __init__(self, **variables):
+        self.__dict__.update(variables)
+
+
 class MaskedOptimizer(tf.Module):
     """An optimizer wrapper that keeps a set of networks sparse.
 
@@ -279,26 +360,40 @@ class MaskedOptimizer(tf.Module):
     an optimizer that applies every k-th train step (e.g. TD3's delayed
     actor) still updates its masks every `update_freq` of its own steps.
 
+    The wrapped optimizer's per-variable state is created at construction,
+    in the networks' variable order, so that a checkpoint saves and restores
+    it on the same variables in every process (TF-Agents' SAC and TD3 list
+    the critics' variables in memory-address order).
+
     Args:
         optimizer: the optimizer to wrap.
-        networks: the networks whose `MaskedLayer`s it maintains.
+        networks: the networks whose `MaskedLayer`s it maintains (built).
         updater: the mask updater (`mask_updater()` by default).
         seed: seed of the updater's random stream when it is built here and
             `mask_updater.seed` is not bound.
+        update_timing: one of `UPDATE_TIMINGS`.
     """
 
     def __init__(self, optimizer, networks: Sequence[tf.keras.layers.Layer],
                  updater: Optional[MaskUpdater] = None,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None,
+                 update_timing: str = 'before_step'):
         super().__init__(name='masked_optimizer')
+        if update_timing not in UPDATE_TIMINGS:
+            raise ValueError(f'update_timing is {update_timing!r}; allowed: '
+                             f'{", ".join(UPDATE_TIMINGS)}.')
         self.optimizer = optimizer
         if updater is None:
             updater = mask_updater()
             if updater._seed is None:
                 updater._seed = seed
         self.updater = updater
+        self.update_timing = update_timing
         self._layers = [layer for network in networks
                         for layer in sparse_layers.masked_layers(network)]
+        build_slots_in_order(optimizer, [
+            variable for network in networks
+            for variable in network.trainable_variables])
         # Kernel -> layer position (ints: a trackable-valued dict with
         # non-string keys could not be checkpointed).
         self._index_of_kernel: Dict = {
@@ -307,6 +402,11 @@ class MaskedOptimizer(tf.Module):
                                  name='steps')
         self.last_mask_change = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                             name='last_mask_change')
+        self._state = _Untracked(
+            update_due=tf.Variable(False, trainable=False),
+            update_stats=tf.Variable(
+                tf.zeros([len(self._layers), len(UPDATE_STATS)]),
+                trainable=False))
         # Keras keeps a schedule in `_learning_rate` (`learning_rate` gives
         # its current value); tf.compat.v1 optimizers in `_lr`.
         for attribute in ('_learning_rate', 'learning_rate', '_lr'):
@@ -325,6 +425,11 @@ class MaskedOptimizer(tf.Module):
     def layers(self) -> List['sparse_layers.MaskedLayer']:
         return list(self._layers)
 
+    @property
+    def update_stats(self) -> tf.Variable:
+        """[layer, `UPDATE_STATS`] of the last mask update."""
+        return self._state.update_stats
+
     def steps_since_mask_change(self) -> tf.Tensor:
         """Applied steps since the last mask change (this step counts 1)."""
         return self.steps - self.last_mask_change
@@ -334,48 +439,74 @@ class MaskedOptimizer(tf.Module):
         return self.optimizer.learning_rate
 
     def apply_gradients(self, grads_and_vars, **kwargs):
-        """Masked gradient step, then pruning and mask updates when due."""
+        """Masked gradient step, pruning and, when due, mask updates."""
+        grads_and_vars = list(grads_and_vars)
         dense_grads = {}
-        masked = []
         for grad, variable in grads_and_vars:
             index = self._index_of_kernel.get(variable.ref())
             if index is not None and grad is not None:
                 dense_grads[index] = grad
-                grad = grad * self._layers[index].mask
-            masked.append((grad, variable))
         step = self.steps.read_value()
-        applied = self.optimizer.apply_gradients(masked, **kwargs)
+        updates = self.updater.updates_masks and bool(dense_grads)
+        due = self.updater.is_update_step(step) if updates else None
+        before = tf.no_op()
+        if updates and self.update_timing == 'before_step':
+            before = tf.cond(due, lambda: self._update(step, dense_grads),
+                             tf.no_op)
+        with tf.control_dependencies([before]):
+            masked = []
+            for grad, variable in grads_and_vars:
+                index = self._index_of_kernel.get(variable.ref())
+                if index is not None and grad is not None:
+                    grad = grad * self._layers[index].mask
+                masked.append((grad, variable))
+            applied = self.optimizer.apply_gradients(masked, **kwargs)
         with tf.control_dependencies([applied]):
-            maintained = self._maintain_masks(step, dense_grads)
-        with tf.control_dependencies([maintained]):
+            ops = [self._gradual_pruning(step, dense_grads)]
+            if updates and self.update_timing == 'after_step':
+                ops.append(self._state.update_due.assign(due))
+        with tf.control_dependencies(ops):
             return self.steps.assign_add(1).op
 
-    def _maintain_masks(self, step: tf.Tensor, dense_grads: Dict):
-        """Pruning and mask updates due at this optimizer step."""
-        if not dense_grads:
+    def update_masks_after_step(self, dense_gradients: Callable[
+            [Sequence[tf.Variable]], Sequence[tf.Tensor]]) -> tf.Operation:
+        """Runs the mask update that the last `apply_gradients` found due
+        ('after_step' timing): `dense_gradients(kernels)` recomputes the
+        loss's gradients with respect to the masked kernels, on the update
+        step only."""
+        state = self._state
+        if not (self.updater.updates_masks and self._layers):
             return tf.no_op()
+
+        def update():
+            kernels = [layer.kernel for layer in self._layers]
+            grads = dict(enumerate(
+                dense_gradients(kernels) if self.updater.needs_gradients
+                else [tf.zeros_like(kernel) for kernel in kernels]))
+            with tf.control_dependencies([self._update(self.steps - 1,
+                                                       grads)]):
+                return state.update_due.assign(False).op
+
+        return tf.cond(state.update_due.read_value(), update, tf.no_op)
+
+    def _update(self, step: tf.Tensor, dense_grads: Dict) -> tf.Operation:
+        """One mask update of the layers in `dense_grads` (index -> grad)."""
         indices = sorted(dense_grads)
         layers = [self._layers[i] for i in indices]
-        pruned = self._gradual_pruning(step, layers)
-        if not self.updater.updates_masks:
-            return pruned
-        with tf.control_dependencies([pruned]):
-            grads = [dense_grads[i] for i in indices]
-            slots = [optimizer_slots(self.optimizer, layer.kernel)
-                     for layer in layers]
+        slots = [optimizer_slots(self.optimizer, layer.kernel)
+                 for layer in layers]
+        stats = self.updater.update(step, layers,
+                                    [dense_grads[i] for i in indices], slots)
+        return tf.group(
+            self._state.update_stats.scatter_nd_update(
+                [[i] for i in indices], stats),
+            self.last_mask_change.assign(step))
 
-            def update():
-                with tf.control_dependencies([
-                        self.updater.update(step, layers, grads, slots)]):
-                    return self.last_mask_change.assign(step).op
-
-            return tf.cond(self.updater.is_update_step(step), update, tf.no_op)
-
-    def _gradual_pruning(self, step: tf.Tensor,
-                         layers: Sequence['sparse_layers.MaskedLayer']):
+    def _gradual_pruning(self, step: tf.Tensor, dense_grads: Dict):
         """Prunes 'prune'-mode layers by magnitude on their schedule."""
         ops = []
-        for layer in layers:
+        for index in sorted(dense_grads):
+            layer = self._layers[index]
             schedule = layer.pruning_schedule
             if not isinstance(schedule, sparse_layers.pruning_sched.PolynomialDecay):
                 continue
@@ -389,6 +520,16 @@ class MaskedOptimizer(tf.Module):
 
             ops.append(tf.cond(should_prune, prune, tf.no_op))
         return tf.group(ops)
+
+
+def build_slots_in_order(optimizer, variables: Sequence[tf.Variable]) -> None:
+    """Creates a Keras optimizer's per-variable state for `variables` in
+    their order (its checkpoint matches slots to variables by position).
+    Other optimizers name their slots by variable and need nothing."""
+    build = getattr(optimizer, 'build', None)
+    if build is not None and variables and not getattr(optimizer, '_built',
+                                                        False):
+        build(list(variables))
 
 
 def _magnitude_prune(layer: 'sparse_layers.MaskedLayer', sparsity: tf.Tensor,

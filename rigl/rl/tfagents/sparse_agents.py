@@ -14,7 +14,7 @@ continues the random stream instead of replaying its start.
 
 import logging
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from absl import logging as absl_logging
 import tensorflow as tf
@@ -142,18 +142,78 @@ def _prune_targets_by_magnitude(online_layers, targets) -> tf.Operation:
     return tf.group(ops)
 
 
+class AfterStepMaskUpdatesMixin:
+    """Mask updates as the original SAC runs them: after the optimizer steps
+    of a train step and before the target update, critics first, then the
+    actor. RigL's grow gradients are recomputed on the train step's batch at
+    the updated weights: the critic loss for the critics, then the actor
+    loss through the critics as they now are.
+
+    Subclasses build their optimizers with `masked_actor_critic_optimizers`,
+    define `_mask_update_losses` and call `_init_after_step_mask_updates()`
+    at the end of `__init__`.
+    """
+
+    _mask_update_batch = None
+
+    def _mask_update_losses(self, time_steps, actions, next_time_steps,
+                            weights) -> Sequence[Tuple[
+                                mask_updaters.MaskedOptimizer, Callable]]:
+        """(optimizer, loss function) pairs, in update order."""
+        raise NotImplementedError
+
+    def _init_after_step_mask_updates(self) -> None:
+        update_target = self._update_target
+
+        def update_masks_then_targets():
+            with tf.control_dependencies([self._update_masks_after_step()]):
+                return update_target()
+
+        self._update_target = update_masks_then_targets
+
+    def _train(self, experience, weights=None):
+        self._mask_update_batch = (experience, weights)
+        try:
+            return super()._train(experience, weights)
+        finally:
+            self._mask_update_batch = None
+
+    def _update_masks_after_step(self) -> tf.Operation:
+        if self._mask_update_batch is None:  # a target update outside _train
+            return tf.no_op()
+        experience, weights = self._mask_update_batch
+        time_steps, policy_steps, next_time_steps = self._as_transition(
+            experience)
+        done = tf.no_op()
+        for optimizer, loss_fn in self._mask_update_losses(
+                time_steps, policy_steps.action, next_time_steps, weights):
+
+            def gradients(kernels, loss_fn=loss_fn):
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    tape.watch(kernels)
+                    loss = loss_fn()
+                return tape.gradient(loss, kernels)
+
+            with tf.control_dependencies([done]):
+                done = optimizer.update_masks_after_step(gradients)
+        return done
+
+
 def masked_actor_critic_optimizers(actor_optimizer, critic_optimizer,
                                    actor_network, critic_networks,
                                    actor_updater, critic_updater, seed: int):
-    """The actor's and the critics' MaskedOptimizers, each with its own
-    updater stream derived from `seed`."""
+    """The actor's and the critics' MaskedOptimizers ('after_step' mask
+    updates, see `AfterStepMaskUpdatesMixin`), each with its own updater
+    stream derived from `seed`."""
     return (mask_updaters.MaskedOptimizer(
                 actor_optimizer, [actor_network], actor_updater,
-                seed=seeding.derive(seed, 'actor_updater')),
+                seed=seeding.derive(seed, 'actor_updater'),
+                update_timing='after_step'),
             mask_updaters.MaskedOptimizer(
                 critic_optimizer,
                 [network for network in critic_networks if network],
-                critic_updater, seed=seeding.derive(seed, 'critic_updater')))
+                critic_updater, seed=seeding.derive(seed, 'critic_updater'),
+                update_timing='after_step'))
 
 
 def sample_action(policy, time_step, sample_rng: tf.random.Generator):
@@ -200,7 +260,8 @@ def squashed_normal_sample(distribution, seed) -> Optional[Tuple]:
     return actions, log_pi
 
 
-class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
+class SparseSacAgent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
+                     sac_agent.SacAgent):
     """SAC with a sparse actor and twin critics, each with a mask updater.
 
     Build `critic_network_2` yourself (with its own masks): TF-Agents would
@@ -233,10 +294,29 @@ class SparseSacAgent(SparseTargetsMixin, sac_agent.SacAgent):
         self.sample_rng = tf.random.Generator.from_seed(
             seeding.derive(seed, 'sac_sampling'))
         self._init_sparse_targets(target_sparsity)
+        self._init_after_step_mask_updates()
 
     def masked_targets(self):
         return [(self._critic_optimizer, [self._target_critic_network_1,
                                           self._target_critic_network_2])]
+
+    def _mask_update_losses(self, time_steps, actions, next_time_steps,
+                            weights):
+        def critic_loss():
+            return self._critic_loss_weight * self.critic_loss(
+                time_steps, actions, next_time_steps,
+                td_errors_loss_fn=self._td_errors_loss_fn, gamma=self._gamma,
+                reward_scale_factor=self._reward_scale_factor,
+                weights=weights, training=True)
+
+        def actor_loss():
+            loss = self._actor_loss_weight * self.actor_loss(
+                time_steps, weights=weights, training=True)
+            self._actor_loss_log_pi = None  # not this step's alpha loss's
+            return loss
+
+        return [(self._critic_optimizer, critic_loss),
+                (self._actor_optimizer, actor_loss)]
 
     # The alpha loss reuses the log-probabilities of the actions the actor
     # loss sampled (as SB3 and the SAC authors' code do). TF-Agents samples
@@ -327,7 +407,8 @@ class SparsePPOAgent(ppo_clip_agent.PPOClipAgent):
             actor_net=actor_net, value_net=value_net, **kwargs)
 
 
-class SparseTd3Agent(SparseTargetsMixin, td3_agent.Td3Agent):
+class SparseTd3Agent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
+                     td3_agent.Td3Agent):
     """TD3 with a sparse actor and twin critics and sparse targets.
 
     The actor's optimizer applies only every `actor_update_period` train
@@ -361,11 +442,20 @@ class SparseTd3Agent(SparseTargetsMixin, td3_agent.Td3Agent):
         self.sample_rng = tf.random.Generator.from_seed(
             seeding.derive(seed, 'td3_exploration'))
         self._init_sparse_targets(target_sparsity)
+        self._init_after_step_mask_updates()
 
     def masked_targets(self):
         return [(self._actor_optimizer, [self._target_actor_network]),
                 (self._critic_optimizer, [self._target_critic_network_1,
                                           self._target_critic_network_2])]
+
+    def _mask_update_losses(self, time_steps, actions, next_time_steps,
+                            weights):
+        return [(self._critic_optimizer, lambda: self.critic_loss(
+                    time_steps, actions, next_time_steps, weights=weights,
+                    training=True)),
+                (self._actor_optimizer, lambda: self.actor_loss(
+                    time_steps, weights=weights, training=True))]
 
 
 

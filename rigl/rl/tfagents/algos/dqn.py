@@ -30,7 +30,7 @@ TD_LOSSES = {'squared': common.element_wise_squared_loss,
 @dataclasses.dataclass(frozen=True)
 class DqnSettings(base.OffPolicySettings):
     """DQN's settings (the original suite's classic-control defaults)."""
-    env_name: str = 'CartPole-v1'
+    env_name: str = 'CartPole-v0'  # as the original (v1: by binding)
     num_iterations: int = setting(100000, low=1)
     initial_collect_steps: int = setting(1000, low=1)
     batch_size: int = setting(128, low=1)

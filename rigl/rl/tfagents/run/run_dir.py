@@ -149,6 +149,14 @@ def config_changes(saved: Dict, current: Dict) -> List[str]:
     return changes
 
 
+def noise_fraction(values: Dict) -> float:
+    """The fraction of ANF noise features in the input, whichever side
+    draws them (networks: `NetworkNoise`, environment:
+    `create_environment`)."""
+    return float(values.get('NetworkNoise.noise_fraction') or
+                 values.get('create_environment.noise_fraction') or 0.0)
+
+
 def metadata(record: Dict, seed: int) -> Dict:
     """What identifies a run in its results rows and final metric."""
     values = record['settings']
@@ -173,6 +181,6 @@ def metadata(record: Dict, seed: int) -> Dict:
             else values.get('init_masks.mask_init_method')) if sparse else None,
         'update_alg': (values.get('mask_updater.update_alg') or 'static')
         if sparse and method != 'prune' else None,
-        'noise_fraction': values.get('create_environment.noise_fraction', 0.0),
+        'noise_fraction': noise_fraction(values),
         'config_hash': record['config_hash'],
     }
