@@ -114,6 +114,15 @@ class Algorithm:
         for name, optimizer in self.masked_optimizers.items():
             tf.summary.scalar(f'drop_fraction/{name}',
                               optimizer.updater.last_drop_fraction)
+            if not optimizer.updater.updates_masks:
+                continue
+            # The last mask update, per layer (see UPDATE_STATS).
+            stats = optimizer.update_stats
+            for index in range(stats.shape[0]):
+                for column, stat in enumerate(mask_updaters.UPDATE_STATS):
+                    tf.summary.scalar(
+                        f'mask_update/{name or "networks"}/layer_{index}/'
+                        f'{stat}', stats[index, column])
 
 
 class _L2Penalty:
