@@ -460,3 +460,16 @@ def test_gymnasium_environment_seed_is_checked():
         envs.NoiseFeatures(_ConstantEnv([0.0]), noise_fraction=0.5, seed='3')
     env.seed(np.int64(4))  # numpy integers are integers.
     assert env.reset().observation.shape == (1,)
+
+
+@pytest.mark.parametrize('env_name', ['Pong-v4', 'PongNoFrameskip-v4'])
+def test_old_style_atari_ids_are_refused_with_the_ale_id(env_name):
+    # They would train on raw RGB frames without the Atari preprocessing.
+    with pytest.raises(ValueError, match=f"'{env_name}' is an old-style "
+                       "Atari id.*use 'ALE/Pong-v5'"):
+        envs.create_environment(env_name, seed=0)
+
+
+def test_an_atari_name_without_ale_suggests_the_ale_id_first():
+    with pytest.raises(ValueError, match='Did you mean: ALE/Pong-v5, '):
+        envs.create_environment('Pong-v5', seed=0)

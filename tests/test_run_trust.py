@@ -132,13 +132,50 @@ def test_resume_continues_the_environment_stream(finished_sac, tmp_path):
 # 2. No data duplicated, mixed or lost ------------------------------------
 
 def test_attempt_without_checkpoint_is_replaced_cleanly(tmp_path):
+    """A run killed before its first checkpoint (its start marker is
+    there): its own outputs go, a user's file among them stays."""
     root = tmp_path / 'run'
     os.makedirs(root / 'train')
+    (root / '.started_without_checkpoint').write_text('')
     (root / 'results.jsonl').write_text('{"step": 100, "return_mean": 5}\n')
-    (root / 'final_metric.json').write_text('{"final_return": 5}')
+    (root / 'train' / 'events.out.tfevents.1.host').write_text('')
+    (root / 'train' / 'notes.txt').write_text('mine')
     out = ok(sac(root))
     assert 'removed outputs of an earlier attempt' in out
     assert [row['step'] for row in results(root)] == [100, 200]
+    assert (root / 'train' / 'notes.txt').read_text() == 'mine'
+    assert not (root / 'train' / 'events.out.tfevents.1.host').exists()
+    assert not (root / '.started_without_checkpoint').exists()
+
+
+def test_first_checkpoint_removes_the_start_marker(tmp_path):
+    root = tmp_path / 'run'
+    ok(sac(root, 'train_eval.checkpoint_interval = 100'))
+    assert not (root / '.started_without_checkpoint').exists()
+
+
+@pytest.mark.parametrize('files, message', [
+    # A finished run whose checkpoints were deleted to save disk.
+    ({'final_metric.json': '{"final_return": 5}', 'results.jsonl': '{}\n'},
+     'holds a finished run (final_metric.json) with no checkpoint'),
+    # A user's directory that happens to hold run-like names.
+    ({'train/mine.txt': 'x', 'results.jsonl': 'my notes\n'},
+     'holds results.jsonl, train but no checkpoint of a run started here'),
+    # A copy of a shipped agent (a policy and its results, no checkpoint).
+    ({'policy/saved_model.pb': 'x', 'run.json': '{}'},
+     'holds run.json, policy but no checkpoint'),
+])
+def test_outputs_without_proof_of_a_killed_attempt_are_never_deleted(
+        tmp_path, files, message):
+    root = tmp_path / 'run'
+    for name, content in files.items():
+        os.makedirs((root / name).parent, exist_ok=True)
+        (root / name).write_text(content)
+    before = snapshot(root)
+    code, _, err = sac(root)
+    assert code == 2 and err.count('\n') == 1, err
+    assert message in err and 'Use another root_dir' in err
+    assert snapshot(root) == before
 
 
 @pytest.mark.parametrize('damage, resumes_at', [
@@ -205,7 +242,10 @@ def test_changed_config_is_refused_and_nothing_changes(finished_sac):
     assert code == 2 and err.count('\n') == 1
     assert 'train_eval.seed 0 -> 5' in err
     assert 'init_masks.sparsity 0.9 -> 0.5' in err
-    assert '--allow_config_change' in err
+    assert 'cannot change sparsity 0.9 -> 0.5' in err
+    code, _, err = sac(finished_sac, *SET, 'train_eval.seed = 5')
+    assert code == 2 and err.count('\n') == 1
+    assert 'or pass --allow_config_change' in err
     code, _, err = run_in_process('ppo', finished_sac, PPO_CARTPOLE, PPO_TINY)
     assert code == 2 and 'holds a sac run; this is ppo' in err
     assert snapshot(finished_sac) == before
@@ -384,3 +424,19 @@ def test_tensorboard_drops_summaries_past_the_resumed_checkpoint(tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
     assert values == [1, 2, 3, 4, 5, 106, 107, 108]
     assert summaries.mark_restart(str(tmp_path / 'none'), 3) is None
+
+
+@pytest.mark.parametrize('binding, change', [
+    ("mask_updater.update_alg = 'rigl'", "method 'set' -> 'rigl'"),
+    ('init_masks.sparsity = 0.5', 'sparsity 0.9 -> 0.5'),
+    ("init_masks.mask_init_method = 'uniform'",
+     "sparsity_distribution 'erdos_renyi_kernel' -> 'uniform'")])
+def test_allowed_change_still_refuses_what_the_checkpoint_fixes(
+        finished_sac, binding, change):
+    before = snapshot(finished_sac)
+    code, _, err = run_in_process('sac', finished_sac, SAC_SPARSE,
+                                  SAC_TINY + SET + [binding],
+                                  allow_config_change=True)
+    assert code == 2 and err.count('\n') == 1, err
+    assert f'cannot change {change}' in err
+    assert snapshot(finished_sac) == before

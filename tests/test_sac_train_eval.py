@@ -1,12 +1,14 @@
 """SAC end to end on tiny networks: configs, sparsity, resume, clear errors."""
 
 import json
+import math
 import os
 
 import numpy as np
 import pytest
 
 import rigl  # noqa: F401
+import tensorflow as tf
 
 import helpers
 from helpers import checkpoint_masks, latest_checkpoint, results
@@ -178,3 +180,24 @@ def test_bad_train_mode_fails_clearly(tmp_path):
     assert completed.returncode == 2
     assert "train_mode_actor is 'sprase'; allowed: dense, sparse" in \
         completed.stderr
+
+
+@pytest.mark.parametrize('initializer, critic_output_bound', [
+    ('glorot_uniform', math.sqrt(6 / (8 + 1))), ('tf_agents', 0.003)])
+def test_network_initializers(initializer, critic_output_bound):
+    """The original SAC draws every kernel Glorot-uniform; 'tf_agents'
+    keeps TF-Agents' small critic output layer."""
+    from tf_agents.specs import tensor_spec
+    from rigl.rl.tfagents.algos import sac
+    from rigl.rl.tfagents.run import settings as settings_lib
+    observation = tensor_spec.BoundedTensorSpec((3,), tf.float32, -1, 1)
+    action = tensor_spec.BoundedTensorSpec((1,), tf.float32, -2, 2)
+    settings = settings_lib.build(sac.SacSettings, dict(
+        actor_fc_layers=(8,), critic_joint_fc_layers=(8,),
+        network_initializer=initializer), 'SAC')
+    algorithm = sac.Sac(settings, observation, action, seed=0)
+    kernels = [v.numpy() for v in algorithm.networks['critic_1'].variables
+               if 'kernel' in v.name]
+    output = np.abs(kernels[-1])
+    assert output.max() <= critic_output_bound
+    assert output.max() > 0.5 * critic_output_bound

@@ -697,15 +697,29 @@ def _check_env_id(env_name: str) -> None:
             f'valid ids with: {_LIST_ENV_IDS_COMMAND}')
     if env_name.startswith('ALE/'):
         _register_atari()
-    if env_name in gymnasium.registry:
+    else:
+        try:  # so that old-style Atari ids are known, and suggested right
+            _register_atari()
+        except ValueError:
+            pass
+    spec = gymnasium.registry.get(env_name)
+    if spec is not None:
+        if not env_name.startswith('ALE/') and 'ale_py' in str(
+                spec.entry_point):
+            game = env_name.split('-')[0].replace('NoFrameskip', '')
+            raise ValueError(
+                f'{env_name!r} is an old-style Atari id: this suite trains '
+                "Atari with the DQN papers' preprocessing on ALE/ ids; use "
+                f"'ALE/{game}-v5'.")
         return
     ids_by_lowercase = {
         env_id.lower(): env_id for env_id in gymnasium.registry}
-    close = difflib.get_close_matches(env_name.lower(),
-                                      list(ids_by_lowercase), n=5, cutoff=0.6)
-    suggestion = (
-        'Did you mean: ' + ', '.join(ids_by_lowercase[c] for c in close) + '? '
-        if close else '')
+    close = [ids_by_lowercase[c] for c in difflib.get_close_matches(
+        env_name.lower(), list(ids_by_lowercase), n=5, cutoff=0.6)]
+    if f'ALE/{env_name}' in gymnasium.registry:
+        close = [f'ALE/{env_name}'] + [c for c in close
+                                       if c != f'ALE/{env_name}'][:4]
+    suggestion = 'Did you mean: ' + ', '.join(close) + '? ' if close else ''
     raise ValueError(
         f'Unknown gymnasium environment id {env_name!r}. {suggestion}'
         f'List all valid ids with: {_LIST_ENV_IDS_COMMAND}')

@@ -29,26 +29,48 @@ def check_train_mode(value: str, name: str) -> str:
     return value
 
 
+# Kernel initialisers of the SAC/TD3 networks: 'glorot_uniform' (every
+# layer, as the original SAC and ANF) or 'tf_agents' (VarianceScaling(1/3),
+# critic output U(+-0.003), as TF-Agents' own networks).
+INITIALIZERS = ('glorot_uniform', 'tf_agents')
+
+
 def _flat_size(spec) -> int:
     return sum(int(s.shape.num_elements()) for s in tf.nest.flatten(spec))
+
+
+def check_initializer(value: str, name: str) -> None:
+    if value not in INITIALIZERS:
+        raise ValueError(f'{name} is {value!r}; allowed: '
+                         f'{", ".join(INITIALIZERS)}.')
 
 
 def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
                 train_mode: str, sparse_output_layer: bool, width: float,
                 output_kernel_initializer=None,
                 activation: str = 'relu', hidden_kernel_initializer=None,
-                output_bias_initializer=None) -> List[tf.keras.layers.Layer]:
+                output_bias_initializer=None,
+                initializer_name: str = 'tf_agents'
+                ) -> List[tf.keras.layers.Layer]:
     """Hidden layers (scaled by `width`) and a linear output layer.
 
     In 'sparse' mode the layers are wrapped by `wrap_all_layers`, the output
-    layer only if `sparse_output_layer`.
+    layer only if `sparse_output_layer`. `initializer_name` 'glorot_uniform'
+    draws every kernel Glorot-uniform (the original SAC's and ANF's); with
+    'tf_agents' the kernels are TF-Agents' VarianceScaling(1/3) unless the
+    caller's `*_kernel_initializer` say otherwise.
     """
     check_train_mode(train_mode, 'train_mode')
+    check_initializer(initializer_name, 'initializer')
     hidden = [sparse_layers.num_units(units, width) for units in hidden_units]
 
     def initializer():
         return tf.keras.initializers.VarianceScaling(
             scale=1.0 / 3.0, mode='fan_in', distribution='uniform')
+
+    if initializer_name == 'glorot_uniform':
+        hidden_kernel_initializer = tf.keras.initializers.GlorotUniform
+        output_kernel_initializer = tf.keras.initializers.GlorotUniform()
 
     layers = [tf.keras.layers.Dense(
         units, activation=activation,
@@ -106,7 +128,9 @@ def create_sac_actor_network(observation_spec, action_spec,
                              train_mode: str = 'dense',
                              sparse_output_layer: bool = False,
                              width: float = 1.0,
-                             noise_layout=None) -> sequential.Sequential:
+                             noise_layout=None,
+                             initializer: str = 'tf_agents'
+                             ) -> sequential.Sequential:
     """SAC actor: MLP trunk and tanh-squashed normal head.
 
     The head's Dense layer (2 * action dims: means and stds) is the output
@@ -116,7 +140,8 @@ def create_sac_actor_network(observation_spec, action_spec,
     action_size = _flat_size(action_spec)
     layers = dense_chain(hidden_units, 2 * action_size,
                          _observation_size(observation_spec, noise_layout),
-                         train_mode, sparse_output_layer, width)
+                         train_mode, sparse_output_layer, width,
+                         initializer_name=initializer)
     head = _SparseTanhNormalProjection(action_spec, layers[-1])
     return sequential.Sequential(
         _input_layers(noise_layout) + layers[:-1] + [head],
@@ -128,7 +153,9 @@ def create_sac_critic_network(observation_spec, action_spec,
                               train_mode: str = 'dense',
                               sparse_output_layer: bool = False,
                               width: float = 1.0,
-                              noise_layout=None) -> sequential.Sequential:
+                              noise_layout=None,
+                              initializer: str = 'tf_agents'
+                              ) -> sequential.Sequential:
     """Q(s, a): concatenated observation and action into an MLP to a scalar
     (SAC and TD3). With a `noise_layout`, the observation first gets ANF's
     noise features (the action none)."""
@@ -137,7 +164,7 @@ def create_sac_critic_network(observation_spec, action_spec,
     layers = dense_chain(
         hidden_units, 1, input_size, train_mode, sparse_output_layer, width,
         output_kernel_initializer=tf.keras.initializers.RandomUniform(
-            minval=-0.003, maxval=0.003))
+            minval=-0.003, maxval=0.003), initializer_name=initializer)
     return sequential.Sequential(
         _input_layers(noise_layout, with_action=True)
         + [nest_map.NestFlatten(), tf.keras.layers.Concatenate(axis=-1)]

@@ -403,7 +403,9 @@ class OffPolicyAlgorithm(Algorithm):
         return parts
 
     def _build_actor_critics(self, create_actor, widths=None,
-                             sparsities=None) -> Dict[str, tf.Module]:
+                             sparsities=None,
+                             initializer: str = 'tf_agents'
+                             ) -> Dict[str, tf.Module]:
         """An actor and two critics (SAC, TD3) with their masks, and the
         network-side noise layout they share (if configured).
 
@@ -412,6 +414,8 @@ class OffPolicyAlgorithm(Algorithm):
             widths: (actor, critics) width multipliers (default: `width`).
             sparsities: (actor, critics) sparsities overriding
                 `init_masks.sparsity`, or None.
+            initializer: the critics' `networks.INITIALIZERS` name (the
+                actor's is `create_actor`'s own).
         """
         settings, seed = self.settings, self.seed
         observation_spec, action_spec = self.observation_spec, self.action_spec
@@ -432,7 +436,7 @@ class OffPolicyAlgorithm(Algorithm):
             named[name] = networks.create_sac_critic_network(
                 observation_spec, action_spec, settings.critic_joint_fc_layers,
                 settings.train_mode_value, settings.sparse_output_layer,
-                widths[1], self.noise_layout)
+                widths[1], self.noise_layout, initializer)
         for index, (name, network) in enumerate(named.items()):
             network.create_variables(observation_spec if name == 'actor' else
                                      (observation_spec, action_spec))

@@ -6,6 +6,7 @@ sparsity of each network comes from `init_masks` / `wrap_all_layers` /
 """
 
 import dataclasses
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -44,9 +45,13 @@ class SacSettings(base.OffPolicySettings):
     weight_decay_mode: str = 'original'  # base.WEIGHT_DECAY_MODES
     actor_critic_sparsities_str: str = ''
     actor_critic_widths_str: str = ''
+    # Every kernel Glorot-uniform, as the original (networks.INITIALIZERS).
+    network_initializer: str = 'glorot_uniform'
 
     def check(self) -> None:
         super().check()
+        networks.check_initializer(self.network_initializer,
+                                   'train_eval.network_initializer')
         base.check_weight_decay_mode(self.weight_decay_mode)
         base.check_train_modes(('train_mode_actor', self.train_mode_actor),
                                ('train_mode_value', self.train_mode_value))
@@ -73,8 +78,10 @@ class Sac(base.OffPolicyAlgorithm):
             'actor_critic_sparsities_str', 2)
         widths = base.parse_float_list(
             settings.actor_critic_widths_str, 'actor_critic_widths_str', 2)
-        named = self._build_actor_critics(networks.create_sac_actor_network,
-                                          widths, sparsities)
+        named = self._build_actor_critics(
+            functools.partial(networks.create_sac_actor_network,
+                              initializer=settings.network_initializer),
+            widths, sparsities, settings.network_initializer)
         actor, critics = named['actor'], [named['critic_1'],
                                           named['critic_2']]
         self.agent = sparse_agents.SparseSacAgent(

@@ -146,7 +146,7 @@ class Session:
                 'num_iterations or use another root_dir.')
         restored = self._checkpointer.restore(replay, self._restore_streams)
         if restored is None:
-            removed = self.run_dir.clean_for_fresh_start()
+            removed = self.run_dir.prepare_fresh_start()
             note = (f' (removed outputs of an earlier attempt that saved no '
                     f'checkpoint: {", ".join(removed)})' if removed else '')
             drawn = ('' if self.settings.seed is not None else
@@ -234,6 +234,7 @@ class Session:
         self._checkpointer.save(
             self.step, dict(dataclasses.asdict(self.state), streams=streams),
             config, self._replay)
+        self.run_dir.checkpoint_written()
 
     def episode_done(self, episode_return: float, length: int) -> None:
         self.recent_returns.append(float(episode_return))

@@ -65,7 +65,10 @@ class ReplayBuffer:
                     self._data.items()})
 
     def load(self, path: str) -> None:
-        """Loads a saved buffer; raises ValueError if it cannot fit."""
+        """Loads a saved buffer, into a larger one too (a run extended
+        with more iterations): the transitions go in oldest first, so new
+        ones fill the free room before overwriting the oldest. Raises
+        `IncompatibleReplay` if they cannot fit."""
         with np.load(path) as saved:
             size, next_index = int(saved['size']), int(saved['next'])
             if size > self.capacity:
@@ -80,9 +83,11 @@ class ReplayBuffer:
                 raise IncompatibleReplay(
                     f'saved replay field {name!r} has shape {array.shape[1:]}, '
                     f'this run needs {self._data[name].shape[1:]}.')
+        # Oldest first: a full buffer's oldest transition is at `next`; a
+        # buffer that never filled has next == size (a roll by its length).
         for name, array in arrays.items():
-            self._data[name][:size] = array
-        self.size, self._next = size, next_index % self.capacity
+            self._data[name][:size] = np.roll(array, -next_index, axis=0)
+        self.size, self._next = size, size % self.capacity
 
 
 class FrameReplayBuffer:
@@ -188,19 +193,33 @@ class FrameReplayBuffer:
                  state=np.array([self._next, int(self._episode_open)]))
 
     def load(self, path: str) -> None:
+        """Loads a saved buffer, into a larger one too: its slots go in
+        oldest first, so new frames fill the free room before overwriting
+        the oldest."""
         with np.load(path) as saved:
-            if saved['frames'].shape != self._frames.shape:
+            saved_capacity = saved['frames'].shape[0]
+            if (saved['frames'].shape[1:] != self._frames.shape[1:]
+                    or saved_capacity > self.capacity):
                 raise IncompatibleReplay(
                     f'saved frames have shape {saved["frames"].shape}, this '
-                    f'run needs {self._frames.shape}; keep '
+                    f'run needs at most {self._frames.shape}; keep '
                     'train_eval.replay_capacity as it was.')
-            self._frames[...] = saved['frames']
-            self._action[...] = saved['action']
-            self._reward[...] = saved['reward']
-            self._discount[...] = saved['discount']
-            self._first[...] = saved['first']
-            self._valid[...] = saved['valid']
-            self._next, episode_open = (int(v) for v in saved['state'])
+            next_slot, episode_open = (int(v) for v in saved['state'])
+            arrays = {name: saved[name] for name in (
+                'frames', 'action', 'reward', 'discount', 'first', 'valid')}
+        # A buffer that wrapped has its oldest slot just after `next`.
+        wrapped = saved_capacity < self.capacity and (
+            arrays['valid'][next_slot + 1:].any() or
+            arrays['first'][next_slot + 1:].any())
+        shift = -(next_slot + 1) if wrapped else 0
+        self.clear()
+        for name, target in (('frames', self._frames),
+                             ('action', self._action),
+                             ('reward', self._reward),
+                             ('discount', self._discount),
+                             ('first', self._first), ('valid', self._valid)):
+            target[:saved_capacity] = np.roll(arrays[name], shift, axis=0)
+        self._next = (next_slot + shift) % saved_capacity
         self._episode_open = bool(episode_open)
         self.size = int(self._valid.sum())
 

@@ -7,8 +7,10 @@ outputs for a fresh start.
   `train_eval` setting (defaults included) and every other gin parameter in
   force. It is saved with each checkpoint; `check_resume` refuses a resume
   whose config differs unless the user allows it.
-* `clean_for_fresh_start()` removes the outputs of an earlier attempt that
-  wrote no checkpoint, so a new run never appends to them.
+* `prepare_fresh_start()` removes the outputs of an earlier attempt that
+  wrote no checkpoint, so a new run never appends to them, but only when
+  that attempt was this suite's (its start marker is there) and never a
+  finished run; anything else in the directory stays untouched.
 """
 
 import fcntl
@@ -26,8 +28,15 @@ from rigl.rl.tfagents.run import settings as settings_lib
 
 LOCK_FILE = '.lock'
 RUN_FILE = 'run.json'
-OUTPUTS = ('results.jsonl', 'final_metric.json', 'operative_config.gin',
-           RUN_FILE, 'train', 'eval', 'policy', 'policies')
+FINAL_METRIC_FILE = 'final_metric.json'
+# Written when a run starts fresh, removed once its first checkpoint is
+# saved: its presence proves the outputs beside it are a killed attempt's.
+STARTED_FILE = '.started_without_checkpoint'
+OUTPUT_FILES = ('results.jsonl', FINAL_METRIC_FILE, 'operative_config.gin',
+                RUN_FILE)
+SUMMARY_DIRS = ('train', 'eval')  # TensorBoard event files only
+POLICY_DIRS = ('policy', 'policies')
+OUTPUTS = OUTPUT_FILES + SUMMARY_DIRS + POLICY_DIRS
 
 
 def check_root_dir(root_dir: str) -> str:
@@ -83,6 +92,15 @@ class RunDir:
                 f'root_dir {self.root_dir} holds a {saved.get("algorithm")} '
                 f'run; this is {current["algorithm"]}. Use another root_dir.')
         changes = config_changes(saved['settings'], current['settings'])
+        fixed = [f'{key} {old!r} -> {new!r}' for key, old, new in (
+            (key, metadata(saved, 0)[key], metadata(current, 0)[key])
+            for key in FIXED_BY_CHECKPOINT) if old != new]
+        if fixed:
+            raise ValueError(
+                f'root_dir {self.root_dir} holds a run with another config: '
+                f'{"; ".join(changes)}. A resume keeps the checkpoint\'s '
+                f'masks, so it cannot change {", ".join(fixed)} (not even '
+                'with --allow_config_change). Use another root_dir.')
         if changes and not allow_change:
             raise ValueError(
                 f'root_dir {self.root_dir} holds a run with another config: '
@@ -91,19 +109,57 @@ class RunDir:
         if changes:
             console.log(f'Resuming with a changed config: {"; ".join(changes)}.')
 
-    def clean_for_fresh_start(self) -> List[str]:
-        """Removes earlier outputs; returns the names removed."""
-        removed = []
-        for name in OUTPUTS:
+    def prepare_fresh_start(self) -> List[str]:
+        """Before a run starts from step 0: removes a killed attempt's
+        outputs and marks the start; returns the names removed.
+
+        Raises:
+            ValueError: the directory holds outputs this suite cannot prove
+                are a killed attempt's (a finished run, a copied agent, a
+                user's own files), which it never deletes.
+        """
+        found = [name for name in OUTPUTS
+                 if os.path.exists(os.path.join(self.root_dir, name))]
+        marker = os.path.join(self.root_dir, STARTED_FILE)
+        if FINAL_METRIC_FILE in found:
+            raise ValueError(
+                f'root_dir {self.root_dir} holds a finished run '
+                f'({FINAL_METRIC_FILE}) with no checkpoint to resume; it is '
+                'not trained again. Use another root_dir.')
+        if found and not os.path.exists(marker):
+            raise ValueError(
+                f'root_dir {self.root_dir} holds {", ".join(found)} but no '
+                'checkpoint of a run started here, so nothing is deleted. '
+                'Use another root_dir.')
+        for name in found:
             path = os.path.join(self.root_dir, name)
-            if os.path.isdir(path):
+            if name in SUMMARY_DIRS:
+                _remove_event_files(path)
+            elif os.path.isdir(path):
                 shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
             else:
-                continue
-            removed.append(name)
-        return removed
+                os.remove(path)
+        os.makedirs(self.root_dir, exist_ok=True)
+        with open(marker, 'w') as f:
+            f.write('outputs here belong to a run with no checkpoint yet\n')
+        return found
+
+    def checkpoint_written(self) -> None:
+        """A checkpoint exists: the start marker's job is done."""
+        try:
+            os.remove(os.path.join(self.root_dir, STARTED_FILE))
+        except FileNotFoundError:
+            pass
+
+
+def _remove_event_files(directory: str) -> None:
+    """Removes TensorBoard event files (what a run writes there), then the
+    directory if nothing else is in it."""
+    for name in os.listdir(directory):
+        if name.startswith('events.out.tfevents.'):
+            os.remove(os.path.join(directory, name))
+    if not os.listdir(directory):
+        os.rmdir(directory)
 
 
 def _jsonable(value: Any) -> Any:
@@ -147,6 +203,12 @@ def config_changes(saved: Dict, current: Dict) -> List[str]:
             show = lambda v: 'unset' if v is missing else repr(v)  # noqa: E731
             changes.append(f'{key} {show(old)} -> {show(new)}')
     return changes
+
+
+# Run identity a checkpoint fixes (masks, input layout): never changed on
+# resume, so that the records always say what was trained.
+FIXED_BY_CHECKPOINT = ('method', 'sparsity', 'sparsity_distribution',
+                       'update_alg', 'noise_fraction')
 
 
 def noise_fraction(values: Dict) -> float:
