@@ -6,7 +6,7 @@ a TF-Agents `Sequential` network. Masks are drawn later, on the built network,
 by `sparse_layers.init_masks`.
 """
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -35,6 +35,19 @@ def check_train_mode(value: str, name: str) -> str:
 INITIALIZERS = ('glorot_uniform', 'tf_agents')
 
 
+# Kernel initialisers of the PPO networks: 'orthogonal' (the original's:
+# Orthogonal hidden kernels, value output U(+-0.03), initial action std
+# 0.35) or 'tf_agents' (VarianceScaling(1/3) kernels, initial std 0.693).
+PPO_INITIALIZERS = ('orthogonal', 'tf_agents')
+# The original's initial action std (sparse_ppo_actor_network.py) and value
+# output kernel bound (sparse_value_network.py).
+PPO_INITIAL_STD = 0.35
+PPO_VALUE_OUTPUT_BOUND = 0.03
+# Conv padding of the Atari Q-network: 'same' (the original's Dopamine
+# NatureDQNNetwork) or 'valid' (the Nature paper's 7x7x64 features).
+ATARI_PADDINGS = ('same', 'valid')
+
+
 def _flat_size(spec) -> int:
     return sum(int(s.shape.num_elements()) for s in tf.nest.flatten(spec))
 
@@ -43,6 +56,12 @@ def check_initializer(value: str, name: str) -> None:
     if value not in INITIALIZERS:
         raise ValueError(f'{name} is {value!r}; allowed: '
                          f'{", ".join(INITIALIZERS)}.')
+
+
+def check_ppo_initializer(value: str, name: str) -> None:
+    if value not in PPO_INITIALIZERS:
+        raise ValueError(f'{name} is {value!r}; allowed: '
+                         f'{", ".join(PPO_INITIALIZERS)}.')
 
 
 def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
@@ -174,10 +193,15 @@ def create_sac_critic_network(observation_spec, action_spec,
 
 class _SparseNormalProjection(
         _HeadOnTrunk, normal_projection_network.NormalProjectionNetwork):
-    """TF-Agents' normal head (state-independent std) over a given mean layer."""
+    """TF-Agents' normal head (state-independent std) over a given mean
+    layer; the std, softplus of a bias, starts at `initial_std` (TF-Agents'
+    softplus(0) when None)."""
 
-    def __init__(self, sample_spec, means_layer):
-        super().__init__(sample_spec)
+    def __init__(self, sample_spec, means_layer,
+                 initial_std: Optional[float] = None):
+        bias = 0.0 if initial_std is None else float(
+            np.log(np.expm1(initial_std)))  # inverse softplus
+        super().__init__(sample_spec, std_bias_initializer_value=bias)
         self._means_projection_layer = means_layer
 
 
@@ -190,21 +214,43 @@ class _SparseCategoricalProjection(
         self._projection_layer = logits_layer
 
 
+def _ppo_hidden_initializer(initializer: str):
+    """A factory of PPO's hidden-layer kernel initialisers."""
+    check_ppo_initializer(initializer, 'initializer')
+    if initializer == 'orthogonal':
+        return tf.keras.initializers.Orthogonal
+    return lambda: tf.keras.initializers.VarianceScaling(
+        scale=1.0 / 3.0, mode='fan_in', distribution='uniform')
+
+
 def create_ppo_actor_network(observation_spec, action_spec,
                              hidden_units: Sequence[int] = (64, 64),
                              train_mode: str = 'dense',
                              sparse_output_layer: bool = False,
-                             width: float = 1.0) -> sequential.Sequential:
-    """PPO actor: tanh MLP and a normal (continuous) or categorical head."""
+                             width: float = 1.0,
+                             initializer: str = 'orthogonal'
+                             ) -> sequential.Sequential:
+    """PPO actor: tanh MLP and a normal (continuous) or categorical head.
+
+    The output layer's kernel is VarianceScaling(0.1) either way. With
+    `initializer` 'orthogonal' (the original's actor networks) the hidden
+    kernels are Orthogonal and a normal head's std starts at 0.35; with
+    'tf_agents' they are VarianceScaling(1/3, fan_in, uniform) and the std
+    starts at TF-Agents' softplus(0) = 0.693.
+    """
     discrete = action_spec.dtype.is_integer
     outputs = (int(action_spec.maximum - action_spec.minimum + 1) if discrete
                else _flat_size(action_spec))
     layers = dense_chain(
         hidden_units, outputs, _flat_size(observation_spec), train_mode,
         sparse_output_layer, width, activation='tanh',
-        output_kernel_initializer=tf.keras.initializers.VarianceScaling(0.1))
-    head = (_SparseCategoricalProjection if discrete
-            else _SparseNormalProjection)(action_spec, layers[-1])
+        output_kernel_initializer=tf.keras.initializers.VarianceScaling(0.1),
+        hidden_kernel_initializer=_ppo_hidden_initializer(initializer))
+    if discrete:
+        head = _SparseCategoricalProjection(action_spec, layers[-1])
+    else:
+        std = PPO_INITIAL_STD if initializer == 'orthogonal' else None
+        head = _SparseNormalProjection(action_spec, layers[-1], std)
     return sequential.Sequential(layers[:-1] + [head],
                                  input_spec=observation_spec,
                                  name='ActorNetwork')
@@ -214,11 +260,25 @@ def create_value_network(observation_spec,
                          hidden_units: Sequence[int] = (64, 64),
                          train_mode: str = 'dense',
                          sparse_output_layer: bool = False,
-                         width: float = 1.0) -> sequential.Sequential:
-    """V(s): tanh MLP to a scalar."""
-    layers = dense_chain(hidden_units, 1, _flat_size(observation_spec),
-                         train_mode, sparse_output_layer, width,
-                         activation='tanh')
+                         width: float = 1.0,
+                         activation: str = 'relu',
+                         initializer: str = 'orthogonal'
+                         ) -> sequential.Sequential:
+    """V(s): an MLP (`activation` hidden layers) to a scalar.
+
+    With `initializer` 'orthogonal' (the original's value network) the
+    hidden kernels are Orthogonal and the output kernel U(-0.03, 0.03); with
+    'tf_agents' every kernel is VarianceScaling(1/3, fan_in, uniform).
+    """
+    output_initializer = None
+    if initializer == 'orthogonal':
+        output_initializer = tf.keras.initializers.RandomUniform(
+            minval=-PPO_VALUE_OUTPUT_BOUND, maxval=PPO_VALUE_OUTPUT_BOUND)
+    layers = dense_chain(
+        hidden_units, 1, _flat_size(observation_spec), train_mode,
+        sparse_output_layer, width, activation=activation,
+        output_kernel_initializer=output_initializer,
+        hidden_kernel_initializer=_ppo_hidden_initializer(initializer))
     return sequential.Sequential(layers + [tf.keras.layers.Reshape([])],
                                  input_spec=observation_spec,
                                  name='ValueNetwork')
@@ -290,21 +350,34 @@ class _ScaleFrames(tf.keras.layers.Layer):
 def create_atari_q_network(observation_spec, action_spec,
                            train_mode: str = 'dense',
                            sparse_output_layer: bool = False,
-                           width: float = 1.0) -> sequential.Sequential:
+                           width: float = 1.0,
+                           padding: str = 'same') -> sequential.Sequential:
     """The Nature-DQN Q-network on (84, 84, 4) uint8 frame stacks: conv
     32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512 (all ReLU, channels and units
-    scaled by `width`), and one linear output per action."""
+    scaled by `width`), and one linear output per action.
+
+    `padding` 'same' (the original's, Dopamine's `NatureDQNNetwork`) gives
+    21x21, 11x11 and 11x11 conv outputs (7744 features); 'valid' gives the
+    Nature paper's 20x20, 9x9 and 7x7 (3136 features).
+    """
     check_train_mode(train_mode, 'train_mode')
+    if padding not in ATARI_PADDINGS:
+        raise ValueError(f'padding is {padding!r}; allowed: '
+                         f'{", ".join(ATARI_PADDINGS)}.')
     num_actions = int(action_spec.maximum - action_spec.minimum + 1)
 
     def units(count):
         return sparse_layers.num_units(count, width)
 
+    def conv(filters, kernel, stride):
+        return tf.keras.layers.Conv2D(units(filters), kernel, strides=stride,
+                                      padding=padding, activation='relu')
+
     layers = [
         _ScaleFrames(),
-        tf.keras.layers.Conv2D(units(32), 8, strides=4, activation='relu'),
-        tf.keras.layers.Conv2D(units(64), 4, strides=2, activation='relu'),
-        tf.keras.layers.Conv2D(units(64), 3, strides=1, activation='relu'),
+        conv(32, 8, 4),
+        conv(64, 4, 2),
+        conv(64, 3, 1),
         tf.keras.layers.Flatten(),
         tf.keras.layers.Dense(units(512), activation='relu'),
         tf.keras.layers.Dense(num_actions),

@@ -30,6 +30,12 @@ from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import RunSettings, setting
 
 
+# The original's Adam epsilon (tf.compat.v1 AdamOptimizer in
+# ppo_train_eval.py; the same update as the fused Keras Adam here).
+ADAM_EPSILON = 1e-5
+VALUE_ACTIVATIONS = ('relu', 'tanh')
+
+
 @dataclasses.dataclass(frozen=True)
 class PpoSettings(RunSettings):
     """PPO's settings; intervals count iterations."""
@@ -58,6 +64,17 @@ class PpoSettings(RunSettings):
     gradient_clipping: float = setting(0.5, low=0)
     weight_decay: float = setting(0.0, low=0)
     weight_decay_mode: str = 'original'  # base.WEIGHT_DECAY_MODES
+    # 'original' mode only: True puts TF-Agents' L2 term wd * sum(w^2) over
+    # the kernels in the loss, as the original (gradient 2 * wd * w, clipped
+    # with the loss gradient); False has the optimizer add 2 * wd * w to
+    # the clipped gradient. The previous default, wd * w added by the
+    # optimizer, is False with half the weight decay.
+    weight_decay_in_loss: bool = True
+    adam_epsilon: float = setting(ADAM_EPSILON, low=0, low_open=True)
+    # Orthogonal hidden kernels, value output U(+-0.03), initial std 0.35,
+    # as the original ('tf_agents': the previous networks.PPO_INITIALIZERS).
+    network_initializer: str = 'orthogonal'
+    value_activation: str = 'relu'  # the original's; 'tanh' previously
     width: float = setting(1.0, low=0, low_open=True)
     sparse_output_layer: bool = False
     train_mode_actor: str = 'dense'
@@ -80,6 +97,12 @@ class PpoSettings(RunSettings):
 
     def check(self) -> None:
         base.check_weight_decay_mode(self.weight_decay_mode)
+        networks.check_ppo_initializer(self.network_initializer,
+                                       'train_eval.network_initializer')
+        if self.value_activation not in VALUE_ACTIVATIONS:
+            raise ValueError(
+                f'train_eval.value_activation is {self.value_activation!r}; '
+                f'allowed: {", ".join(VALUE_ACTIVATIONS)}.')
         base.check_train_modes(('train_mode_actor', self.train_mode_actor),
                                ('train_mode_value', self.train_mode_value))
         if self.minibatch_size > self.batch_steps:
@@ -180,8 +203,10 @@ class Ppo(base.Algorithm):
     loop = base.ON_POLICY
     Settings = PpoSettings
     # The original's weight decay: TF-Agents PPO's policy and value L2
-    # regularisation of kernels.
-    original_decay = ('kernels', 1.0)
+    # regularisation wd * sum(w^2) of every kernel, gradient 2 * wd * w. By
+    # default it is that term of the agent's loss (`weight_decay_in_loss`);
+    # this is the optimizer-side equivalent.
+    original_decay = ('kernels', 2.0)
 
     def __init__(self, settings: PpoSettings, observation_spec, action_spec,
                  seed: int):
@@ -191,11 +216,12 @@ class Ppo(base.Algorithm):
         actor = networks.create_ppo_actor_network(
             observation_spec, action_spec, settings.actor_fc_layers,
             settings.train_mode_actor, settings.sparse_output_layer,
-            settings.width)
+            settings.width, initializer=settings.network_initializer)
         value = networks.create_value_network(
             observation_spec, settings.value_fc_layers,
             settings.train_mode_value, settings.sparse_output_layer,
-            settings.width)
+            settings.width, activation=settings.value_activation,
+            initializer=settings.network_initializer)
         self.networks = {'actor': actor, 'value': value}
         for index, (name, network) in enumerate(self.networks.items()):
             network.create_variables(observation_spec)
@@ -207,10 +233,18 @@ class Ppo(base.Algorithm):
             learning_rate = tf.keras.optimizers.schedules.PolynomialDecay(
                 learning_rate, settings.iterations * settings.num_epochs *
                 settings.minibatches, end_learning_rate=0.0, power=1.0)
+        # The original's L2 term in the loss, or a decay in the optimizer.
+        l2 = (settings.weight_decay if settings.weight_decay_in_loss and
+              settings.weight_decay_mode == 'original' else 0.0)
+        optimizer = base.make_optimizer(
+            learning_rate, 0.0 if l2 else settings.weight_decay,
+            settings.adam_epsilon, settings.weight_decay_mode,
+            [actor, value], self.original_decay)
         self.agent = sparse_agents.SparsePPOAgent(
             ts.time_step_spec(observation_spec), action_spec,
-            optimizer=self.optimizer(learning_rate, [actor, value]),
-            actor_net=actor, value_net=value, greedy_eval=True,
+            optimizer=optimizer, actor_net=actor, value_net=value,
+            greedy_eval=True, policy_l2_reg=l2, value_function_l2_reg=l2,
+            shared_vars_l2_reg=l2,
             importance_ratio_clipping=settings.importance_ratio_clipping,
             lambda_value=settings.lambda_value,
             discount_factor=settings.discount_factor,
@@ -284,6 +318,7 @@ class Ppo(base.Algorithm):
         the weights), so the loss of example i is B * dL/dw_i at w = 1. This
         keeps TF-Agents' own loss, with the inputs its `_train` derives from
         the minibatch (old log-probabilities, advantages normalised over it).
+        The weight-independent L2 term is added as l2 / B per example.
         """
         agent = self.agent
         experience = agent._as_trajectory(batch)
@@ -301,16 +336,19 @@ class Ppo(base.Algorithm):
             experience.policy_info['advantage'], variance_epsilon=1e-8)
         with tf.GradientTape() as tape:
             tape.watch(weights)
-            loss = agent.get_loss(
+            loss_info = agent.get_loss(
                 time_steps, experience.action, old_log_probs,
                 experience.policy_info['return'], advantages, old_parameters,
                 weights * ppo_utils.make_trajectory_mask(experience),
                 agent.train_step_counter, debug_summaries=False,
                 old_value_predictions=experience.policy_info[
-                    'value_prediction'], training=True).loss
-        per_example = tape.gradient(loss, weights)
-        return tf.reshape(per_example, [-1]) * tf.cast(tf.size(weights),
-                                                       tf.float32)
+                    'value_prediction'], training=True)
+        per_example = tape.gradient(loss_info.loss, weights)
+        size = tf.cast(tf.size(weights), tf.float32)
+        # The L2 term (in the loss by default) counts l2 / B per example, as
+        # the original's `total_loss_per_sample`.
+        return (tf.reshape(per_example, [-1]) * size +
+                loss_info.extra.l2_regularization_loss / size)
 
     def training_flops(self) -> float:
         """Per iteration: every collected step runs both networks forward;
