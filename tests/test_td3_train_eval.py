@@ -1,6 +1,7 @@
 """TD3 end to end on tiny networks: every config trains, the delayed actor
-updates its masks on its own steps, targets stay within their online masks,
-sparsity is kept, kill-and-resume, clear errors, same seed same run."""
+updates its masks on ANF's train-step schedule (or, as an option, on its own
+steps), targets stay within their online masks, sparsity is kept,
+kill-and-resume, clear errors, same seed same run."""
 
 import json
 import os
@@ -65,18 +66,25 @@ def test_configs_train_and_keep_sparsity(tmp_path, config, sparsity):
     assert os.path.isdir(tmp_path / 'policy')
 
 
-def test_delayed_actor_updates_its_masks_on_its_own_steps(tmp_path):
-    # Actor updates every 2 train steps; update_freq 15 is odd, so keyed on
-    # the shared train step the actor would update only at 0, 30, 60, ...
-    # and would never see step 15, 45, ... Its own counter reaches 15.
+@pytest.mark.parametrize('actor_mask_steps, last_change', [
+    # ANF: update_freq counts train steps; the actor, stepped every 2nd
+    # train step, updates every 26 / 2 = 13 of its own steps, on the
+    # critics' update steps (its step 91 = train step 182 = 7 x 26).
+    (None, 91),
+    # Old: the actor's own steps, every 26 of them (52 train steps).
+    ('actor_steps', 78),
+])
+def test_delayed_actor_mask_schedule(tmp_path, actor_mask_steps, last_change):
+    extra = ([f"train_eval.actor_mask_steps = '{actor_mask_steps}'"]
+             if actor_mask_steps else [])
     td3(tmp_path, 'td3_mujoco_sparse_config.gin',
-        'mask_updater.update_freq = 15')
+        'mask_updater.update_freq = 26', *extra)
     state = variables(latest_checkpoint(tmp_path), '_actor_optimizer/')
     steps = next(v for k, v in state.items() if k.endswith('steps/.ATTRIBUTES'
                                                            '/VARIABLE_VALUE'))
     change = next(v for k, v in state.items() if 'last_mask_change' in k)
     assert steps == 100  # 200 train steps, actor on every 2nd
-    assert change == 90  # its own step 90 = 6 x 15
+    assert change == last_change
     initial = checkpoint_masks(
         os.path.join(tmp_path, 'checkpoints', 'ckpt-100'))
     final = checkpoint_masks(latest_checkpoint(tmp_path))
@@ -159,6 +167,8 @@ def test_killed_run_resumes_and_seed_reproduces(tmp_path):
     ('train_eval.actor_update_period = 0',
      'train_eval.actor_update_period must be an integer >= 1, got 0'),
     ("train_eval.env_name = 'CartPole-v1'", 'TD3 needs continuous actions'),
+    ("train_eval.td_errors_loss = 'l1'",
+     "train_eval.td_errors_loss is 'l1'; allowed: squared, huber"),
 ])
 def test_bad_input_fails_clearly(tmp_path, binding, message):
     code, _, err = helpers.run_in_process(

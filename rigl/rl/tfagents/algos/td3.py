@@ -2,25 +2,45 @@
 Static-TD3, DS-TD3 (Sokar et al. 2022) and ANF-TD3 (Grooten et al. 2023).
 
 Defaults are ANF's TD3 settings: (256, 256) networks, Adam lr 1e-3, batch
-100, tau 0.005, target policy noise 0.2 clipped at 0.5, actor and targets
-updated every 2 steps, Gaussian exploration noise 0.1, 25k random steps,
+100, tau 0.005, actor and targets updated every 2 steps, 25k random steps,
 weight decay 2e-4 (2e-4 * w added to every gradient, as ANF's MaskAdam),
-1M steps. The actor's mask updater counts the actor's own update steps.
+1M steps, and as ANF's code (github.com/bramgrooten/automatic-noise-filtering):
+
+- critic loss: squared TD error of each critic (`F.mse_loss`,
+  `algorithms/td3_based/anf_td3.py:299`), not TF-Agents' Huber default;
+- exploration noise N(0, (0.1 * max_action)^2) (`algorithms/run_td3.py:46`),
+  target policy noise 0.2 * max_action clipped at 0.5 * max_action
+  (`utils/utils.py:379-380`), and the noisy target action clamped to the
+  action bounds (`anf_td3.py:291`);
+- mask update schedules (`mask_updater.update_freq`, `begin_step`,
+  `last_update_step`) in train steps for the delayed actor too
+  (`anf_td3.py:339`: every 1000 train steps = 500 actor steps).
+
+Each has a `train_eval` setting restoring the previous behaviour.
 """
 
 import dataclasses
-from typing import Tuple
+import math
+from typing import Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
+from tf_agents.utils import nest_utils
 
+from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.algos import base
+from rigl.rl.tfagents.algos.dqn import TD_LOSSES
+from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import setting
 
 POSITIVE = dict(low=0, low_open=True)
+# What the mask-update schedule of the delayed actor counts: 'train_steps'
+# (ANF) or the actor's own optimizer steps ('actor_steps', the old default).
+ACTOR_MASK_STEPS = ('train_steps', 'actor_steps')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +58,23 @@ class Td3Settings(base.OffPolicySettings):
     target_update_tau: float = setting(0.005, low=0, high=1, low_open=True)
     target_update_period: int = setting(2, low=1)
     actor_update_period: int = setting(2, low=1)
+    # The three noise sizes are fractions of the action bound when
+    # `noise_relative_to_bound` (ANF), absolute values otherwise.
     exploration_noise_std: float = setting(0.1, low=0)
     target_policy_noise: float = setting(0.2, low=0)
     target_policy_noise_clip: float = setting(0.5, low=0)
+    # True: noise sizes times each action dimension's half-range
+    # (max - min) / 2, ANF's max_action for its symmetric bounds. False:
+    # absolute (the old default).
+    noise_relative_to_bound: bool = True
+    # Clamp the noisy target action to the action bounds, as ANF (False:
+    # unclipped, TF-Agents' Td3Agent and the old default).
+    clip_target_action: bool = True
+    # Each critic's TD loss: 'squared' (ANF's MSE) or 'huber' (TF-Agents'
+    # default and the old one).
+    td_errors_loss: str = 'squared'
+    # What the actor's mask-update schedule counts (`ACTOR_MASK_STEPS`).
+    actor_mask_steps: str = 'train_steps'
     reward_scale_factor: float = 1.0
     train_mode_actor: str = 'dense'
     train_mode_value: str = 'dense'
@@ -57,6 +91,126 @@ class Td3Settings(base.OffPolicySettings):
         base.check_train_modes(('train_mode_actor', self.train_mode_actor),
                                ('train_mode_value', self.train_mode_value))
         base.check_target_sparsity(self.target_sparsity)
+        for name, allowed in (('td_errors_loss', tuple(TD_LOSSES)),
+                              ('actor_mask_steps', ACTOR_MASK_STEPS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f'train_eval.{name} is {value!r}; allowed: '
+                                 f'{", ".join(allowed)}.')
+
+
+def action_bound(action_spec) -> np.ndarray:
+    """Half-range (max - min) / 2 of each action dimension: ANF's
+    `max_action` for symmetric bounds +-max_action."""
+    low = np.broadcast_to(action_spec.minimum, action_spec.shape)
+    high = np.broadcast_to(action_spec.maximum, action_spec.shape)
+    return ((high - low) / 2).astype(np.float32)
+
+
+def actor_mask_updater(actor_update_period: int, seed: int
+                       ) -> Optional[mask_updaters.MaskUpdater]:
+    """The delayed actor's mask updater, scheduled in train steps as ANF.
+
+    The actor's `MaskedOptimizer` counts its own steps; TF-Agents' TD3 steps
+    the actor at train steps 0, p, 2p, ... (p = `actor_update_period`), so
+    actor step k is train step k * p. The gin-bound schedule, in train steps,
+    is converted: `update_freq` F becomes F / gcd(F, p) actor steps (F / p
+    when p divides F, e.g. 1000 -> 500), so the actor updates every
+    lcm(F, p) train steps, on the critics' update steps, as ANF's actor
+    (which updates when total_it % F == 2 falls on an actor step);
+    `begin_step` becomes the first actor step at or after it and a positive
+    `last_update_step` the last actor step at or before it (at least 1).
+    Converting here keeps `MaskedOptimizer`'s rule (schedules count its own
+    applied steps) the same for every agent.
+
+    Returns:
+        None (the agent's default `mask_updater()`) when p is 1 or the bound
+        updater never changes masks.
+    """
+    bound = mask_updaters.mask_updater()
+    if actor_update_period == 1 or not bound.updates_masks:
+        return None
+    period = actor_update_period
+    last = bound.last_update_step
+    if last > 0:
+        last = max(1, last // period)
+    begin = -(-bound.begin_step // period)
+    if last > 0:
+        begin = min(begin, last)
+    return mask_updaters.mask_updater(
+        update_freq=bound.update_freq // math.gcd(bound.update_freq, period),
+        begin_step=begin, last_update_step=last,
+        # The stream `SparseTd3Agent` would give its own updater.
+        seed=(bound._seed if bound._seed is not None
+              else seeding.derive(seed, 'actor_updater')))
+
+
+class AnfTd3Agent(sparse_agents.SparseTd3Agent):
+    """`SparseTd3Agent` with ANF's target policy smoothing.
+
+    The target noise N(0, (target_policy_noise * scale)^2) is clipped at
+    +-target_policy_noise_clip * scale and the noisy target action clamped
+    to the action bounds (`anf_td3.py:290-291`) when `clip_target_action`.
+
+    Args:
+        noise_scale: per action dimension, the unit of both noise sizes
+            (ANF: the action bound; ones: TF-Agents' absolute sizes).
+        clip_target_action: clamp the noisy target action to the bounds.
+        Other arguments are `SparseTd3Agent`'s.
+    """
+
+    def __init__(self, *args, noise_scale: np.ndarray,
+                 clip_target_action: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._noise_scale = np.asarray(noise_scale, np.float32)
+        self._clip_target_action = clip_target_action
+
+    def smoothed_target_actions(self, target_actions: tf.Tensor) -> tf.Tensor:
+        """Target actions plus clipped Gaussian noise (a stateful draw, as
+        TF-Agents' own), clamped to the bounds if configured."""
+        scale = tf.constant(self._noise_scale, target_actions.dtype)
+        noise = tf.random.normal(tf.shape(target_actions),
+                                 dtype=target_actions.dtype) * (
+            self._target_policy_noise * scale)
+        clip = self._target_policy_noise_clip * scale
+        noisy = target_actions + tf.clip_by_value(noise, -clip, clip)
+        if self._clip_target_action:
+            spec = self.action_spec
+            noisy = tf.clip_by_value(
+                noisy, tf.constant(spec.minimum, noisy.dtype),
+                tf.constant(spec.maximum, noisy.dtype))
+        return noisy
+
+    def critic_loss(self, time_steps, actions, next_time_steps,
+                    weights=None, training: bool = False) -> tf.Tensor:
+        """TF-Agents' TD3 critic loss (sum of both critics' TD losses,
+        batch mean) with `smoothed_target_actions`."""
+        with tf.name_scope('critic_loss'):
+            target_actions, _ = self._target_actor_network(
+                next_time_steps.observation, next_time_steps.step_type,
+                training=training)
+            target_actions = self.smoothed_target_actions(target_actions)
+            target_q = [network((next_time_steps.observation,
+                                 target_actions), next_time_steps.step_type,
+                                training=False)[0]
+                        for network in (self._target_critic_network_1,
+                                        self._target_critic_network_2)]
+            td_targets = tf.stop_gradient(
+                self._reward_scale_factor * next_time_steps.reward +
+                self._gamma * next_time_steps.discount *
+                tf.minimum(*target_q))
+            loss = 0.0
+            for network in (self._critic_network_1, self._critic_network_2):
+                predicted, _ = network((time_steps.observation, actions),
+                                       time_steps.step_type,
+                                       training=training)
+                loss += self._td_errors_loss_fn(td_targets, predicted)
+            if nest_utils.is_batched_nested_tensors(
+                    time_steps, self.time_step_spec, num_outer_dims=2):
+                loss = tf.reduce_sum(loss, axis=range(1, loss.shape.rank))
+            if weights is not None:
+                loss *= weights
+            return tf.reduce_mean(loss)
 
 
 class Td3(base.OffPolicyAlgorithm):
@@ -71,7 +225,14 @@ class Td3(base.OffPolicyAlgorithm):
         named = self._build_actor_critics(networks.create_td3_actor_network)
         actor, critics = named['actor'], [named['critic_1'],
                                           named['critic_2']]
-        self.agent = sparse_agents.SparseTd3Agent(
+        self.noise_scale = (action_bound(action_spec)
+                            if settings.noise_relative_to_bound else
+                            np.ones(action_spec.shape, np.float32))
+        actor_updater = None
+        if settings.actor_mask_steps == 'train_steps':
+            actor_updater = actor_mask_updater(settings.actor_update_period,
+                                               seed)
+        self.agent = AnfTd3Agent(
             ts.time_step_spec(observation_spec), action_spec,
             actor_network=actor, critic_network=critics[0],
             critic_network_2=critics[1],
@@ -79,12 +240,16 @@ class Td3(base.OffPolicyAlgorithm):
                                            [actor]),
             critic_optimizer=self.optimizer(settings.critic_learning_rate,
                                             critics),
+            actor_updater=actor_updater,
             exploration_noise_std=settings.exploration_noise_std,
             target_update_tau=settings.target_update_tau,
             target_update_period=settings.target_update_period,
             actor_update_period=settings.actor_update_period,
+            td_errors_loss_fn=TD_LOSSES[settings.td_errors_loss],
             target_policy_noise=settings.target_policy_noise,
             target_policy_noise_clip=settings.target_policy_noise_clip,
+            noise_scale=self.noise_scale,
+            clip_target_action=settings.clip_target_action,
             gamma=settings.gamma,
             reward_scale_factor=settings.reward_scale_factor,
             train_step_counter=self.train_step, seed=seed,
@@ -96,12 +261,15 @@ class Td3(base.OffPolicyAlgorithm):
         return self.agent.policy  # the deterministic actor
 
     def explore(self, time_step):
-        """The actor's action plus N(0, exploration_noise_std^2) noise drawn
-        with seeds from the checkpointed `sample_rng`, clipped to bounds."""
+        """The actor's action plus N(0, (exploration_noise_std * scale)^2)
+        noise (scale: `noise_scale`) drawn with seeds from the checkpointed
+        `sample_rng`, clipped to the bounds (`run_td3.py:45-47`)."""
         action = self.agent.policy.action(time_step).action
         seed = tf.cast(self.agent.sample_rng.make_seeds(1)[:, 0], tf.int32)
-        noise = tf.random.stateless_normal(tf.shape(action), seed) * (
-            self.settings.exploration_noise_std)
+        std = tf.constant(self.settings.exploration_noise_std *
+                          self.noise_scale, action.dtype)
+        noise = tf.random.stateless_normal(tf.shape(action), seed,
+                                           dtype=action.dtype) * std
         spec = self.action_spec
         return tf.clip_by_value(action + noise, spec.minimum, spec.maximum)
 
