@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -210,22 +211,174 @@ def test_interrupted_launcher_resumes_with_the_servers_data(tmp_path):
     assert [row['step'] for row in helpers.results(root)] == [150, 300]
 
 
+def busy_port():
+    """A socket listening on a free port (close it when done)."""
+    listener = socket.socket()
+    listener.bind(('', 0))
+    listener.listen()
+    return listener
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(('', 0))
+        return probe.getsockname()[1]
+
+
+def role_command(root, *flags):
+    return ([sys.executable, '-m', 'rigl.rl.distributed', '--algo=sac',
+             f'--root_dir={root}',
+             "--gin_bindings=train_eval.env_name = 'Pendulum-v1'"]
+            + list(flags))
+
+
 @pytest.mark.parametrize('flags, message', [
     (['--role=learner'], '--role=learner needs --replay_address'),
     (['--role=all', '--gin_bindings=train_eval.batch_sise = 3'],
      'batch_sise is not a SAC setting'),
     (['--role=all', '--samples_per_insert=-1'],
      '--samples_per_insert must be positive'),
+    (['--role=learner', '--replay_address=localhost'],
+     "--replay_address='localhost': expected HOST:PORT, e.g. localhost:8000."),
+    (['--role=actor', '--replay_address=localhost:'],
+     "--replay_address='localhost:': expected HOST:PORT"),
+    (['--role=learner', '--replay_address=localhost:abc'],
+     "--replay_address='localhost:abc': the port 'abc' is not a number; "
+     'allowed: 1-65535.'),
+    (['--role=actor', '--replay_address=localhost:70000'],
+     "--replay_address='localhost:70000': port 70000 is out of range; "
+     'allowed: 1-65535.'),
+    (['--role=server', '--port=70000'],
+     '--port: port 70000 is out of range; allowed: 1-65535.'),
+    (['--role=all', '--port=65536'],
+     '--port: port 65536 is out of range; allowed: 1-65535.'),
+    (['--role=actor', '--replay_address=localhost:8000', '--num_actors=2',
+      '--actor_index=2'], '--actor_index=2: allowed 0..1 (--num_actors=2).'),
+    (['--role=learner', '--replay_address=localhost:8000',
+      '--connect_timeout=0'], '--connect_timeout=0: must be > 0 seconds.'),
 ])
 def test_bad_input_is_one_line(tmp_path, flags, message):
-    done = subprocess.run(
-        [sys.executable, '-m', 'rigl.rl.distributed', '--algo=sac',
-         f'--root_dir={tmp_path}/run',
-         "--gin_bindings=train_eval.env_name = 'Pendulum-v1'"] + flags,
-        capture_output=True, text=True, timeout=120)
+    done = subprocess.run(role_command(tmp_path / 'run', *flags),
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert message in done.stderr and len(lines) == 1, done.stderr
+    assert lines[0].startswith('error: ')
+    assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('role', ['learner', 'actor'])
+def test_nothing_listening_is_one_line_after_the_timeout(tmp_path, role):
+    port = free_port()
+    started = time.time()
+    done = subprocess.run(role_command(
+        tmp_path / 'run', f'--role={role}',
+        f'--replay_address=localhost:{port}', '--connect_timeout=2'),
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f'error: no Reverb server answered at localhost:{port} within 2 s; '
+        'start one with --role=server, or check --replay_address.')
+    assert time.time() - started < 100
+    assert not (tmp_path / 'run').exists()  # nothing written, no lock
+
+
+def test_connect_names_the_address_and_checks_the_tables(tmp_path):
+    port = free_port()
+    with pytest.raises(ValueError, match=(
+            f'no Reverb server answered at localhost:{port} within 1 s')):
+        reverb_replay.connect(f'localhost:{port}', timeout=1)
+    with pytest.raises(ValueError, match='expected HOST:PORT'):
+        reverb_replay.connect('localhost', timeout=1)
+    other = reverb.Server(tables=[reverb.Table(
+        'other', reverb.selectors.Uniform(), reverb.selectors.Fifo(), 10,
+        reverb.rate_limiters.MinSize(1))])
+    try:
+        with pytest.raises(ValueError, match=(
+                f'the Reverb server at localhost:{other.port} has no replay '
+                'or variables table: not a rigl.rl.distributed server')):
+            reverb_replay.connect(f'localhost:{other.port}', timeout=5)
+    finally:
+        other.stop()
+
+
+def test_addresses_and_ports():
+    assert reverb_replay.parse_address('example.org:8000') == (
+        'example.org', 8000)
+    assert reverb_replay.parse_address('[::1]:65535') == ('[::1]', 65535)
+    for bad, message in (('8000', 'expected HOST:PORT'),
+                         (':8000', 'expected HOST:PORT'),
+                         ('host:0', 'port 0 is out of range'),
+                         ('host:-1', 'port -1 is out of range'),
+                         ('host:65536', 'port 65536 is out of range'),
+                         ('host:8o', "the port '8o' is not a number")):
+        with pytest.raises(ValueError, match=message):
+            reverb_replay.parse_address(bad)
+    listener = busy_port()
+    try:
+        port = listener.getsockname()[1]
+        with pytest.raises(ValueError, match=(
+                f'port {port} is in use by another process; choose another '
+                '--port')):
+            reverb_replay.start_server([], port, '/nonexistent/reverb')
+    finally:
+        listener.close()
+
+
+def test_launcher_with_a_busy_port_is_one_line(tmp_path):
+    listener = busy_port()
+    try:
+        port = listener.getsockname()[1]
+        done = subprocess.run(role_command(tmp_path / 'run', '--role=all',
+                                           f'--port={port}'),
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        listener.close()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f'error: port {port} is in use by another process; choose another '
+        '--port.')
+    assert not (tmp_path / 'run').exists()
+
+
+def test_launcher_shows_the_servers_own_error(tmp_path):
+    """A server that fails to start (here: root_dir/reverb is a file) is
+    reported by its own one-line error, not as 'the server exited'."""
+    root = tmp_path / 'run'
+    root.mkdir()
+    (root / 'reverb').write_text('not a directory')
+    done = subprocess.run(launcher_command(root, '--num_actors=1'),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip() == (
+        f"error: the Reverb server exited with 2: [Errno 17] File exists: "
+        f"'{root}/reverb' (log: {root}/logs/server.log)")
+    assert (root / 'reverb').read_text() == 'not a directory'
+
+
+def test_launcher_reads_the_error_of_the_servers_last_attempt(tmp_path):
+    """Only what the server wrote since it was last started counts; its
+    last `error:` line, else its last line."""
+    launcher = distributed.Launcher(str(tmp_path), [])
+    os.makedirs(launcher.logs)
+    log = os.path.join(launcher.logs, 'server.log')
+    with open(log, 'w') as f:
+        f.write('error: an old attempt\n')
+    launcher.log_starts['server'] = os.path.getsize(log)
+    with open(log, 'a') as f:
+        f.write('Traceback (most recent call last):\n  ...\n'
+                'RuntimeError: the real reason\n')
+    assert launcher.child_error('server') == 'RuntimeError: the real reason'
+    with open(log, 'a') as f:
+        f.write('error: port 8000 is in use\nshutting down\n')
+    assert launcher.child_error('server') == 'port 8000 is in use'
+    launcher.address = f'localhost:{free_port()}'
+    launcher.children['server'] = subprocess.Popen(
+        [sys.executable, '-c', 'raise SystemExit(2)'])
+    launcher.children['server'].wait()
+    with pytest.raises(ValueError, match=(
+            r'^the Reverb server exited with 2: port 8000 is in use \(log: ')):
+        launcher._wait_for_server(timeout=10)
 
 
 def test_dqn_with_one_actor(tmp_path):

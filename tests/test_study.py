@@ -187,6 +187,112 @@ def test_grid_flags_names_and_errors(tmp_path):
     assert sweep.default_threads(sweep.default_workers()) == 1
 
 
+@pytest.mark.parametrize('text, message', [
+    ('script = "sac"\ngrid = ["a", "b"]\n', 'grid must be a table'),
+    ('script = "sac"\n[grid]\nsparsity = 0.9\n',
+     "grid 'sparsity' must be a non-empty list; got 0.9"),
+    ('script = "sac"\n[grid]\n"a.b" = [{x = 1}]\n',
+     "grid 'a.b' has {'x': 1}; allowed values: strings, numbers"),
+    ('script = "sac"\nmethods = ["dense", "rigl"]\n',
+     'methods must be tables'),
+    ('script = "sac"\n[methods]\ndense = "x.gin"\n',
+     "method 'dense' must be a table"),
+    ('script = "sac"\n[methods.dense]\ngin_files = "a.gin"\n',
+     "methods.dense.gin_files must be a list of strings.*got 'a.gin'"),
+    ('script = "sac"\n[methods.dense]\nbindings = [1]\n',
+     'methods.dense.bindings must be a list of strings'),
+    ('script = "sac"\nbindings = "train_eval.seed = 1"\n',
+     "bindings must be a list of strings.*got 'train_eval.seed = 1'"),
+    ('script = "sac"\ngin_files = [["a.gin"]]\n',
+     'gin_files must be a list of strings'),
+    ('script = "sac"\nseeds = 2.5\n', 'seeds must be a whole number'),
+    ('script = "sac"\nseeds = "3"\n', 'seeds must be a whole number'),
+    ('script = "sac"\nseeds = true\n', 'seeds must be a whole number'),
+    ('script = 3\n', 'script must be a string'),
+])
+def test_wrongly_typed_study_files_are_refused(tmp_path, text, message):
+    path = tmp_path / 'study.toml'
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as caught:
+        sweep.load_study(str(path))
+    assert str(caught.value).startswith(f'{path}: ')
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_method_axis_values_must_be_names(tmp_path):
+    path = tmp_path / 'study.toml'
+    path.write_text('script = "sac"\n[grid]\nmethod = [[1]]\n'
+                    '[methods.dense]\n')
+    with pytest.raises(ValueError, match='methods are named by strings'):
+        sweep.expand(sweep.load_study(str(path)), str(tmp_path))
+
+
+def test_binding_syntax_is_checked_alone():
+    sweep.check_binding_syntax(["a.b = 'x'", 'a.c = (16, 16)', 'a.d = @e'])
+    for binding, message in (
+            ('a.b = (', "'a.b = \\(': an unclosed bracket or quote"),
+            ('a.b = rigl', "quote strings, e.g. a.b='rigl'"),
+            ('a.b 3', "expected ':' or '='")):
+        with pytest.raises(ValueError, match=message):
+            sweep.check_binding_syntax(['a.ok = 1', binding,
+                                        'train_eval.seed = 0'])
+
+
+def test_root_dir_checks(tmp_path):
+    a_file = tmp_path / 'file'
+    a_file.write_text('')
+    for create in (False, True):
+        with pytest.raises(ValueError, match='is a file; give a directory'):
+            sweep.check_root_dir(str(a_file), create)
+        with pytest.raises(ValueError, match=r'cannot create it \(.*'):
+            sweep.check_root_dir(str(a_file / 'study'), create)
+    sweep.check_root_dir(str(tmp_path / 'new' / 'study'), create=False)
+    assert not (tmp_path / 'new').exists()
+    sweep.check_root_dir(str(tmp_path / 'new' / 'study'), create=True)
+    assert (tmp_path / 'new' / 'study').is_dir()
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--threads_per_worker=-1'], '--threads_per_worker=-1: must be >= 1.'),
+    (['--threads_per_worker=0'], '--threads_per_worker=0: must be >= 1.'),
+    (['--workers=0'], '--workers=0: must be >= 1.'),
+    (['--status_every=-5'], '--status_every=-5: must be > 0 seconds.'),
+    (['--root_dir=FILE'], '--root_dir FILE is a file; give a directory (it '
+     'is created if missing).'),
+    (['--root_dir=FILE/study'], '--root_dir FILE/study: cannot create it '
+     '(FILE is a file).'),
+    (['--gin_bindings=train_eval.num_iterations = ('],
+     "cannot parse the gin binding 'train_eval.num_iterations = (': an "
+     'unclosed bracket or quote.'),
+])
+def test_bad_sweep_flags_are_one_line(tmp_path, extra, message):
+    """Refused before anything is written or started (no TensorFlow)."""
+    a_file = tmp_path / 'FILE'
+    a_file.write_text('keep')
+    root = tmp_path / 'study'
+    extra = [e.replace('FILE', str(a_file)) for e in extra]
+    done = subprocess.run(sweep_command(root, '--nocheck_configs', *extra),
+                          capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == 'error: ' + message.replace(
+        'FILE', str(a_file))
+    assert not root.exists() and a_file.read_text() == 'keep'
+
+
+def test_bad_fixed_binding_value_is_refused_before_any_run(tmp_path):
+    root = tmp_path / 'study'
+    done = subprocess.run(sweep_command(
+        root, '--gin_bindings=train_eval.batch_size = -3',
+        "--grid=mask_updater.update_alg=['set','rigl']"),
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        'error: update_alg=set: train_eval.batch_size must be an integer >= '
+        '1, got -3 (no run was started; 1 more group refused too).')
+    assert not any(root.glob('*/seed_*'))
+
+
 # 3. The report on made-up runs (every figure) ---------------------------------
 
 def write_run(directory, metadata, returns, final=True, settings=None,
@@ -348,19 +454,31 @@ def sweep_command(root, *extra):
 def test_tiny_study_end_to_end(tmp_path):
     root = tmp_path / 'study'
     grid = "--grid=mask_updater.update_alg=['set','rigl','bogus']"
-    listed = subprocess.run(sweep_command(root, grid, '--dry_run'),
+    # Every group's config is checked before any run starts.
+    checked = subprocess.run(sweep_command(root, grid, '--dry_run'),
+                             capture_output=True, text=True, cwd=REPO,
+                             timeout=300)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    line, = checked.stderr.strip().splitlines()
+    assert line.startswith("error: update_alg=bogus: ") and "'bogus'" in line
+    assert line.endswith('(no run was started).')
+    assert not root.exists()
+    # --nocheck_configs leaves it to each run's script.
+    unchecked = ['--nocheck_configs', grid]
+    listed = subprocess.run(sweep_command(root, *unchecked, '--dry_run'),
                             capture_output=True, text=True, cwd=REPO)
     assert listed.returncode == 0, listed.stderr
     assert '6 runs (3 groups x 2 seeds)' in listed.stdout
     assert not root.exists()  # a dry run writes nothing
 
-    first = subprocess.run(sweep_command(root, grid), capture_output=True,
-                           text=True, timeout=400, cwd=REPO)
+    first = subprocess.run(sweep_command(root, *unchecked),
+                           capture_output=True, text=True, timeout=400,
+                           cwd=REPO)
     # 'bogus' is refused by the script (exit 2); the others still finish.
     assert first.returncode == 1, first.stdout + first.stderr
     assert 'FAILED (exit 2): update_alg=bogus/seed_0' in first.stdout
     with open(root / 'update_alg=bogus' / 'seed_0' / 'log.txt') as f:
-        assert "mask_updater.update_alg is 'bogus'" in f.read()
+        assert "'bogus'; allowed:" in f.read()
     done = sorted(str(p.relative_to(root))
                   for p in root.glob('*/seed_*/final_metric.json'))
     assert done == [f'update_alg={a}/seed_{s}/final_metric.json'
@@ -377,6 +495,7 @@ def test_tiny_study_end_to_end(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert second.returncode == 0, second.stdout + second.stderr
     assert '4 runs: 4 finished before (skipped), 0 to run' in second.stdout
+    assert 'checking the configurations' not in second.stdout  # none to do
     assert (log.stat().st_mtime_ns, log.read_text()) == before
 
     reported = subprocess.run(
@@ -426,3 +545,78 @@ def test_finished_runs_are_found_from_another_clone(tmp_path):
     assert sweep.is_finished(run)
     changed = dataclasses.replace(run, bindings=['train_eval.seed = 1'])
     assert not sweep.is_finished(changed)
+
+
+# 5. Bad report inputs ---------------------------------------------------------
+
+def two_group_study(root):
+    for seed in range(2):
+        write_run(f'{root}/dense/seed_{seed}', metadata('dense', 0.0, seed),
+                  [0, 100 + seed])
+        write_run(f'{root}/rigl/seed_{seed}', metadata('rigl', 0.9, seed),
+                  [0, 90 + seed])
+
+
+@pytest.mark.parametrize('content, why', [
+    ({'method': 'rigl', 'final_return_mean': 3.0},
+     'has no numeric final_return (got None)'),
+    ({'final_return': 'high'}, "has no numeric final_return (got 'high')"),
+    ([1, 2], 'has no numeric final_return (got None)'),
+    ('{"final_return": ', 'cannot be read (Expecting value'),
+])
+def test_final_metric_without_final_return_is_skipped_with_a_warning(
+        tmp_path, content, why):
+    root = str(tmp_path)
+    two_group_study(root)
+    bad = os.path.join(root, 'rigl', 'seed_1', 'final_metric.json')
+    with open(bad, 'w') as f:
+        f.write(content if isinstance(content, str) else json.dumps(content))
+    said = []
+    built = report.build_report(root, reps=200, curve_reps=100,
+                                log=said.append)
+    warnings = [line for line in said if line.startswith('warning: ')]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f'warning: {bad} {why}'), said
+    assert warnings[0].endswith('the run counts as in progress.')
+    status = {g.method: (g.stats['n'], g.in_progress, g.status)
+              for g in built['groups']}
+    assert status == {'dense': (2, 0, 'complete'),
+                      'rigl': (1, 1, 'partial')}
+
+
+def test_bad_reps_and_unknown_match_are_refused(tmp_path):
+    root = str(tmp_path)
+    two_group_study(root)
+    for name in ('reps', 'curve_reps'):
+        for value in (0, -1):
+            with pytest.raises(ValueError, match=(
+                    f'^--{name}={value}: must be a whole number >= 1')):
+                report.build_report(root, **{name: value},
+                                    log=lambda _: None)
+    with pytest.raises(ValueError, match=(
+            "^--match: no dimension 'envname'; allowed: algorithm, "
+            'env_name, ')):
+        report.build_report(root, match=['algorithm', 'envname'], reps=100,
+                            curve_reps=100, log=lambda _: None)
+    assert not os.path.exists(os.path.join(root, 'report'))
+    # A dimension's last component is enough, as for --reference.
+    assert report.resolve_match(
+        report.make_groups(report.read_runs(root)),
+        ['env_name', 'update_alg']) == ['env_name', 'update_alg']
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--reps=0', '--reps=0: must be a whole number >= 1 (bootstrap '
+     'replications).'),
+    ('--curve_reps=-2', '--curve_reps=-2: must be a whole number >= 1 '
+     '(bootstrap replications).'),
+    ('--match=algorithm,seeds', "--match: no dimension 'seeds'; allowed: "),
+])
+def test_report_command_bad_input_is_one_line(tmp_path, flag, message):
+    two_group_study(str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, '-m', 'rigl.rl.report', f'--root_dir={tmp_path}',
+         flag], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2, done.stderr
+    line, = done.stderr.strip().splitlines()
+    assert line.startswith('error: ' + message), line

@@ -130,6 +130,9 @@ def test_environment_follows_the_run_noise_layout(tmp_path):
     (['--random', '--env_name=Pendulum-v1', '--video=out.avi'],
      "unsupported file type '.avi'"),
     (['--random', '--env_name=Pendulum-v1', '--episodes=0'], 'must be >= 1'),
+    # /proc takes no new files, even from root: refused before any episode.
+    (['--random', '--env_name=Pendulum-v1', '--video=/proc/sparserl.gif'],
+     '--video /proc/sparserl.gif: cannot write it: '),
 ])
 def test_clear_errors(args, message, capsys):
     assert view.main(args) == 2
@@ -193,3 +196,75 @@ def test_checkpoint_acts_as_the_saved_policy_of_its_step(run_root, tmp_path,
     captured = capsys.readouterr()
     assert 'restored from' in captured.err and 'ckpt-100' in captured.err
     assert EPISODE_LINE.findall(captured.out)[0][2] == '4'
+
+
+def test_unwritable_video_is_refused_before_the_episodes(tmp_path, capsys,
+                                                        monkeypatch):
+    ran = []
+    monkeypatch.setattr(view, 'run_episodes',
+                        lambda *args: ran.append(args) or [0.0])
+    read_only = tmp_path / 'read_only.mp4'
+    read_only.write_bytes(b'an old video')
+    real_open = open
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path) == str(read_only):
+            raise PermissionError(13, 'Permission denied', str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr('builtins.open', refusing_open)
+    assert view.main(['--random', '--env_name=Pendulum-v1',
+                      f'--video={read_only}']) == 2
+    monkeypatch.undo()
+    assert capsys.readouterr().err.strip() == (
+        f'error: --video {read_only}: cannot write it: Permission denied.')
+    assert not ran
+    assert read_only.read_bytes() == b'an old video'
+    # A writable new path is checked without leaving a file behind.
+    view._check_video_path(str(tmp_path / 'new' / 'clip.gif'))
+    assert os.listdir(tmp_path / 'new') == []
+
+
+def _unfinished_with_a_truncated_newest(run_root, tmp_path):
+    """A run root without a final policy whose newest checkpoint
+    (ckpt-150) was cut short; ckpt-100 is whole."""
+    import shutil
+
+    unfinished = tmp_path / 'unfinished'
+    checkpoints = unfinished / 'checkpoints'
+    checkpoints.mkdir(parents=True)
+    os.symlink(run_root / 'run.json', unfinished / 'run.json')
+    shutil.copytree(run_root / 'checkpoints' / 'ckpt-100',
+                    checkpoints / 'ckpt-100')
+    shutil.copytree(run_root / 'checkpoints' / 'ckpt-100',
+                    checkpoints / 'ckpt-150')
+    data = checkpoints / 'ckpt-150' / 'tf.data-00000-of-00001'
+    content = data.read_bytes()
+    data.write_bytes(content[:len(content) // 2])
+    return unfinished
+
+
+def test_truncated_newest_checkpoint_falls_back(run_root, tmp_path, capsys):
+    unfinished = _unfinished_with_a_truncated_newest(run_root, tmp_path)
+    newest = unfinished / 'checkpoints' / 'ckpt-150'
+    older = unfinished / 'checkpoints' / 'ckpt-100'
+    assert view.main([f'--policy_dir={unfinished}', '--max_steps=3']) == 0
+    captured = capsys.readouterr()
+    warning, restored = captured.err.strip().splitlines()
+    assert warning.startswith(f'warning: cannot restore {newest}: ')
+    assert warning.endswith('; trying an older checkpoint.')
+    assert restored == f'policy: greedy policy restored from {older}'
+    assert EPISODE_LINE.findall(captured.out)[0][2] == '3'
+    # Named by itself, the damaged checkpoint is one line naming an older.
+    assert view.main([f'--policy_dir={newest}', '--max_steps=3']) == 2
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f'error: cannot restore {newest}: ')
+    assert line.endswith(f'; an older checkpoint: {older}')
+    # Every checkpoint damaged: one line.
+    data = older / 'tf.data-00000-of-00001'
+    data.write_bytes(data.read_bytes()[:10])
+    assert view.main([f'--policy_dir={unfinished}']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f'error: none of the 2 checkpoints of '
+                              f'{unfinished} can be restored; newest: '
+                              f'cannot restore {newest}: ')

@@ -16,6 +16,11 @@ machine B (every role takes the same gin files and bindings):
   B$ python -m rigl.rl.distributed --role=actor --actor_index=0 \
        --num_actors=4 --replay_address=A:8000 ...
 
+The learner and actors wait up to --connect_timeout seconds (60) for the
+server to answer, then stop with one line naming the address; a malformed
+address, a port outside 1-65535 and --actor_index >= --num_actors are
+refused before anything starts.
+
 The learner writes what `sac_train_eval.py` writes to root_dir (TensorBoard,
 results.jsonl, checkpoints, final_metric.json) and resumes the same way; the
 server checkpoints its tables to root_dir/reverb/ with each learner
@@ -87,6 +92,9 @@ def define_flags() -> None:
                          'of the policy variables.', lower_bound=1)
     flags.DEFINE_integer('max_restarts', 3, 'Restarts of each process before '
                          'the launcher gives up (--role=all).', lower_bound=0)
+    flags.DEFINE_float('connect_timeout', 60.0, 'Seconds the learner and '
+                       'actors wait for the Reverb server to answer before '
+                       'they give up with an error.')
 
 
 def bound_settings(algorithm_class):
@@ -99,12 +107,37 @@ def bound_settings(algorithm_class):
 
 
 def options() -> distributed_loop.Options:
+    """The learner's or actor's options, with the flags checked.
+
+    Raises:
+        ValueError: on a missing or malformed --replay_address, an
+            --actor_index outside 0..num_actors-1 or a non-positive
+            --connect_timeout.
+    """
     if not FLAGS.replay_address:
         raise ValueError(
             f'--role={FLAGS.role} needs --replay_address=HOST:PORT.')
+    reverb_replay.parse_address(FLAGS.replay_address)
+    if FLAGS.role == 'actor' and FLAGS.actor_index >= FLAGS.num_actors:
+        raise ValueError(f'--actor_index={FLAGS.actor_index}: allowed 0..'
+                         f'{FLAGS.num_actors - 1} (--num_actors='
+                         f'{FLAGS.num_actors}).')
+    if not FLAGS.connect_timeout > 0:
+        raise ValueError(f'--connect_timeout={FLAGS.connect_timeout:g}: '
+                         'must be > 0 seconds.')
     return distributed_loop.Options(
         address=FLAGS.replay_address, num_actors=FLAGS.num_actors,
-        push_period=FLAGS.push_period, pull_period=FLAGS.pull_period)
+        push_period=FLAGS.push_period, pull_period=FLAGS.pull_period,
+        connect_timeout=FLAGS.connect_timeout)
+
+
+def server_port() -> Optional[int]:
+    """--port, else the port of --replay_address, else None (checked)."""
+    if FLAGS.port is not None:
+        return reverb_replay.check_port(FLAGS.port, '--port')
+    if FLAGS.replay_address:
+        return reverb_replay.parse_address(FLAGS.replay_address)[1]
+    return None
 
 
 def build_algorithm(algorithm_class, settings, seed: int):
@@ -121,13 +154,13 @@ def build_algorithm(algorithm_class, settings, seed: int):
 def run_server(root_dir: str, allow_config_change: bool) -> None:
     """Serves the replay and variables tables until killed."""
     del allow_config_change
+    port = server_port()
+    if port is None:
+        raise ValueError('--role=server needs --port (or --replay_address).')
+    reverb_replay.check_port_free(port)
     algorithm_class = train.ALGORITHMS[FLAGS.algo]
     settings = bound_settings(algorithm_class)
     algorithm = build_algorithm(algorithm_class, settings, settings.seed or 0)
-    port = FLAGS.port or (int(FLAGS.replay_address.rpartition(':')[2])
-                          if FLAGS.replay_address else None)
-    if not port:
-        raise ValueError('--role=server needs --port (or --replay_address).')
     rate_limit = reverb_replay.RateLimit.for_run(settings,
                                                  FLAGS.samples_per_insert)
     tables = reverb_replay.make_tables(
@@ -146,10 +179,10 @@ def run_server(root_dir: str, allow_config_change: bool) -> None:
 
 
 def run_learner(root_dir: str, allow_config_change: bool) -> None:
+    run_options = options()
     algorithm_class = train.ALGORITHMS[FLAGS.algo]
     run_dir_lib.check_root_dir(root_dir)
     settings = bound_settings(algorithm_class)
-    run_options = options()
     with session_lib.Session(root_dir, algorithm_class, settings,
                              allow_config_change) as session:
         distributed_loop.learn(session, run_options)
@@ -157,9 +190,9 @@ def run_learner(root_dir: str, allow_config_change: bool) -> None:
 
 def run_actor(root_dir: str, allow_config_change: bool) -> None:
     del allow_config_change
+    run_options = options()
     algorithm_class = train.ALGORITHMS[FLAGS.algo]
     settings = bound_settings(algorithm_class)
-    run_options = options()
     seed = seeding.resolve(settings.seed)
     algorithm = build_algorithm(algorithm_class, settings, seed)
     distributed_loop.act(algorithm, settings, seed, FLAGS.actor_index,
@@ -185,6 +218,7 @@ class Launcher:
         self.argv = argv
         self.children: Dict[str, subprocess.Popen] = {}
         self.restarts: Dict[str, int] = {}
+        self.log_starts: Dict[str, int] = {}  # each log's size at spawn
         self.address = ''
 
     def _command(self, role: str, *extra: str) -> List[str]:
@@ -199,6 +233,7 @@ class Launcher:
         output = None
         if role != 'learner':
             output = open(os.path.join(self.logs, f'{name}.log'), 'a')
+            self.log_starts[name] = output.tell()
         environment = dict(os.environ)
         if role != 'learner':  # batch-1 inference: one thread each
             environment.setdefault('TF_NUM_INTRAOP_THREADS', '1')
@@ -217,19 +252,42 @@ class Launcher:
             json.dumps({name: child.pid for name, child in
                         self.children.items()}, indent=2))
 
+    def child_error(self, name: str) -> str:
+        """The one-line error a child wrote to its log since it was last
+        started (its `error: ...` line, else its last line)."""
+        path = os.path.join(self.logs, f'{name}.log')
+        try:
+            with open(path, errors='replace') as f:
+                f.seek(self.log_starts.get(name, 0))
+                lines = [line.strip() for line in f if line.strip()]
+        except OSError:
+            lines = []
+        errors = [line for line in lines if line.startswith('error: ')]
+        if errors:
+            return errors[-1][len('error: '):]
+        return lines[-1] if lines else 'no output'
+
     def _wait_for_server(self, timeout: float = 120.0) -> None:
+        """Waits until the server accepts connections.
+
+        Raises:
+            ValueError: with the server's own error line if it exits, or
+                when it does not start in `timeout` seconds.
+        """
         host, _, port = self.address.rpartition(':')
         deadline = time.time() + timeout
+        log = os.path.join(self.logs, 'server.log')
         while time.time() < deadline:
-            if self.children['server'].poll() is not None:
-                raise RuntimeError(f'the Reverb server exited; see '
-                                   f'{self.logs}/server.log')
+            code = self.children['server'].poll()
+            if code is not None:
+                raise ValueError(f'the Reverb server exited with {code}: '
+                                 f'{self.child_error("server")} (log: {log})')
             with socket.socket() as probe:
                 if probe.connect_ex((host, int(port))) == 0:
                     return
             time.sleep(0.2)
-        raise RuntimeError(f'the Reverb server did not start in {timeout:.0f} '
-                           f's; see {self.logs}/server.log')
+        raise ValueError(f'the Reverb server did not start in {timeout:.0f} '
+                         f's (log: {log})')
 
     def stop(self) -> None:
         for child in self.children.values():
@@ -243,6 +301,7 @@ class Launcher:
                 child.kill()
 
     def run(self, num_actors: int, port: Optional[int]) -> int:
+        """Starts and supervises every process; returns the exit code."""
         os.makedirs(self.logs, exist_ok=True)
         if port is None:
             import portpicker  # pylint: disable=import-outside-toplevel
@@ -303,6 +362,12 @@ def launch(root_dir: str, allow_config_change: bool) -> int:
     data of a run that has no checkpoint, and supervises the processes."""
     del allow_config_change
     reverb_replay.require_reverb()
+    port = server_port()
+    if port is not None:
+        reverb_replay.check_port_free(port)
+    if not FLAGS.connect_timeout > 0:
+        raise ValueError(f'--connect_timeout={FLAGS.connect_timeout:g}: '
+                         'must be > 0 seconds.')
     run_dir_lib.check_root_dir(root_dir)
     settings = bound_settings(train.ALGORITHMS[FLAGS.algo])
     reverb_replay.RateLimit.for_run(settings, FLAGS.samples_per_insert)
@@ -330,7 +395,7 @@ def launch(root_dir: str, allow_config_change: bool) -> int:
     for sig in previous:
         signal.signal(sig, interrupted)
     try:
-        return launcher.run(FLAGS.num_actors, FLAGS.port)
+        return launcher.run(FLAGS.num_actors, port)
     except KeyboardInterrupt:
         console.log('launcher: interrupted; stopping every process.')
         return 130

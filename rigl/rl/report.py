@@ -254,8 +254,28 @@ def _read_rows(path: str) -> List[Dict]:
     return rows
 
 
-def read_runs(root_dir: str) -> List[RunData]:
-    """Every run directory under `root_dir` with results (report/ aside)."""
+def _read_final(path: str, log: Callable[[str], None]) -> Optional[Dict]:
+    """A run's final metric, or None (with a warning line) when the file
+    cannot be read or has no numeric `final_return`."""
+    try:
+        with open(path) as f:
+            final = json.load(f)
+    except (OSError, ValueError) as error:
+        log(f'warning: {path} cannot be read ({error}); the run counts as '
+            'in progress.')
+        return None
+    value = final.get('final_return') if isinstance(final, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        log(f'warning: {path} has no numeric final_return (got {value!r}); '
+            'the run counts as in progress.')
+        return None
+    return final
+
+
+def read_runs(root_dir: str,
+              log: Callable[[str], None] = print) -> List[RunData]:
+    """Every run directory under `root_dir` with results (report/ aside);
+    `log` gets a warning line for each unreadable final metric."""
     runs = []
     for directory, subdirs, names in os.walk(root_dir):
         subdirs[:] = sorted(d for d in subdirs if not (
@@ -266,8 +286,8 @@ def read_runs(root_dir: str) -> List[RunData]:
                 if RESULTS_FILE in names else [])
         final = None
         if FINAL_METRIC_FILE in names:
-            with open(os.path.join(directory, FINAL_METRIC_FILE)) as f:
-                final = json.load(f)
+            final = _read_final(os.path.join(directory, FINAL_METRIC_FILE),
+                                log)
         if not rows and final is None:
             continue
         settings = {}
@@ -480,10 +500,31 @@ def _matches(group: Group, dim: str, wanted: str) -> bool:
         return False
 
 
+def resolve_match(groups: Sequence[Group], match: Sequence[str]
+                  ) -> List[str]:
+    """The dimension names `match` gives (a name or its last component,
+    as --reference takes them).
+
+    Raises:
+        ValueError: for a name that is no dimension, naming the allowed.
+    """
+    dims = list(groups[0].dims) if groups else []
+    resolved = []
+    for dim in match:
+        keys = [k for k in dims if k == dim] or [
+            k for k in dims if k.split('.')[-1] == dim]
+        if not keys:
+            raise ValueError(f'--match: no dimension {dim!r}; allowed: '
+                             f'{", ".join(dims)}.')
+        resolved.append(keys[0])
+    return resolved
+
+
 def assign_references(groups: Sequence[Group], reference: Dict[str, str],
                       match: Sequence[str]) -> None:
     """Each group's reference: the group that matches `reference`, has the
     same `match` dimensions, and agrees with it on the most other ones."""
+    match = resolve_match(groups, match)
     candidates = [g for g in groups
                   if all(_matches(g, d, v) for d, v in reference.items())]
     for group in groups:
@@ -943,7 +984,11 @@ def build_report(root_dir: str, reference: str = 'method=dense',
     Returns:
         {'groups': [...], 'figures': {name: path}, 'summary': rows}.
     """
-    runs = read_runs(root_dir)
+    for name, value in (('reps', reps), ('curve_reps', curve_reps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f'--{name}={value}: must be a whole number >= 1 '
+                             '(bootstrap replications).')
+    runs = read_runs(root_dir, log)
     if not runs:
         raise ValueError(f'no runs under {root_dir} (no {RESULTS_FILE} or '
                          f'{FINAL_METRIC_FILE} found).')

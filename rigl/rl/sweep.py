@@ -17,6 +17,12 @@ variables its bindings use (dense has no sparsity). Every combination x seed
 0..N-1 (`train_eval.seed`) is one run in
 `ROOT/<axis=value,...>/seed_<k>` with its output in `log.txt` there.
 
+Before any run starts, the gin syntax of every binding and each group's
+whole configuration (settings, configurables' values, the agent built on
+its environment) are checked in one process, as the training script would:
+a bad one is one line `error: ...` and exit 2 (`--nocheck_configs` leaves
+it to each run).
+
 A rerun of the same command skips finished runs (`final_metric.json`
 present, same command as last time) and starts the others again: the
 training scripts resume from their newest checkpoint by themselves and
@@ -24,7 +30,9 @@ refuse (exit 2) a run directory that holds another config.
 """
 
 import ast
+import contextlib
 import dataclasses
+import io
 import itertools
 import json
 import os
@@ -33,6 +41,7 @@ import shlex
 import subprocess
 import sys
 import time
+import tokenize
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
@@ -138,8 +147,25 @@ def parse_grid_flag(text: str) -> Tuple[str, List[Any]]:
     return name, list(parsed)
 
 
+def _string_list(value: Any, where: str) -> List[str]:
+    """`value` if it is a list of strings (a lone string is not split)."""
+    if not isinstance(value, list) or not all(
+            isinstance(item, str) for item in value):
+        raise ValueError(f'{where} must be a list of strings, e.g. '
+                         f'["a", "b"]; got {value!r}.')
+    return list(value)
+
+
+GRID_VALUE_TYPES = (str, int, float, bool, list)
+
+
 def load_study(path: str) -> Study:
-    """Reads a TOML study file (format: `docs/studies.md`)."""
+    """Reads a TOML study file (format: `docs/studies.md`).
+
+    Raises:
+        ValueError: naming the file and the key for an unknown key or a
+            value of the wrong type.
+    """
     with open(path, 'rb') as f:
         data = tomllib.load(f)
     known = {'script', 'gin_files', 'bindings', 'grid', 'methods', 'seeds',
@@ -151,24 +177,55 @@ def load_study(path: str) -> Study:
     if 'script' not in data:
         raise ValueError(f'{path}: missing script = '
                          f'{" | ".join(repr(x) for x in SCRIPTS)}.')
+    for key in ('script', 'description'):
+        if key in data and not isinstance(data[key], str):
+            raise ValueError(f'{path}: {key} must be a string; got '
+                             f'{data[key]!r}.')
+    seeds = data.get('seeds', 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int):
+        raise ValueError(f'{path}: seeds must be a whole number >= 1; got '
+                         f'{seeds!r}.')
+    methods_table = data.get('methods', {})
+    if not isinstance(methods_table, dict):
+        raise ValueError(f'{path}: methods must be tables, e.g. '
+                         '[methods.rigl] with gin_files and bindings; got '
+                         f'{methods_table!r}.')
     methods = {}
-    for name, spec in data.get('methods', {}).items():
+    for name, spec in methods_table.items():
+        if not isinstance(spec, dict):
+            raise ValueError(f'{path}: method {name!r} must be a table '
+                             f'([methods.{name}]) with gin_files and '
+                             f'bindings; got {spec!r}.')
         extra = sorted(set(spec) - {'gin_files', 'bindings'})
         if extra:
             raise ValueError(f'{path}: method {name!r} has unknown keys '
                              f'{extra}; allowed: gin_files, bindings.')
-        methods[name] = Method(list(spec.get('gin_files', [])),
-                               list(spec.get('bindings', [])))
+        methods[name] = Method(
+            _string_list(spec.get('gin_files', []),
+                         f'{path}: methods.{name}.gin_files'),
+            _string_list(spec.get('bindings', []),
+                         f'{path}: methods.{name}.bindings'))
+    grid_table = data.get('grid', {})
+    if not isinstance(grid_table, dict):
+        raise ValueError(f'{path}: grid must be a table ([grid] with NAME = '
+                         f'[VALUE, ...] lines); got {grid_table!r}.')
     grid = {}
-    for name, values in data.get('grid', {}).items():
+    for name, values in grid_table.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f'{path}: grid {name!r} must be a non-empty '
-                             'list.')
+                             f'list; got {values!r}.')
+        wrong = [v for v in values if not isinstance(v, GRID_VALUE_TYPES)]
+        if wrong:
+            raise ValueError(f'{path}: grid {name!r} has {wrong[0]!r}; '
+                             'allowed values: strings, numbers, booleans '
+                             'and lists.')
         grid[name] = values
     return Study(script=data['script'],
-                 gin_files=list(data.get('gin_files', [])),
-                 bindings=list(data.get('bindings', [])),
-                 grid=grid, methods=methods, seeds=int(data.get('seeds', 1)))
+                 gin_files=_string_list(data.get('gin_files', []),
+                                        f'{path}: gin_files'),
+                 bindings=_string_list(data.get('bindings', []),
+                                       f'{path}: bindings'),
+                 grid=grid, methods=methods, seeds=seeds)
 
 
 def resolve_gin_file(path: str) -> str:
@@ -191,6 +248,10 @@ def _check(study: Study) -> None:
             for name in method.variables()}
     for name in study.grid:
         if name == METHOD_AXIS:
+            wrong = [v for v in study.grid[name] if not isinstance(v, str)]
+            if wrong:
+                raise ValueError(f'grid method={wrong}: methods are named '
+                                 'by strings.')
             missing = [v for v in study.grid[name] if v not in study.methods]
             if missing:
                 defined = ', '.join(study.methods) or 'none'
@@ -332,6 +393,158 @@ def command(script: str, run: Run) -> List[str]:
     return ([sys.executable, path, f'--root_dir={run.root_dir}'] +
             [f'--gin_file={f}' for f in run.gin_files] +
             [f'--gin_bindings={b}' for b in run.bindings])
+
+
+# Checking the runs' configurations before any starts ------------------------
+
+CHECK_MARKER = 'sweep-config-check: '
+
+
+def config_errors(script: str, configs: Sequence[Dict[str, List[str]]]
+                  ) -> List[str]:
+    """What the training script would say of each configuration, checked in
+    this process (TensorFlow is imported): gin syntax and names, every
+    setting, and the agent built on its environment (the configurables'
+    values), writing nothing.
+
+    Args:
+        script: a training script name (`SCRIPTS`).
+        configs: {'gin_files': [...], 'bindings': [...]} each.
+
+    Returns:
+        Per configuration, '' or the script's one-line error.
+    """
+    # TensorFlow only in the checking process.
+    # pylint: disable=import-outside-toplevel
+    import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
+    import gin
+    from tf_agents.specs import tensor_spec
+
+    from rigl.rl.tfagents import envs
+    from rigl.rl.tfagents import train
+    from rigl.rl.tfagents.run import console
+    from rigl.rl.tfagents.run import settings as settings_lib
+
+    console.quiet_libraries()
+    algorithm_class = train.ALGORITHMS[script]
+
+    def build(root_dir: str, allow_config_change: bool) -> None:
+        del root_dir, allow_config_change
+        params = dict(gin.get_bindings(train.train_eval))
+        for name in ('root_dir', 'algorithm', 'allow_config_change'):
+            params.pop(name, None)
+        settings = settings_lib.build(algorithm_class.Settings, params,
+                                      script.upper())
+        env = envs.create_environment(env_name=settings.env_name, seed=0)
+        try:
+            algorithm_class(settings,
+                            tensor_spec.from_spec(env.observation_spec()),
+                            tensor_spec.from_spec(env.action_spec()),
+                            settings.seed or 0)
+        finally:
+            env.close()
+
+    errors = []
+    for config in configs:
+        gin.clear_config()
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(said), \
+                    contextlib.redirect_stdout(io.StringIO()):
+                code = console.run_cli(build, config['gin_files'],
+                                       config['bindings'], '')
+        except Exception as error:  # pylint: disable=broad-except
+            lines = str(error).strip().splitlines()
+            errors.append(f'{type(error).__name__}: '
+                          f'{lines[0] if lines else ""}')
+            continue
+        lines = [line for line in said.getvalue().splitlines()
+                 if line.startswith('error: ')]
+        errors.append(lines[-1][len('error: '):] if code and lines else
+                      f'exit {code}' if code else '')
+    gin.clear_config()
+    return errors
+
+
+def check_binding_syntax(bindings: Sequence[str]) -> None:
+    """Parses each gin binding alone (syntax only: names are checked with
+    the configurations), so an unclosed bracket is named as itself rather
+    than as the binding after it.
+
+    Raises:
+        ValueError: naming the binding.
+    """
+    import gin  # pylint: disable=import-outside-toplevel
+    from gin import config_parser  # pylint: disable=import-outside-toplevel
+
+    for binding in dict.fromkeys(bindings):
+        try:
+            list(config_parser.ConfigParser(
+                binding, gin.config.ParserDelegate(skip_unknown=True)))
+        except tokenize.TokenError:
+            raise ValueError(f'cannot parse the gin binding {binding!r}: an '
+                             'unclosed bracket or quote.') from None
+        except SyntaxError as error:
+            name, _, value = binding.partition('=')
+            if 'ast.Name object' in str(error) and value.strip():
+                raise ValueError(
+                    f'cannot parse the gin binding {binding!r}: quote '
+                    f"strings, e.g. {name.strip()}='{value.strip()}'."
+                    ) from None
+            first = (str(error).strip().splitlines() or [''])[0]
+            raise ValueError(f'cannot parse the gin binding {binding!r}: '
+                             f'{first}') from None
+
+
+def _config_check_main() -> None:
+    """The checking process: a JSON request on stdin, the answer on one
+    stdout line after CHECK_MARKER."""
+    request = json.load(sys.stdin)
+    errors = config_errors(request['script'], request['configs'])
+    print(CHECK_MARKER + json.dumps(errors), flush=True)
+
+
+def check_configs(script: str, runs: Sequence[Run]) -> int:
+    """Checks each group's configuration, as its training script would, in
+    one child process (so this one stays free of TensorFlow).
+
+    Returns:
+        The number of configurations checked.
+
+    Raises:
+        ValueError: naming the first refused group and the script's one-line
+            error, or the checker's own failure.
+    """
+    configs: Dict[str, Dict[str, List[str]]] = {}
+    for run in runs:
+        configs.setdefault(run.group, {'gin_files': run.gin_files,
+                                       'bindings': run.bindings})
+    if not configs:
+        return 0
+    done = subprocess.run(
+        [sys.executable, '-c',
+         'from rigl.rl import sweep; sweep._config_check_main()'],
+        input=json.dumps({'script': script,
+                          'configs': list(configs.values())}),
+        capture_output=True, text=True, cwd=PACKAGE_ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    answers = [line[len(CHECK_MARKER):] for line in done.stdout.splitlines()
+               if line.startswith(CHECK_MARKER)]
+    if not answers:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise ValueError(f'checking the configurations failed (exit '
+                         f'{done.returncode}): '
+                         f'{lines[-1].strip() if lines else "no output"}')
+    refused = [(group, error) for group, error in
+               zip(configs, json.loads(answers[-1])) if error]
+    if refused:
+        group, error = refused[0]
+        more = (f'; {len(refused) - 1} more group'
+                f'{"s" * (len(refused) > 2)} refused too'
+                if len(refused) > 1 else '')
+        raise ValueError(f'{group}: {error.rstrip(".")} (no run was '
+                         f'started{more}).')
+    return len(configs)
 
 
 def available_cores() -> int:
@@ -538,6 +751,10 @@ def define_flags() -> None:
     flags.DEFINE_bool('dry_run', False, 'List the runs and exit.')
     flags.DEFINE_float('status_every', 600, 'Also print the status table '
                        'every this many seconds.')
+    flags.DEFINE_bool('check_configs', True, 'Before any run starts, check '
+                      "every group's gin files and bindings as its training "
+                      'script would (one process; about a second per '
+                      'group); --nocheck_configs skips it.')
 
 
 def study_from_flags() -> Study:
@@ -559,16 +776,64 @@ def study_from_flags() -> Study:
     return study
 
 
+def check_root_dir(root_dir: str, create: bool) -> None:
+    """Refuses a root_dir that is a file or cannot be created; creates it
+    when `create` (a dry run writes nothing).
+
+    Raises:
+        ValueError: naming the directory and the reason.
+    """
+    if os.path.exists(root_dir) and not os.path.isdir(root_dir):
+        raise ValueError(f'--root_dir {root_dir} is a file; give a '
+                         'directory (it is created if missing).')
+    if create:
+        try:
+            os.makedirs(root_dir, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f'--root_dir {root_dir}: cannot create it '
+                             f'({error.strerror}).') from None
+        return
+    parent = os.path.abspath(root_dir)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f'--root_dir {root_dir}: cannot create it ({parent} '
+                         'is a file).')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f'--root_dir {root_dir}: cannot create it (no '
+                         f'write permission in {parent}).')
+
+
+def check_flags() -> None:
+    """The numeric flags' ranges (ValueError naming the flag)."""
+    if not FLAGS.root_dir:
+        raise ValueError('--root_dir is required.')
+    for name in ('workers', 'threads_per_worker'):
+        value = getattr(FLAGS, name)
+        if value is not None and value < 1:
+            raise ValueError(f'--{name}={value}: must be >= 1.')
+    if not FLAGS.status_every > 0:
+        raise ValueError(f'--status_every={FLAGS.status_every:g}: must be > 0 '
+                         'seconds.')
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     try:
-        if not FLAGS.root_dir:
-            raise ValueError('--root_dir is required.')
-        if FLAGS.workers is not None and FLAGS.workers < 1:
-            raise ValueError(f'--workers must be >= 1, got {FLAGS.workers}.')
+        check_flags()
         study = study_from_flags()
-        runs = expand(study, os.path.abspath(FLAGS.root_dir),
-                      FLAGS.gin_bindings)
+        root_dir = os.path.abspath(FLAGS.root_dir)
+        runs = expand(study, root_dir, FLAGS.gin_bindings)
+        check_root_dir(root_dir, create=False)
+        todo = [run for run in runs if not is_finished(run)]
+        check_binding_syntax([b for run in todo for b in run.bindings])
+        if FLAGS.check_configs and todo:
+            print(f'checking the configurations of '
+                  f'{len({run.group for run in todo})} group(s) before any '
+                  'run starts...', flush=True)
+            check_configs(study.script, todo)
+        if not FLAGS.dry_run:
+            check_root_dir(root_dir, create=True)
     except (ValueError, OSError, tomllib.TOMLDecodeError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
@@ -584,7 +849,7 @@ def main(argv: Sequence[str]) -> None:
               f'{workers} at a time with {threads} thread(s) each. '
               f'First command:\n  {shlex.join(command(study.script, runs[0]))}')
         return
-    write_plan(os.path.abspath(FLAGS.root_dir), runs)
+    write_plan(root_dir, runs)
     try:
         failed = run_study(study.script, runs, workers, threads,
                            status_every=FLAGS.status_every)

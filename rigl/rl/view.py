@@ -6,10 +6,12 @@
 
 DIR is a saved policy (`ROOT/policy`, `ROOT/policies/policy-<step>`), a
 checkpoint (`ROOT/checkpoints/ckpt-<step>`), or a run root (then `ROOT/policy`
-is used, or the newest checkpoint of a run that has not finished). The environment, with the run's noise
-feature settings (`create_environment.*`), comes from the `run.json` found in
-DIR or a directory above it; `--env_name` overrides the id. One line per
-episode is printed: `episode N: return R, length L`.
+is used, or the newest checkpoint of a run that has not finished, falling
+back to an older one when it cannot be restored, as a resume does). The
+environment, with the run's noise feature settings (`create_environment.*`),
+comes from the `run.json` found in DIR or a directory above it; `--env_name`
+overrides the id. One line per episode is printed: `episode N: return R,
+length L`. `--video` is checked for writing before any episode runs.
 
 `--render=human` opens a window (needs a display); `--video=PATH` writes an
 MP4 (or a GIF if PATH ends in `.gif`). Without a display MuJoCo renders
@@ -63,15 +65,27 @@ def is_checkpoint_dir(path: str) -> bool:
                for name in CHECKPOINT_FILES)
 
 
-def newest_checkpoint(root: str) -> Optional[str]:
-    """The newest complete checkpoint of a run root, or None."""
+def checkpoint_dirs(root: str) -> List[str]:
+    """The complete checkpoints of a run root, newest first."""
     directory = os.path.join(root, 'checkpoints')
     if not os.path.isdir(directory):
-        return None
+        return []
     steps = [int(name[len('ckpt-'):]) for name in os.listdir(directory)
              if name.startswith('ckpt-') and name[len('ckpt-'):].isdigit()
              and is_checkpoint_dir(os.path.join(directory, name))]
-    return os.path.join(directory, f'ckpt-{max(steps)}') if steps else None
+    return [os.path.join(directory, f'ckpt-{step}')
+            for step in sorted(steps, reverse=True)]
+
+
+def _step_of(checkpoint_dir: str) -> int:
+    suffix = os.path.basename(checkpoint_dir)[len('ckpt-'):]
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def newest_checkpoint(root: str) -> Optional[str]:
+    """The newest complete checkpoint of a run root, or None."""
+    found = checkpoint_dirs(root)
+    return found[0] if found else None
 
 
 def resolve_policy_dir(path: str) -> str:
@@ -338,6 +352,11 @@ class CheckpointPolicy:
             algorithm, _ = train.load_algorithm(checkpoint_dir)
         except ValueError as error:
             raise ViewError(str(error).splitlines()[0]) from None
+        except Exception as error:  # pylint: disable=broad-except
+            # A truncated or damaged file: TF raises many types.
+            first = (str(error).strip().splitlines() or [''])[0]
+            raise ViewError(f'cannot restore {checkpoint_dir}: '
+                            f'{type(error).__name__}: {first}') from None
         self._spec = algorithm.observation_spec
         self._action = session.single_action_fn(algorithm.eval_policy)
 
@@ -361,12 +380,43 @@ class CheckpointPolicy:
 
 def load_policy(policy_dir: str):
     """Loads a saved policy or a checkpoint's greedy policy (from a policy
-    directory, a checkpoint directory or a run root)."""
+    directory, a checkpoint directory or a run root).
+
+    A run root watched from its checkpoints falls back to older ones when
+    the newest cannot be restored (e.g. truncated by a crash), as a
+    resumed run does; a checkpoint named by itself is not replaced.
+
+    Raises:
+        ViewError: if nothing can be loaded.
+    """
     path = resolve_policy_dir(policy_dir)
-    if is_checkpoint_dir(path):
-        print(f'policy: greedy policy restored from {path}', file=sys.stderr)
-        return CheckpointPolicy(path)
-    return SavedPolicy(path)
+    if not is_checkpoint_dir(path):
+        return SavedPolicy(path)
+    named = os.path.abspath(path) == os.path.abspath(policy_dir)
+    candidates = [path] if named else checkpoint_dirs(policy_dir)
+    errors = []
+    for candidate in candidates:
+        try:
+            policy = CheckpointPolicy(candidate)
+        except ViewError as error:
+            errors.append(error)
+            if candidate != candidates[-1]:
+                print(f'warning: {error}; trying an older checkpoint.',
+                      file=sys.stderr)
+            continue
+        print(f'policy: greedy policy restored from {candidate}',
+              file=sys.stderr)
+        return policy
+    if named:
+        older = [c for c in checkpoint_dirs(os.path.dirname(
+            os.path.dirname(os.path.abspath(path))))
+                 if _step_of(c) < _step_of(path)]
+        if older:
+            raise ViewError(f'{errors[0]}; an older checkpoint: {older[0]}')
+    if len(errors) == 1:
+        raise errors[0]
+    raise ViewError(f'none of the {len(errors)} checkpoints of {policy_dir} '
+                    f'can be restored; newest: {errors[0]}')
 
 
 class RandomPolicy:
@@ -443,6 +493,17 @@ def _check_video_path(path: str) -> None:
     except OSError as error:
         raise ViewError(f'--video {path}: cannot create {directory}: '
                         f'{error.strerror}.') from None
+    # Before any episode runs: open the file as the writer will (an
+    # existing video is kept until the writer replaces it).
+    existed = os.path.exists(path)
+    try:
+        with open(path, 'ab'):
+            pass
+    except OSError as error:
+        raise ViewError(f'--video {path}: cannot write it: '
+                        f'{error.strerror}.') from None
+    if not existed:
+        os.remove(path)
 
 
 def _has_display() -> bool:

@@ -369,6 +369,9 @@ def load_feature_histograms(
     Raises:
         ValueError: If the file is missing, unreadable or has wrong contents.
     """
+    import zipfile  # pylint: disable=import-outside-toplevel
+    import zlib  # pylint: disable=import-outside-toplevel
+
     if not os.path.isfile(path):
         raise ValueError(f'histogram_file={path!r} does not exist.')
     try:
@@ -376,6 +379,11 @@ def load_feature_histograms(
             bin_edges = np.asarray(contents['bin_edges'], dtype=np.float64)
             probabilities = np.asarray(contents['probabilities'],
                                        dtype=np.float64)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+        # A truncated or corrupted file (e.g. a copy that did not finish).
+        raise ValueError(
+            f'histogram_file={path!r} is damaged ({error or "truncated"}): '
+            'write it again (python -m rigl.rl.make_histograms).') from None
     except (KeyError, OSError, ValueError) as error:
         raise ValueError(
             f'histogram_file={path!r} is not an .npz file with arrays '

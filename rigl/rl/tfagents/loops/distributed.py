@@ -56,11 +56,14 @@ class Options:
         num_actors: actors sharing the initial random collection.
         push_period: learner train steps between variable pushes.
         pull_period: actor env steps between variable pulls.
+        connect_timeout: seconds to wait for the server to answer before
+            giving up with an error.
     """
     address: str
     num_actors: int = 1
     push_period: int = 100
     pull_period: int = 100
+    connect_timeout: float = 60.0
 
 
 def check_supported(algorithm) -> None:
@@ -88,11 +91,12 @@ def check_supported(algorithm) -> None:
 
 def learn(session: Session, options: Options) -> Dict:
     """Trains from the Reverb server; returns the final metric."""
-    import reverb  # pylint: disable=import-outside-toplevel
     algorithm, settings = session.algorithm, session.settings
     check_supported(algorithm)
+    # Before the run directory is touched: an unreachable server is an
+    # error, not a run that waits forever.
+    client = reverb_replay.connect(options.address, options.connect_timeout)
     session.start()
-    client = reverb.Client(options.address)
     container = reverb_variable_container.ReverbVariableContainer(
         options.address, table_names=[reverb_replay.VARIABLES_TABLE])
     variables = reverb_replay.policy_variables(algorithm)
@@ -188,8 +192,12 @@ def act(algorithm, settings, seed: int, index: int, attempt: int,
         options: Options, root_dir: str) -> int:
     """Collects for the learner until it has trained num_iterations steps;
     returns the env steps this actor took."""
-    import reverb  # pylint: disable=import-outside-toplevel
     check_supported(algorithm)
+    if not 0 <= index < options.num_actors:
+        raise ValueError(f'--actor_index={index}: allowed 0..'
+                         f'{options.num_actors - 1} (--num_actors='
+                         f'{options.num_actors}).')
+    client = reverb_replay.connect(options.address, options.connect_timeout)
     stream = ('actor', index, attempt)
     # The training env's feature layout (ANF noise and permutation), with
     # this actor's own environment stream.
@@ -202,7 +210,6 @@ def act(algorithm, settings, seed: int, index: int, attempt: int,
     algorithm.agent.sample_rng.reset_from_seed(
         seeding.derive(seed, 'action', *stream))
     rng = np.random.default_rng(seeding.derive(seed, 'loop', *stream))
-    client = reverb.Client(options.address)
     container = reverb_variable_container.ReverbVariableContainer(
         options.address, table_names=[reverb_replay.VARIABLES_TABLE])
     variables = reverb_replay.policy_variables(algorithm)

@@ -8,6 +8,7 @@ truncated file, a missing index or a bad `latest` pointer loses at most one
 checkpoint interval. The newest `keep` (>= 2) checkpoints are kept.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -36,6 +37,10 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
     text = str(error).strip().splitlines()
     text = text[0] if text else type(error).__name__
     return text if len(text) <= limit else text[:limit] + '...'
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the earlier ones are intact."""
 
 
 class Checkpointer:
@@ -74,21 +79,51 @@ class Checkpointer:
 
     def save(self, step: int, state: Dict, config: Dict,
              replay: Optional[ReplayBuffer] = None) -> str:
+        """Writes checkpoint `ckpt-<step>` atomically; returns its path.
+
+        Raises:
+            CheckpointWriteError: when it cannot be written (e.g. a full
+                disk); the staging directory is removed and the earlier
+                checkpoints are left as they were.
+        """
         name = f'ckpt-{step}'
-        os.makedirs(self.directory, exist_ok=True)
         final = os.path.join(self.directory, name)
         staging = final + '.tmp'
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
-        self._checkpoint.write(os.path.join(staging, 'tf'))
-        if replay is not None:
-            replay.save(os.path.join(staging, 'replay.npz'))
-        for file_name, content in ((STATE_FILE, state), (CONFIG_FILE, config)):
-            with open(os.path.join(staging, file_name), 'w') as f:
-                json.dump(content, f)
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            os.makedirs(staging)
+            self._checkpoint.write(os.path.join(staging, 'tf'))
+            if replay is not None:
+                replay.save(os.path.join(staging, 'replay.npz'))
+            for file_name, content in ((STATE_FILE, state),
+                                       (CONFIG_FILE, config)):
+                with open(os.path.join(staging, file_name), 'w') as f:
+                    json.dump(content, f)
+        except (OSError, tf.errors.OpError) as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            previous = self.candidates()[:1]
+            kept = (f'the previous checkpoint {previous[0]} is intact'
+                    if previous else 'no earlier checkpoint exists')
+            full = (isinstance(error, tf.errors.ResourceExhaustedError) or
+                    getattr(error, 'errno', None) == errno.ENOSPC)
+            advice = ('free disk space and rerun' if full else 'rerun')
+            raise CheckpointWriteError(
+                f'cannot write checkpoint {final} ({_first_line(error)}); '
+                f'{kept}: {advice} the same command to resume.') from None
         shutil.rmtree(final, ignore_errors=True)
         os.rename(staging, final)
-        write_atomically(os.path.join(self.directory, 'latest'), name)
+        try:
+            write_atomically(os.path.join(self.directory, 'latest'), name)
+        except OSError as error:
+            # A restore looks for complete ckpt-<step> directories; `latest`
+            # is only a pointer for people.
+            console.log(f'warning: cannot update {self.directory}/latest '
+                        f'({_first_line(error)}); {final} is complete.')
+            try:
+                os.remove(os.path.join(self.directory, 'latest.tmp'))
+            except OSError:
+                pass
         for old in self.candidates()[self._keep:]:
             shutil.rmtree(old, ignore_errors=True)
         return final

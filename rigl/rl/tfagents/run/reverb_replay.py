@@ -13,8 +13,11 @@ directory reloads the newest checkpoint.
 """
 
 import dataclasses
+import errno
 import os
-from typing import Dict, List, Optional
+import socket
+import time
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -29,12 +32,97 @@ except ImportError:  # pragma: no cover - depends on the platform
 REPLAY_TABLE = 'replay'
 VARIABLES_TABLE = 'variables'
 CHECKPOINT_DIR = 'reverb'
+MAX_PORT = 65535
 
 
 def require_reverb() -> None:
     if reverb is None:
         raise ValueError('distributed training needs dm-reverb (Linux, Python '
                          '3.8-3.11): pip install dm-reverb==0.14.0')
+
+
+def check_port(port, what: str) -> int:
+    """`port` as an int in 1..65535; ValueError naming `what` otherwise."""
+    try:
+        value = int(str(port).strip())
+    except ValueError:
+        raise ValueError(f'{what}: the port {str(port)!r} is not a number; '
+                         f'allowed: 1-{MAX_PORT}.') from None
+    if not 1 <= value <= MAX_PORT:
+        raise ValueError(f'{what}: port {value} is out of range; allowed: '
+                         f'1-{MAX_PORT}.')
+    return value
+
+
+def parse_address(address: str,
+                  flag: str = '--replay_address') -> Tuple[str, int]:
+    """'HOST:PORT' -> (HOST, PORT), with the port checked.
+
+    Raises:
+        ValueError: naming the flag and the address when there is no host,
+            no port, or a port that is not 1..65535.
+    """
+    host, separator, port = (address or '').strip().rpartition(':')
+    if not separator or not host or not port:
+        raise ValueError(f'{flag}={address!r}: expected HOST:PORT, e.g. '
+                         'localhost:8000.')
+    return host, check_port(port, f'{flag}={address!r}')
+
+
+def check_port_free(port: int) -> None:
+    """Raises ValueError if another process listens on `port` here."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(('', port))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise ValueError(f'port {port} is in use by another process; '
+                             'choose another --port.') from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def connect(address: str, timeout: float):
+    """A client of the run's Reverb server at `address`, once it answers.
+
+    Retries until `timeout` seconds have passed (a server started at the
+    same time may still be loading its checkpoint).
+
+    Raises:
+        ValueError: naming the address when no server answers in time, or
+            when the server there lacks this suite's tables.
+    """
+    require_reverb()
+    parse_address(address)
+    client = reverb.Client(address)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            info = client.server_info(timeout=max(1, int(min(left, 5.0))))
+            break
+        except Exception as error:  # pylint: disable=broad-except
+            if time.monotonic() + 0.5 >= deadline:
+                detail = ('' if isinstance(
+                    error, reverb.errors.DeadlineExceededError) else
+                          f' ({_first_line(error)})')
+                raise ValueError(
+                    f'no Reverb server answered at {address} within '
+                    f'{timeout:g} s{detail}; start one with --role=server, '
+                    'or check --replay_address.') from None
+            time.sleep(0.5)
+    missing = [name for name in (REPLAY_TABLE, VARIABLES_TABLE)
+               if name not in info]
+    if missing:
+        raise ValueError(f'the Reverb server at {address} has no '
+                         f'{" or ".join(missing)} table: not a '
+                         'rigl.rl.distributed server; check --replay_address.')
+    return client
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,14 +196,26 @@ def make_tables(signature: Dict, variables: Dict, capacity: int,
     ]
 
 
-def start_server(tables: List, port: int, checkpoint_dir: str):
-    """A Reverb server on `port` that reloads the newest checkpoint in
-    `checkpoint_dir` (if any) and saves new ones there."""
+def start_server(tables: List, port: Optional[int], checkpoint_dir: str):
+    """A Reverb server on `port` (None: any free one) that reloads the
+    newest checkpoint in `checkpoint_dir` (if any) and saves new ones there.
+
+    Raises:
+        ValueError: if the port is out of range or in use.
+    """
     require_reverb()
+    if port is not None:
+        port = check_port(port, '--port')
+        check_port_free(port)
     os.makedirs(checkpoint_dir, exist_ok=True)
     checkpointer = reverb.checkpointers.DefaultCheckpointer(
         path=checkpoint_dir)
-    return reverb.Server(tables=tables, port=port, checkpointer=checkpointer)
+    try:
+        return reverb.Server(tables=tables, port=port,
+                             checkpointer=checkpointer)
+    except ValueError as error:  # 'Failed to BuildAndStart gRPC server'
+        raise ValueError(f'cannot start the Reverb server on port {port}: '
+                         f'{_first_line(error)}.') from None
 
 
 @dataclasses.dataclass
