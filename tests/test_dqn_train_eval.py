@@ -196,10 +196,11 @@ def test_atari_config_trains_on_a_real_rom(tmp_path):
     assert row['env_steps'] == 100 + 60 * 4  # train_every 4
     network = row['networks']['q_network']
     assert network['sparsity'] == pytest.approx(0.9, abs=0.01)
-    # Nature CNN FLOPs at its real strides: conv1 8x8x4x32 on 84x84/4 ->
-    # 20x20 outputs, conv2 -> 9x9, conv3 -> 7x7, then 3136 -> 512 -> 6.
-    dense_macs = (20 * 20 * 8 * 8 * 4 * 32 + 9 * 9 * 4 * 4 * 32 * 64 +
-                  7 * 7 * 3 * 3 * 64 * 64 + 3136 * 512 + 512 * 6)
+    # Dopamine's Nature CNN FLOPs at its real strides, 'same' padding:
+    # conv1 8x8x4x32 on 84x84/4 -> 21x21 outputs, conv2 -> 11x11, conv3 ->
+    # 11x11, then 7744 -> 512 -> 6.
+    dense_macs = (21 * 21 * 8 * 8 * 4 * 32 + 11 * 11 * 4 * 4 * 32 * 64 +
+                  11 * 11 * 3 * 3 * 64 * 64 + 7744 * 512 + 512 * 6)
     assert 0.05 * 2 * dense_macs < network['flops'] < 0.2 * 2 * dense_macs
 
 

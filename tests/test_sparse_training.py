@@ -170,7 +170,7 @@ def test_mask_update_follows_the_original_rule(alg, reinit_when_same):
     grad[(mask > 0) & (np.abs(weight) < 0.1)] = 5.0
     if alg == 'set':
         grow_score = updater.grow_scores(tf.constant(1000, tf.int64), 0,
-                                         layer.kernel, grad).numpy()
+                                         layer.kernel, grad, slots).numpy()
     else:
         grow_score = np.abs(grad)
     expected_mask, expected_weight, expected_moments, grown = (

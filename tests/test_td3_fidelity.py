@@ -23,6 +23,7 @@ from tf_agents.utils import common
 
 from rigl.rl.tfagents import train  # noqa: F401  (registers train_eval)
 from rigl.rl.tfagents.algos import td3
+from rigl.rl.tfagents.sparsity import spec as sparsity_spec
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
@@ -95,7 +96,7 @@ def test_critic_loss_is_squared_error_of_both_critics():
     expected = manual_critic_loss(agent, time_steps, actions,
                                   next_time_steps, seen['actions'])
     assert loss == pytest.approx(expected, rel=1e-5)
-    assert np.abs(seen['actions'].numpy()).max() <= BOUND
+    assert np.abs(seen['actions'].numpy()).max() <= np.float32(BOUND)
     # Huber (the old default) would differ with errors this large.
     huber = make_td3(td_errors_loss='huber').agent
     assert huber._td_errors_loss_fn is common.element_wise_huber_loss
@@ -191,16 +192,20 @@ def test_actor_schedule_conversion(freq, period, begin, last, expected):
     gin.parse_config(SET + [f'mask_updater.update_freq = {freq}',
                             f'mask_updater.begin_step = {begin}',
                             f'mask_updater.last_update_step = {last}'])
-    updater = td3.actor_mask_updater(period, seed=0)
+    method = sparsity_spec.from_gin(td3.Td3Settings(train_mode_actor='sparse'))
+    updater = method.counted_every(period).make_updater()
     assert (updater.update_freq, updater.begin_step,
             updater.last_update_step) == expected
 
 
 def test_actor_schedule_unchanged_without_delay_or_updates():
     gin.parse_config(SET)
-    assert td3.actor_mask_updater(1, seed=0) is None
+    method = sparsity_spec.from_gin(td3.Td3Settings(train_mode_actor='sparse'))
+    assert method.counted_every(1) is method
     gin.clear_config()
-    assert td3.actor_mask_updater(2, seed=0) is None  # static
+    static = sparsity_spec.from_gin(td3.Td3Settings(train_mode_actor='sparse'))
+    assert static.method == 'static'
+    assert static.counted_every(2) is static
 
 
 def test_bad_td3_options_fail_clearly():

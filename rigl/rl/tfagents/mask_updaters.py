@@ -36,7 +36,9 @@ import tensorflow as tf
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import settings
 
-UPDATE_ALGS = ('static', 'set', 'rigl')
+# The registry of mask-update rules: name -> MaskUpdater subclass (see
+# `register`). A new rule is one registered class.
+UPDATERS: Dict[str, type] = {}
 SCHEDULES = ('constant', 'cosine', 'learning_rate')
 GROW_INITS = ('zero', 'unif', 'xavier')
 # 'before_step': the update uses the step's own gradients and the step then
@@ -49,8 +51,24 @@ UPDATE_STATS = ('grown', 'regrown_just_dropped', 'grad_active',
                 'grad_grown', 'grad_all', 'dropped_weight')
 
 
+def register(name: str):
+    """Class decorator: makes a `MaskUpdater` subclass the rule `name`
+    (`mask_updater.update_alg`, the sparse method's name)."""
+    def add(cls):
+        if name in UPDATERS:
+            raise ValueError(f'mask updater {name!r} is registered twice.')
+        cls.name_for_errors = name
+        UPDATERS[name] = cls
+        return cls
+    return add
+
+
 class MaskUpdater(tf.Module):
-    """Drop-and-grow on a schedule; subclasses choose the grow score.
+    """Drop-and-grow on a schedule. A rule overrides the hooks: the drop
+    score (`drop_scores`: the lowest active ones are dropped) and the grow
+    score (`grow_scores`: the highest of the others are grown), both of
+    which see the layer's optimizer state; and `needs_gradients` if the grow
+    score reads the dense gradient.
 
     Args:
         update_freq: steps between updates (> 0).
@@ -70,6 +88,8 @@ class MaskUpdater(tf.Module):
         reinit_when_same: also restart (weight and moments at the grow init)
             a connection dropped and regrown at the same update. False, as
             the original's default, keeps it as it was.
+        use_stateless: random scores from a stateless stream of (seed, step,
+            layer), so a resumed run draws the same (else TF's stateful op).
     """
 
     name_for_errors = 'static'
@@ -77,7 +97,8 @@ class MaskUpdater(tf.Module):
     def __init__(self, update_freq: int = 1000, init_drop_fraction: float = 0.3,
                  schedule_alg: str = 'cosine', begin_step: int = 0,
                  last_update_step: int = 800000, seed: Optional[int] = None,
-                 grow_init: str = 'zero', reinit_when_same: bool = False):
+                 grow_init: str = 'zero', reinit_when_same: bool = False,
+                 use_stateless: bool = True):
         super().__init__(name=f'{self.name_for_errors}_mask_updater')
         name = 'mask_updater.'
         settings.check(name + 'update_freq', update_freq, int, low=1)
@@ -110,6 +131,7 @@ class MaskUpdater(tf.Module):
         self.learning_rate_fn: Optional[Callable] = None
         self.grow_init = grow_init
         self.reinit_when_same = reinit_when_same
+        self._use_stateless = use_stateless
         self._seed = seed
         self.last_drop_fraction = tf.Variable(0.0, trainable=False,
                                               name='last_drop_fraction')
@@ -150,8 +172,17 @@ class MaskUpdater(tf.Module):
         lr_start = tf.cast(self.learning_rate_fn(0), tf.float32)
         return d0 * lr_now / lr_start
 
+    def drop_scores(self, layer_index: int, kernel: tf.Tensor,
+                    mask: tf.Tensor, slots: Sequence[tf.Variable]
+                    ) -> tf.Tensor:
+        """Scores of every position; the highest `active - n` are kept.
+        The original's |mask * w|: inactive positions score 0."""
+        del layer_index, slots
+        return tf.abs(mask * kernel)
+
     def grow_scores(self, step: tf.Tensor, layer_index: int,
-                    kernel: tf.Tensor, dense_grad: tf.Tensor) -> tf.Tensor:
+                    kernel: tf.Tensor, dense_grad: tf.Tensor,
+                    slots: Sequence[tf.Variable]) -> tf.Tensor:
         """Scores of every position; the largest non-kept ones are grown."""
         raise NotImplementedError
 
@@ -184,14 +215,14 @@ class MaskUpdater(tf.Module):
         # A fully dense layer (e.g. ANF's hidden layers) has nowhere else to
         # grow: regrowing where it dropped would only zero weights.
         num_drop = tf.where(active < size, num_drop, 0)
-        # The original's drop score |mask * w|: inactive positions score 0,
-        # and top_k breaks ties to the lower index.
-        _, keep_index = tf.math.top_k(tf.abs(mask * kernel),
-                                      k=active - num_drop)
+        # top_k breaks ties to the lower index, as the original.
+        drop_score = tf.reshape(self.drop_scores(
+            index, layer.kernel, layer.mask, slots), [-1])
+        _, keep_index = tf.math.top_k(drop_score, k=active - num_drop)
         kept = tf.scatter_nd(keep_index[:, None],
                              tf.ones_like(keep_index, tf.float32), [size])
-        scores = tf.reshape(
-            self.grow_scores(step, index, layer.kernel, dense_grad), [-1])
+        scores = tf.reshape(self.grow_scores(
+            step, index, layer.kernel, dense_grad, slots), [-1])
         grow_score = tf.where(kept > 0, -float('inf'), scores)
         _, grow_index = tf.math.top_k(grow_score, k=num_drop)
         grown = tf.scatter_nd(grow_index[:, None],
@@ -247,6 +278,7 @@ class MaskUpdater(tf.Module):
                                            dtype=kernel.dtype)
 
 
+@register('static')
 class StaticUpdater(MaskUpdater):
     """Static sparse training: masks never change."""
 
@@ -258,6 +290,7 @@ class StaticUpdater(MaskUpdater):
         return tf.constant(False)
 
 
+@register('set')
 class SETUpdater(MaskUpdater):
     """SET (Mocanu et al. 2018): regrow at random positions.
 
@@ -267,13 +300,7 @@ class SETUpdater(MaskUpdater):
     `mask_updater.seed` is bound.
     """
 
-    name_for_errors = 'set'
-
-    def __init__(self, use_stateless: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self._use_stateless = use_stateless
-
-    def grow_scores(self, step, layer_index, kernel, dense_grad):
+    def grow_scores(self, step, layer_index, kernel, dense_grad, slots):
         if not self._use_stateless:
             return tf.random.uniform(tf.shape(kernel))
         seed = tf.random.experimental.stateless_fold_in(
@@ -282,17 +309,44 @@ class SETUpdater(MaskUpdater):
         return tf.random.stateless_uniform(tf.shape(kernel), seed)
 
 
+@register('rigl')
 class RigLUpdater(MaskUpdater):
     """RigL (Evci et al. 2020): regrow where |dense gradient| is largest."""
-
-    name_for_errors = 'rigl'
 
     @property
     def needs_gradients(self) -> bool:
         return True
 
-    def grow_scores(self, step, layer_index, kernel, dense_grad):
+    def grow_scores(self, step, layer_index, kernel, dense_grad, slots):
         return tf.abs(dense_grad)
+
+
+@register('prune')
+class MagnitudePruning(StaticUpdater):
+    """Gradual magnitude pruning (Zhu and Gupta 2017): no drop-and-grow;
+    each 'prune'-mode layer (`sparse_layers.wrap_all_layers`) keeps its
+    N - floor(s N) largest |w| at the sparsity s its schedule gives
+    (`MaskedOptimizer` applies it after the step, on schedule steps)."""
+
+    @staticmethod
+    def prune_layer(layer: 'sparse_layers.MaskedLayer', sparsity: tf.Tensor,
+                    slots: Sequence[tf.Variable]) -> tf.Operation:
+        """Prunes one layer to `sparsity` by magnitude (among the active
+        weights), zeroing the pruned weights' optimizer moments."""
+        kernel = tf.reshape(layer.kernel, [-1])
+        mask = tf.reshape(layer.mask, [-1])
+        size = tf.size(kernel)
+        num_zeros = tf.cast(tf.floor(sparsity * tf.cast(size, tf.float32)),
+                            tf.int32)
+        score = tf.where(mask > 0, tf.abs(kernel), -1.0)
+        _, keep = tf.math.top_k(score, k=size - num_zeros)
+        new_mask = tf.reshape(
+            tf.scatter_nd(keep[:, None], tf.ones_like(keep, tf.float32), [size]),
+            tf.shape(layer.mask))
+        ops = [layer.mask.assign(new_mask),
+               layer.kernel.assign(layer.kernel * new_mask)]
+        ops += [slot.assign(slot * new_mask) for slot in slots]
+        return tf.group(ops)
 
 
 @gin.configurable
@@ -303,21 +357,20 @@ def mask_updater(update_alg: str = '', update_freq: int = 1000,
                  seed: Optional[int] = None,
                  grow_init: str = 'zero',
                  reinit_when_same: bool = False) -> MaskUpdater:
-    """Builds the configured updater ('' or 'static', 'set', 'rigl')."""
+    """Builds the registered updater `update_alg` ('' is 'static')."""
     algorithm = update_alg or 'static'
-    kwargs = dict(update_freq=update_freq,
-                  init_drop_fraction=init_drop_fraction,
-                  schedule_alg=schedule_alg, begin_step=begin_step,
-                  last_update_step=last_update_step, seed=seed,
-                  grow_init=grow_init, reinit_when_same=reinit_when_same)
-    if algorithm == 'static':
-        return StaticUpdater(**kwargs)
-    if algorithm == 'set':
-        return SETUpdater(use_stateless=use_stateless, **kwargs)
-    if algorithm == 'rigl':
-        return RigLUpdater(**kwargs)
-    raise ValueError(f'mask_updater.update_alg is {update_alg!r}; allowed: '
-                     f"'' (static), {', '.join(UPDATE_ALGS)}.")
+    if algorithm == 'prune':
+        raise ValueError("mask_updater.update_alg is 'prune'; gradual "
+                         "pruning is wrap_all_layers.mode = 'prune'.")
+    if algorithm not in UPDATERS:
+        allowed = [name for name in UPDATERS if name != 'prune']
+        raise ValueError(f'mask_updater.update_alg is {update_alg!r}; '
+                         f"allowed: '' (static), {', '.join(allowed)}.")
+    return UPDATERS[algorithm](
+        update_freq=update_freq, init_drop_fraction=init_drop_fraction,
+        schedule_alg=schedule_alg, begin_step=begin_step,
+        last_update_step=last_update_step, seed=seed, grow_init=grow_init,
+        reinit_when_same=reinit_when_same, use_stateless=use_stateless)
 
 
 def optimizer_slots(optimizer, variable: tf.Variable) -> List[tf.Variable]:
@@ -385,8 +438,8 @@ class MaskedOptimizer(tf.Module):
         self.optimizer = optimizer
         if updater is None:
             updater = mask_updater()
-            if updater._seed is None:
-                updater._seed = seed
+        if updater._seed is None:
+            updater._seed = seed
         self.updater = updater
         self.update_timing = update_timing
         self._layers = [layer for network in networks
@@ -515,7 +568,8 @@ class MaskedOptimizer(tf.Module):
 
             def prune(layer=layer, sparsity=sparsity, slots=slots):
                 with tf.control_dependencies([
-                        _magnitude_prune(layer, sparsity, slots)]):
+                        MagnitudePruning.prune_layer(layer, sparsity,
+                                                     slots)]):
                     return self.last_mask_change.assign(step).op
 
             ops.append(tf.cond(should_prune, prune, tf.no_op))
@@ -530,22 +584,3 @@ def build_slots_in_order(optimizer, variables: Sequence[tf.Variable]) -> None:
     if build is not None and variables and not getattr(optimizer, '_built',
                                                         False):
         build(list(variables))
-
-
-def _magnitude_prune(layer: 'sparse_layers.MaskedLayer', sparsity: tf.Tensor,
-                     slots: Sequence[tf.Variable]) -> tf.Operation:
-    """Keeps the N - floor(s N) largest |w| (among active ones)."""
-    kernel = tf.reshape(layer.kernel, [-1])
-    mask = tf.reshape(layer.mask, [-1])
-    size = tf.size(kernel)
-    num_zeros = tf.cast(tf.floor(sparsity * tf.cast(size, tf.float32)),
-                        tf.int32)
-    score = tf.where(mask > 0, tf.abs(kernel), -1.0)
-    _, keep = tf.math.top_k(score, k=size - num_zeros)
-    new_mask = tf.reshape(
-        tf.scatter_nd(keep[:, None], tf.ones_like(keep, tf.float32), [size]),
-        tf.shape(layer.mask))
-    ops = [layer.mask.assign(new_mask),
-           layer.kernel.assign(layer.kernel * new_mask)]
-    ops += [slot.assign(slot * new_mask) for slot in slots]
-    return tf.group(ops)

@@ -6,7 +6,7 @@ a TF-Agents `Sequential` network. Masks are drawn later, on the built network,
 by `sparse_layers.init_masks`.
 """
 
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -69,12 +69,14 @@ def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
                 output_kernel_initializer=None,
                 activation: str = 'relu', hidden_kernel_initializer=None,
                 output_bias_initializer=None,
-                initializer_name: str = 'tf_agents'
+                initializer_name: str = 'tf_agents',
+                wrap_kwargs: Optional[Dict] = None
                 ) -> List[tf.keras.layers.Layer]:
     """Hidden layers (scaled by `width`) and a linear output layer.
 
-    In 'sparse' mode the layers are wrapped by `wrap_all_layers`, the output
-    layer only if `sparse_output_layer`. `initializer_name` 'glorot_uniform'
+    In 'sparse' mode the layers are wrapped by `wrap_all_layers` with
+    `wrap_kwargs` (the run's sparse method: `SparseMethod.wrap_kwargs`), the
+    output layer only if `sparse_output_layer`. `initializer_name` 'glorot_uniform'
     draws every kernel Glorot-uniform (the original SAC's and ANF's); with
     'tf_agents' the kernels are TF-Agents' VarianceScaling(1/3) unless the
     caller's `*_kernel_initializer` say otherwise.
@@ -104,7 +106,8 @@ def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
         return layers
     dense = () if sparse_output_layer else (len(layers) - 1,)
     return sparse_layers.wrap_all_layers(layers, input_size,
-                                         dense_layers=dense)
+                                         dense_layers=dense,
+                                         **(wrap_kwargs or {}))
 
 
 class _HeadOnTrunk:
@@ -148,7 +151,8 @@ def create_sac_actor_network(observation_spec, action_spec,
                              sparse_output_layer: bool = False,
                              width: float = 1.0,
                              noise_layout=None,
-                             initializer: str = 'tf_agents'
+                             initializer: str = 'tf_agents',
+                             wrap_kwargs: Optional[Dict] = None
                              ) -> sequential.Sequential:
     """SAC actor: MLP trunk and tanh-squashed normal head.
 
@@ -160,7 +164,8 @@ def create_sac_actor_network(observation_spec, action_spec,
     layers = dense_chain(hidden_units, 2 * action_size,
                          _observation_size(observation_spec, noise_layout),
                          train_mode, sparse_output_layer, width,
-                         initializer_name=initializer)
+                         initializer_name=initializer,
+                         wrap_kwargs=wrap_kwargs)
     head = _SparseTanhNormalProjection(action_spec, layers[-1])
     return sequential.Sequential(
         _input_layers(noise_layout) + layers[:-1] + [head],
@@ -173,7 +178,8 @@ def create_sac_critic_network(observation_spec, action_spec,
                               sparse_output_layer: bool = False,
                               width: float = 1.0,
                               noise_layout=None,
-                              initializer: str = 'tf_agents'
+                              initializer: str = 'tf_agents',
+                              wrap_kwargs: Optional[Dict] = None
                               ) -> sequential.Sequential:
     """Q(s, a): concatenated observation and action into an MLP to a scalar
     (SAC and TD3). With a `noise_layout`, the observation first gets ANF's
@@ -183,7 +189,8 @@ def create_sac_critic_network(observation_spec, action_spec,
     layers = dense_chain(
         hidden_units, 1, input_size, train_mode, sparse_output_layer, width,
         output_kernel_initializer=tf.keras.initializers.RandomUniform(
-            minval=-0.003, maxval=0.003), initializer_name=initializer)
+            minval=-0.003, maxval=0.003), initializer_name=initializer,
+        wrap_kwargs=wrap_kwargs)
     return sequential.Sequential(
         _input_layers(noise_layout, with_action=True)
         + [nest_map.NestFlatten(), tf.keras.layers.Concatenate(axis=-1)]
@@ -228,7 +235,8 @@ def create_ppo_actor_network(observation_spec, action_spec,
                              train_mode: str = 'dense',
                              sparse_output_layer: bool = False,
                              width: float = 1.0,
-                             initializer: str = 'orthogonal'
+                             initializer: str = 'orthogonal',
+                             wrap_kwargs: Optional[Dict] = None
                              ) -> sequential.Sequential:
     """PPO actor: tanh MLP and a normal (continuous) or categorical head.
 
@@ -245,7 +253,8 @@ def create_ppo_actor_network(observation_spec, action_spec,
         hidden_units, outputs, _flat_size(observation_spec), train_mode,
         sparse_output_layer, width, activation='tanh',
         output_kernel_initializer=tf.keras.initializers.VarianceScaling(0.1),
-        hidden_kernel_initializer=_ppo_hidden_initializer(initializer))
+        hidden_kernel_initializer=_ppo_hidden_initializer(initializer),
+        wrap_kwargs=wrap_kwargs)
     if discrete:
         head = _SparseCategoricalProjection(action_spec, layers[-1])
     else:
@@ -262,7 +271,8 @@ def create_value_network(observation_spec,
                          sparse_output_layer: bool = False,
                          width: float = 1.0,
                          activation: str = 'relu',
-                         initializer: str = 'orthogonal'
+                         initializer: str = 'orthogonal',
+                         wrap_kwargs: Optional[Dict] = None
                          ) -> sequential.Sequential:
     """V(s): an MLP (`activation` hidden layers) to a scalar.
 
@@ -278,7 +288,8 @@ def create_value_network(observation_spec,
         hidden_units, 1, _flat_size(observation_spec), train_mode,
         sparse_output_layer, width, activation=activation,
         output_kernel_initializer=output_initializer,
-        hidden_kernel_initializer=_ppo_hidden_initializer(initializer))
+        hidden_kernel_initializer=_ppo_hidden_initializer(initializer),
+        wrap_kwargs=wrap_kwargs)
     return sequential.Sequential(layers + [tf.keras.layers.Reshape([])],
                                  input_spec=observation_spec,
                                  name='ValueNetwork')
@@ -305,12 +316,15 @@ def create_td3_actor_network(observation_spec, action_spec,
                              train_mode: str = 'dense',
                              sparse_output_layer: bool = False,
                              width: float = 1.0,
-                             noise_layout=None) -> sequential.Sequential:
+                             noise_layout=None,
+                             wrap_kwargs: Optional[Dict] = None
+                             ) -> sequential.Sequential:
     """TD3 actor: a deterministic MLP with a tanh output scaled to the
     action bounds (ANF's noise features first, with a `noise_layout`)."""
     layers = dense_chain(hidden_units, _flat_size(action_spec),
                          _observation_size(observation_spec, noise_layout),
-                         train_mode, sparse_output_layer, width)
+                         train_mode, sparse_output_layer, width,
+                         wrap_kwargs=wrap_kwargs)
     return sequential.Sequential(
         _input_layers(noise_layout) + layers + [_ScaleToSpec(action_spec)],
         input_spec=observation_spec, name='ActorNetwork')
@@ -320,7 +334,9 @@ def create_q_network(observation_spec, action_spec,
                      hidden_units: Sequence[int] = (512, 512),
                      train_mode: str = 'dense',
                      sparse_output_layer: bool = False,
-                     width: float = 1.0) -> sequential.Sequential:
+                     width: float = 1.0,
+                     wrap_kwargs: Optional[Dict] = None
+                     ) -> sequential.Sequential:
     """DQN's Q(s, .): a ReLU MLP to one value per action, initialised as
     the original suite's: He (truncated normal) hidden layers, output
     weights U(-0.03, 0.03) and output biases -0.2."""
@@ -332,7 +348,8 @@ def create_q_network(observation_spec, action_spec,
             -0.03, 0.03),
         hidden_kernel_initializer=lambda: tf.keras.initializers.VarianceScaling(
             scale=2.0, mode='fan_in', distribution='truncated_normal'),
-        output_bias_initializer=tf.keras.initializers.Constant(-0.2))
+        output_bias_initializer=tf.keras.initializers.Constant(-0.2),
+        wrap_kwargs=wrap_kwargs)
     return sequential.Sequential(layers, input_spec=observation_spec,
                                  name='QNetwork')
 
@@ -351,7 +368,9 @@ def create_atari_q_network(observation_spec, action_spec,
                            train_mode: str = 'dense',
                            sparse_output_layer: bool = False,
                            width: float = 1.0,
-                           padding: str = 'same') -> sequential.Sequential:
+                           padding: str = 'same',
+                           wrap_kwargs: Optional[Dict] = None
+                           ) -> sequential.Sequential:
     """The Nature-DQN Q-network on (84, 84, 4) uint8 frame stacks: conv
     32x8x8/4, 64x4x4/2, 64x3x3/1, dense 512 (all ReLU, channels and units
     scaled by `width`), and one linear output per action.
@@ -385,6 +404,7 @@ def create_atari_q_network(observation_spec, action_spec,
     if train_mode == 'sparse':
         layers = sparse_layers.wrap_all_layers(
             layers, tuple(observation_spec.shape),
-            dense_layers=() if sparse_output_layer else (-1,))
+            dense_layers=() if sparse_output_layer else (-1,),
+            **(wrap_kwargs or {}))
     return sequential.Sequential(layers, input_spec=observation_spec,
                                  name='QNetwork')

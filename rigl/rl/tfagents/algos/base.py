@@ -22,7 +22,10 @@ from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import seeding
+from rigl.rl.tfagents.sparsity import spec as sparsity_spec
+from rigl.rl.tfagents.sparsity import width as width_lib
 from rigl.rl.tfagents.run.replay import ReplayBuffer
 from rigl.rl.tfagents.run import summaries
 from rigl.rl.tfagents.run.settings import RunSettings, setting
@@ -61,6 +64,41 @@ class Algorithm:
         self.networks: Dict[str, tf.Module] = {}
         self.masked_optimizers: Dict[str, mask_updaters.MaskedOptimizer] = {}
         self.noise_layout: Optional[noise_features.NoiseLayout] = None
+        # The sparse method: read once from the config, then passed down.
+        self.sparse_method = sparsity_spec.from_gin(settings)
+
+    def train_mode(self, configured: str) -> str:
+        """A network group's train mode: dense for a parameter-matched
+        dense run, else as configured."""
+        return ('dense' if self.sparse_method.method ==
+                sparsity_spec.MATCHED_DENSE else configured)
+
+    def widths(self, sizes: Dict[str, list],
+               configured: Dict[str, float]) -> Dict[str, float]:
+        """Each network group's width multiplier: as configured, or, for a
+        parameter-matched dense run, the dense width whose parameter count
+        matches the sparse group's active count (printed).
+
+        Args:
+            sizes: per group, [input, hidden..., output] at width 1.
+            configured: per group, the configured width.
+        """
+        target = self.sparse_method.matched_to
+        if target is None:
+            return dict(configured)
+        widths = dict(configured)
+        for group, group_sizes in sizes.items():
+            if group not in target.sparse_networks:
+                continue
+            widths[group], dense, active = width_lib.matched_dense_width(
+                group_sizes, target, group, configured[group])
+            hidden = [sparse_layers.num_units(size, widths[group])
+                      for size in group_sizes[1:-1]]
+            console.log(f'parameter-matched dense {group}: width '
+                        f'{widths[group]:.4f} (hidden {tuple(hidden)}), '
+                        f'{dense:,.0f} parameters for {active:,.0f} active '
+                        f'at sparsity {target.sparsity_of(group):g}')
+        return widths
 
     def optimizer(self, learning_rate, network_list, epsilon: float = 1e-7):
         """Adam for `network_list` with the settings' weight decay."""
@@ -91,6 +129,19 @@ class Algorithm:
         """Theoretical FLOPs of one train step (off-policy) or iteration
         (on-policy) at the networks' current sparsity."""
         raise NotImplementedError
+
+    def plasticity_inputs(self, batch) -> Dict[str, object]:
+        """Each network's input on a batch, for the plasticity metrics
+        (`run.plasticity`): the observations; critics also the actions."""
+        return {name: (batch['observation'], batch['action'])
+                if name.startswith('critic') else batch['observation']
+                for name in self.networks}
+
+    def network_losses(self, batch) -> list:
+        """[(network names, loss function)]: the training losses whose
+        gradient norms the plasticity metrics record ([] where none)."""
+        del batch
+        return []
 
     def per_example_loss(self, batch) -> Optional[tf.Tensor]:
         """The training loss of each example of a batch, for gradient SNR
@@ -330,6 +381,8 @@ class OffPolicyAlgorithm(Algorithm):
 
     loop = OFF_POLICY
     Settings = OffPolicySettings
+    # Actor outputs per action dimension (SAC: a mean and a std).
+    actor_output_factor = 1
 
     def explore(self, time_step):
         """Exploration actions for a batch of time steps (in graph)."""
@@ -402,8 +455,21 @@ class OffPolicyAlgorithm(Algorithm):
         parts['discount'] = parts['discount'][:, 0]
         return parts
 
+    def network_losses(self, batch) -> list:
+        """The actor-critic agents' losses, as their mask updates use them
+        (critic loss for both critics, actor loss for the actor)."""
+        losses_of = getattr(self.agent, '_mask_update_losses', None)
+        if losses_of is None:
+            return super().network_losses(batch)
+        transition = transition_batch(
+            {name: tf.convert_to_tensor(value) for name, value in batch.items()})
+        pairs = losses_of(transition.time_step, transition.action_step.action,
+                          transition.next_time_step, None)
+        names = {id(optimizer): [n for n in self.networks if n.startswith(key)]
+                 for key, optimizer in self.masked_optimizers.items()}
+        return [(names[id(optimizer)], loss) for optimizer, loss in pairs]
+
     def _build_actor_critics(self, create_actor, widths=None,
-                             sparsities=None,
                              initializer: str = 'tf_agents'
                              ) -> Dict[str, tf.Module]:
         """An actor and two critics (SAC, TD3) with their masks, and the
@@ -412,8 +478,6 @@ class OffPolicyAlgorithm(Algorithm):
         Args:
             create_actor: the actor builder of `networks`.
             widths: (actor, critics) width multipliers (default: `width`).
-            sparsities: (actor, critics) sparsities overriding
-                `init_masks.sparsity`, or None.
             initializer: the critics' `networks.INITIALIZERS` name (the
                 actor's is `create_actor`'s own).
         """
@@ -424,26 +488,37 @@ class OffPolicyAlgorithm(Algorithm):
                 f'{self.name.upper()} needs continuous actions; '
                 f'{settings.env_name} has {action_spec}. Use PPO (or DQN) for '
                 'discrete ones.')
-        widths = widths or [settings.width] * 2
         self.noise_layout = noise_features.make_layout(
             observation_spec.shape.num_elements(),
             seeding.derive(seed, 'network_noise'))
+        inputs = (self.noise_layout.total if self.noise_layout is not None
+                  else observation_spec.shape.num_elements())
+        actions = action_spec.shape.num_elements()
+        widths = self.widths(
+            {'actor': [inputs, *settings.actor_fc_layers,
+                       self.actor_output_factor * actions],
+             'critic': [inputs + actions, *settings.critic_joint_fc_layers,
+                        1]},
+            dict(zip(('actor', 'critic'), widths or [settings.width] * 2)))
         named = {'actor': create_actor(
             observation_spec, action_spec, settings.actor_fc_layers,
-            settings.train_mode_actor, settings.sparse_output_layer,
-            widths[0], self.noise_layout)}
+            self.train_mode(settings.train_mode_actor),
+            settings.sparse_output_layer, widths['actor'], self.noise_layout,
+            wrap_kwargs=self.sparse_method.wrap_kwargs('actor'))}
         for name in ('critic_1', 'critic_2'):
             named[name] = networks.create_sac_critic_network(
                 observation_spec, action_spec, settings.critic_joint_fc_layers,
-                settings.train_mode_value, settings.sparse_output_layer,
-                widths[1], self.noise_layout, initializer)
-        for index, (name, network) in enumerate(named.items()):
+                self.train_mode(settings.train_mode_value),
+                settings.sparse_output_layer, widths['critic'],
+                self.noise_layout, initializer,
+                wrap_kwargs=self.sparse_method.wrap_kwargs('critic'))
+        for name, network in named.items():
             network.create_variables(observation_spec if name == 'actor' else
                                      (observation_spec, action_spec))
             sparse_layers.init_masks(
                 network, seed=seeding.derive(seed, 'masks', name),
-                **({'sparsity': sparsities[min(index, 1)]} if sparsities
-                   else {}))
+                **self.sparse_method.mask_kwargs(
+                    'actor' if name == 'actor' else 'critic'))
         return named
 
     def _finish_actor_critic(self, named: Dict[str, tf.Module]) -> None:

@@ -62,11 +62,17 @@ class DqnSettings(base.OffPolicySettings):
     width: float = setting(1.0, low=0, low_open=True)
     weight_decay: float = setting(1e-6, low=0)
     weight_decay_mode: str = 'original'  # base.WEIGHT_DECAY_MODES
+    # Atari conv padding: 'same' (the original's Dopamine network), 'valid'.
+    atari_padding: str = 'same'
 
     def check(self) -> None:
         super().check()
         base.check_weight_decay_mode(self.weight_decay_mode)
         base.check_train_modes(('train_mode', self.train_mode))
+        if self.atari_padding not in networks.ATARI_PADDINGS:
+            raise ValueError(
+                f'train_eval.atari_padding is {self.atari_padding!r}; '
+                f'allowed: {", ".join(networks.ATARI_PADDINGS)}.')
         if self.td_errors_loss not in TD_LOSSES:
             raise ValueError(
                 f'train_eval.td_errors_loss is {self.td_errors_loss!r}; '
@@ -89,18 +95,26 @@ class Dqn(base.OffPolicyAlgorithm):
             raise ValueError(
                 f'DQN needs one discrete action; {settings.env_name} has '
                 f'{action_spec}. Use SAC, TD3 or PPO for continuous ones.')
+        wrap_kwargs = self.sparse_method.wrap_kwargs('q_network')
         if observation_spec.shape.rank == 3:  # image stacks
             q_network = networks.create_atari_q_network(
                 observation_spec, action_spec, settings.train_mode,
-                settings.sparse_output_layer, settings.width)
+                settings.sparse_output_layer, settings.width,
+                padding=settings.atari_padding, wrap_kwargs=wrap_kwargs)
         else:
+            num_actions = int(action_spec.maximum - action_spec.minimum + 1)
+            width = self.widths(
+                {'q_network': [observation_spec.shape.num_elements(),
+                               *settings.fc_layer_params, num_actions]},
+                {'q_network': settings.width})['q_network']
             q_network = networks.create_q_network(
                 observation_spec, action_spec, settings.fc_layer_params,
-                settings.train_mode, settings.sparse_output_layer,
-                settings.width)
+                self.train_mode(settings.train_mode),
+                settings.sparse_output_layer, width, wrap_kwargs=wrap_kwargs)
         q_network.create_variables(observation_spec)
-        sparse_layers.init_masks(q_network,
-                                 seed=seeding.derive(seed, 'masks', 'q'))
+        sparse_layers.init_masks(
+            q_network, seed=seeding.derive(seed, 'masks', 'q'),
+            **self.sparse_method.mask_kwargs('q_network'))
         learning_rate = settings.learning_rate
         if settings.linear_lr_decay:
             learning_rate = tf.keras.optimizers.schedules.PolynomialDecay(
@@ -108,7 +122,7 @@ class Dqn(base.OffPolicyAlgorithm):
                 power=1.0)
         self.agent = sparse_agents.SparseDqnAgent(
             ts.time_step_spec(observation_spec), action_spec,
-            q_network=q_network,
+            q_network=q_network, updater=self.sparse_method.make_updater(),
             optimizer=self.optimizer(learning_rate, [q_network],
                                      settings.adam_epsilon),
             epsilon_greedy=settings.epsilon_greedy,
@@ -151,6 +165,10 @@ class Dqn(base.OffPolicyAlgorithm):
         progress = tf.minimum(tf.cast(self.train_step, tf.float32) / decay,
                               1.0)
         return 1.0 - (1.0 - final) * progress
+
+    def network_losses(self, batch) -> list:
+        return [(['q_network'],
+                 lambda: tf.reduce_mean(self.per_example_loss(batch)))]
 
     def per_example_loss(self, batch) -> tf.Tensor:
         """TD loss of each transition (as the train step computes)."""

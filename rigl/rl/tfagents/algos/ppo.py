@@ -211,23 +211,33 @@ class Ppo(base.Algorithm):
     def __init__(self, settings: PpoSettings, observation_spec, action_spec,
                  seed: int):
         super().__init__(settings, observation_spec, action_spec, seed)
-        sparsities = base.parse_float_list(
-            settings.actor_value_sparsities_str, 'actor_value_sparsities_str', 2)
+        inputs = observation_spec.shape.num_elements()
+        outputs = (int(action_spec.maximum - action_spec.minimum + 1)
+                   if action_spec.dtype.is_integer
+                   else action_spec.shape.num_elements())
+        widths = self.widths(
+            {'actor': [inputs, *settings.actor_fc_layers, outputs],
+             'value': [inputs, *settings.value_fc_layers, 1]},
+            {'actor': settings.width, 'value': settings.width})
         actor = networks.create_ppo_actor_network(
             observation_spec, action_spec, settings.actor_fc_layers,
-            settings.train_mode_actor, settings.sparse_output_layer,
-            settings.width, initializer=settings.network_initializer)
+            self.train_mode(settings.train_mode_actor),
+            settings.sparse_output_layer, widths['actor'],
+            initializer=settings.network_initializer,
+            wrap_kwargs=self.sparse_method.wrap_kwargs('actor'))
         value = networks.create_value_network(
             observation_spec, settings.value_fc_layers,
-            settings.train_mode_value, settings.sparse_output_layer,
-            settings.width, activation=settings.value_activation,
-            initializer=settings.network_initializer)
+            self.train_mode(settings.train_mode_value),
+            settings.sparse_output_layer, widths['value'],
+            activation=settings.value_activation,
+            initializer=settings.network_initializer,
+            wrap_kwargs=self.sparse_method.wrap_kwargs('value'))
         self.networks = {'actor': actor, 'value': value}
-        for index, (name, network) in enumerate(self.networks.items()):
+        for name, network in self.networks.items():
             network.create_variables(observation_spec)
             sparse_layers.init_masks(
                 network, seed=seeding.derive(seed, 'masks', name),
-                **({'sparsity': sparsities[index]} if sparsities else {}))
+                **self.sparse_method.mask_kwargs(name))
         learning_rate = settings.learning_rate
         if settings.linear_lr_decay:
             learning_rate = tf.keras.optimizers.schedules.PolynomialDecay(
@@ -243,7 +253,7 @@ class Ppo(base.Algorithm):
         self.agent = sparse_agents.SparsePPOAgent(
             ts.time_step_spec(observation_spec), action_spec,
             optimizer=optimizer, actor_net=actor, value_net=value,
-            greedy_eval=True, policy_l2_reg=l2, value_function_l2_reg=l2,
+            updater=self.sparse_method.make_updater(), greedy_eval=True, policy_l2_reg=l2, value_function_l2_reg=l2,
             shared_vars_l2_reg=l2,
             importance_ratio_clipping=settings.importance_ratio_clipping,
             lambda_value=settings.lambda_value,
@@ -349,6 +359,15 @@ class Ppo(base.Algorithm):
         # the original's `total_loss_per_sample`.
         return (tf.reshape(per_example, [-1]) * size +
                 loss_info.extra.l2_regularization_loss / size)
+
+    def plasticity_inputs(self, batch) -> Dict[str, object]:
+        """Observations as the networks see them (normalized, if the
+        agent normalizes them)."""
+        observation = tf.constant(batch['observation'], tf.float32)
+        normalizer = self.agent._observation_normalizer
+        if normalizer is not None:
+            observation = normalizer.normalize(observation)
+        return {name: observation for name in self.networks}
 
     def training_flops(self) -> float:
         """Per iteration: every collected step runs both networks forward;

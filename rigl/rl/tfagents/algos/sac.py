@@ -1,8 +1,9 @@
 """SAC (Haarnoja et al. 2018) with sparse actor and critics.
 
 Settings are `train_eval.<name>` gin bindings (see `SacSettings`); the
-sparsity of each network comes from `init_masks` / `wrap_all_layers` /
-`mask_updater`, overridden per network by `actor_critic_sparsities_str`.
+sparsity of each network comes from the run's sparse method
+(`sparsity.spec.SparseMethod`, per-network overrides from
+`actor_critic_sparsities_str`).
 """
 
 import dataclasses
@@ -67,27 +68,27 @@ class Sac(base.OffPolicyAlgorithm):
 
     name = 'sac'
     Settings = SacSettings
+    actor_output_factor = 2
     # The original's weight decay: Keras L2(weight_decay) kernel regularizers.
     original_decay = ('kernels', 2.0)
 
     def __init__(self, settings: SacSettings, observation_spec, action_spec,
                  seed: int):
         super().__init__(settings, observation_spec, action_spec, seed)
-        sparsities = base.parse_float_list(
-            settings.actor_critic_sparsities_str,
-            'actor_critic_sparsities_str', 2)
         widths = base.parse_float_list(
             settings.actor_critic_widths_str, 'actor_critic_widths_str', 2)
         named = self._build_actor_critics(
             functools.partial(networks.create_sac_actor_network,
                               initializer=settings.network_initializer),
-            widths, sparsities, settings.network_initializer)
+            widths, settings.network_initializer)
         actor, critics = named['actor'], [named['critic_1'],
                                           named['critic_2']]
         self.agent = sparse_agents.SparseSacAgent(
             ts.time_step_spec(observation_spec), action_spec,
             critic_network=critics[0], critic_network_2=critics[1],
             actor_network=actor,
+            actor_updater=self.sparse_method.make_updater(),
+            critic_updater=self.sparse_method.make_updater(),
             actor_optimizer=self.optimizer(settings.actor_learning_rate,
                                            [actor]),
             critic_optimizer=self.optimizer(settings.critic_learning_rate,

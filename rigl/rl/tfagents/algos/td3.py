@@ -107,44 +107,6 @@ def action_bound(action_spec) -> np.ndarray:
     return ((high - low) / 2).astype(np.float32)
 
 
-def actor_mask_updater(actor_update_period: int, seed: int
-                       ) -> Optional[mask_updaters.MaskUpdater]:
-    """The delayed actor's mask updater, scheduled in train steps as ANF.
-
-    The actor's `MaskedOptimizer` counts its own steps; TF-Agents' TD3 steps
-    the actor at train steps 0, p, 2p, ... (p = `actor_update_period`), so
-    actor step k is train step k * p. The gin-bound schedule, in train steps,
-    is converted: `update_freq` F becomes F / gcd(F, p) actor steps (F / p
-    when p divides F, e.g. 1000 -> 500), so the actor updates every
-    lcm(F, p) train steps, on the critics' update steps, as ANF's actor
-    (which updates when total_it % F == 2 falls on an actor step);
-    `begin_step` becomes the first actor step at or after it and a positive
-    `last_update_step` the last actor step at or before it (at least 1).
-    Converting here keeps `MaskedOptimizer`'s rule (schedules count its own
-    applied steps) the same for every agent.
-
-    Returns:
-        None (the agent's default `mask_updater()`) when p is 1 or the bound
-        updater never changes masks.
-    """
-    bound = mask_updaters.mask_updater()
-    if actor_update_period == 1 or not bound.updates_masks:
-        return None
-    period = actor_update_period
-    last = bound.last_update_step
-    if last > 0:
-        last = max(1, last // period)
-    begin = -(-bound.begin_step // period)
-    if last > 0:
-        begin = min(begin, last)
-    return mask_updaters.mask_updater(
-        update_freq=bound.update_freq // math.gcd(bound.update_freq, period),
-        begin_step=begin, last_update_step=last,
-        # The stream `SparseTd3Agent` would give its own updater.
-        seed=(bound._seed if bound._seed is not None
-              else seeding.derive(seed, 'actor_updater')))
-
-
 class AnfTd3Agent(sparse_agents.SparseTd3Agent):
     """`SparseTd3Agent` with ANF's target policy smoothing.
 
@@ -228,10 +190,12 @@ class Td3(base.OffPolicyAlgorithm):
         self.noise_scale = (action_bound(action_spec)
                             if settings.noise_relative_to_bound else
                             np.ones(action_spec.shape, np.float32))
-        actor_updater = None
-        if settings.actor_mask_steps == 'train_steps':
-            actor_updater = actor_mask_updater(settings.actor_update_period,
-                                               seed)
+        # ANF's actor changes masks every update_freq train steps; the
+        # actor's optimizer counts its own (delayed) steps.
+        actor_method = (self.sparse_method.counted_every(
+            settings.actor_update_period)
+            if settings.actor_mask_steps == 'train_steps'
+            else self.sparse_method)
         self.agent = AnfTd3Agent(
             ts.time_step_spec(observation_spec), action_spec,
             actor_network=actor, critic_network=critics[0],
@@ -240,7 +204,8 @@ class Td3(base.OffPolicyAlgorithm):
                                            [actor]),
             critic_optimizer=self.optimizer(settings.critic_learning_rate,
                                             critics),
-            actor_updater=actor_updater,
+            actor_updater=actor_method.make_updater(),
+            critic_updater=self.sparse_method.make_updater(),
             exploration_noise_std=settings.exploration_noise_std,
             target_update_tau=settings.target_update_tau,
             target_update_period=settings.target_update_period,

@@ -22,6 +22,7 @@ from tf_agents.trajectories import trajectory
 
 from rigl.rl.tfagents.loops.session import Session
 from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import plasticity
 from rigl.rl.tfagents.run import summaries
 
 
@@ -102,10 +103,14 @@ def train_eval(session: Session) -> Dict:
         if iteration % settings.summary_interval == 0:
             session.write_train_summaries(loss_info, progress.steps_per_second)
         if iteration % settings.eval_interval == 0 or iteration == iterations:
-            session.evaluate(**({'loop_seconds': state.loop_seconds,
-                                 'collect_seconds': state.collect_seconds,
-                                 'train_seconds': state.train_call_seconds}
-                                if timed else {}))
+            observations = experience.observation.numpy()
+            session.evaluate(
+                plasticity_batch={'observation': observations.reshape(
+                    -1, *observations.shape[2:])[-plasticity.BATCH_SIZE:]},
+                **({'loop_seconds': state.loop_seconds,
+                    'collect_seconds': state.collect_seconds,
+                    'train_seconds': state.train_call_seconds}
+                   if timed else {}))
             flops_per_iteration = algorithm.training_flops()
         if (settings.policy_save_interval and
                 iteration % settings.policy_save_interval == 0):

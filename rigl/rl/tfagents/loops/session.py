@@ -38,6 +38,7 @@ from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import connectivity
 from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import plasticity
 from rigl.rl.tfagents.run import run_dir as run_dir_lib
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run import summaries
@@ -95,6 +96,10 @@ class Session:
             settings, tensor_spec.from_spec(self.env.observation_spec()),
             tensor_spec.from_spec(self.env.action_spec()), self.seed)
         self.rng = np.random.default_rng(seeding.derive(self.seed, 'loop'))
+        self._plasticity = plasticity.PlasticityMeter(
+            self.algorithm, seeding.derive(self.seed, 'plasticity'))
+        self._plasticity_rng = np.random.default_rng(
+            seeding.derive(self.seed, 'plasticity_batch'))
         self.state = RunState()
         self.recent_returns = collections.deque(maxlen=10)
         self.record = run_dir_lib.config_record(algorithm_class.name, settings)
@@ -173,6 +178,7 @@ class Session:
         for line in self.algorithm_warnings():
             console.log(f'warning: {line}')
         console.log(sparsity_table(self.algorithm.networks))
+        console.log(self.algorithm.sparse_method.describe())
         self.train_writer = tf.summary.create_file_writer(
             os.path.join(self.root_dir, 'train'))
         self.eval_writer = tf.summary.create_file_writer(
@@ -223,12 +229,15 @@ class Session:
         for env, state in zip(self.envs, streams['envs']):
             env.set_rng_state(state)
         self.eval_env.set_rng_state(streams['eval_env'])
+        if 'plasticity' in streams:
+            self._plasticity_rng.bit_generator.state = streams['plasticity']
 
     def checkpoint(self) -> None:
         self.state.wall_time = time.time() - self._run_start
         self.state.recent_returns = list(self.recent_returns)
         streams = {'loop': self.rng.bit_generator.state,
                    'envs': [env.rng_state() for env in self.envs],
+                   'plasticity': self._plasticity_rng.bit_generator.state,
                    'eval_env': self.eval_env.rng_state()}
         config = dict(self.record, seed=self.seed)
         self._checkpointer.save(
@@ -268,10 +277,23 @@ class Session:
             for name, value in values.items():
                 tf.summary.scalar(name, value)
 
-    def evaluate(self, **extra) -> None:
-        """Greedy evaluation, a results row and eval summaries."""
+    def evaluate(self, plasticity_batch: Optional[Dict] = None,
+                 **extra) -> None:
+        """Greedy evaluation, plasticity metrics (on `plasticity_batch`, or
+        a replay sample), a results row and eval summaries."""
         metrics = summaries.evaluate(self.eval_env, self._greedy_action,
                                      self.settings.eval_episodes)
+        if plasticity_batch is None:
+            plasticity_batch = plasticity.sample_batch(self._replay,
+                                                       self._plasticity_rng)
+        measured = self._plasticity.measure(plasticity_batch)
+        if measured:
+            extra['plasticity'] = measured
+            with self.eval_writer.as_default(step=self.step):
+                for network, values in measured.items():
+                    for name, value in values.items():
+                        tf.summary.scalar(f'plasticity/{network}/{name}',
+                                          value)
         self.state.wall_time = time.time() - self._run_start
         if self.settings.log_episodes:
             rule = '-' * 39

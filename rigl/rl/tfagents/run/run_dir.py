@@ -25,6 +25,7 @@ from gin import config_parser
 
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import settings as settings_lib
+from rigl.rl.tfagents.sparsity import spec as sparsity_spec
 
 LOCK_FILE = '.lock'
 RUN_FILE = 'run.json'
@@ -185,7 +186,10 @@ def gin_parameters() -> Dict[str, Any]:
 
 def config_record(algorithm: str, settings) -> Dict:
     """The run's full config, JSON-ready, with a short hash of it."""
-    values = dict(settings_lib.as_bindings(settings), **gin_parameters())
+    # The sparse method's parameters as bound: its configurables may be
+    # called with explicit arguments, which the operative config omits.
+    values = {**settings_lib.as_bindings(settings), **gin_parameters(),
+              **sparsity_spec.bound_values()}
     values = {key: values[key] for key in sorted(values)}
     digest = hashlib.sha256(json.dumps(
         [algorithm, values], sort_keys=True).encode()).hexdigest()[:12]
@@ -220,29 +224,20 @@ def noise_fraction(values: Dict) -> float:
 
 
 def metadata(record: Dict, seed: int) -> Dict:
-    """What identifies a run in its results rows and final metric."""
+    """What identifies a run in its results rows and final metric: the
+    algorithm, environment, seed, sparse method (whole, and its main fields
+    flat for grouping) and noise fraction."""
     values = record['settings']
-    sparse = any(value == 'sparse' for key, value in values.items()
-                 if key.startswith('train_eval.train_mode'))
-    if not sparse:
-        method, sparsity = 'dense', 0.0
-    elif values.get('wrap_all_layers.mode') == 'prune':
-        method = 'prune'
-        sparsity = values.get('wrap_all_layers.final_sparsity')
-    else:
-        method = values.get('mask_updater.update_alg') or 'static'
-        sparsity = values.get('init_masks.sparsity')
+    method = sparsity_spec.from_values(values)
     return {
         'algorithm': record['algorithm'],
         'env_name': values.get('train_eval.env_name'),
         'seed': seed,
-        'method': method,
-        'sparsity': sparsity,
-        'sparsity_distribution': (
-            values.get('wrap_all_layers.mask_init_method') if method == 'prune'
-            else values.get('init_masks.mask_init_method')) if sparse else None,
-        'update_alg': (values.get('mask_updater.update_alg') or 'static')
-        if sparse and method != 'prune' else None,
+        'method': method.method,
+        'sparsity': method.sparsity,
+        'sparsity_distribution': method.distribution,
+        'update_alg': method.update_alg,
         'noise_fraction': noise_fraction(values),
+        'sparse_method': method.as_record(),
         'config_hash': record['config_hash'],
     }

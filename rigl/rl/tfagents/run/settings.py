@@ -158,6 +158,10 @@ class RunSettings:
     # excluded), split into the compiled train calls and the rest: off-policy
     # `train_call_seconds`, on-policy `collect_seconds` / `train_seconds`.
     time_loop: bool = False
+    # Train dense networks at the widths whose parameter counts match the
+    # configured sparse networks' active counts (Graesser et al.'s
+    # parameter-matched dense baseline).
+    match_dense_params: bool = False
 
 
 def check(name: str, value: Any, hint, low: Optional[float] = None,

@@ -1,0 +1,1 @@
+"""A run's sparse method as one object (`spec.SparseMethod`)."""
