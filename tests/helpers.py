@@ -11,6 +11,21 @@ import time
 
 import tensorflow as tf
 
+# A SAC run of seconds on Pendulum (checkpoints at 100 and 200).
+SAC_TINY = [
+    "train_eval.env_name = 'Pendulum-v1'",
+    'train_eval.num_iterations = 200',
+    'train_eval.initial_collect_steps = 100',
+    'train_eval.actor_fc_layers = (16, 16)',
+    'train_eval.critic_joint_fc_layers = (16, 16)',
+    'train_eval.batch_size = 16',
+    'train_eval.eval_interval = 100',
+    'train_eval.eval_episodes = 1',
+    'train_eval.checkpoint_interval = 100',
+    'train_eval.log_interval = 100',
+    'train_eval.seed = 0',
+]
+
 
 def results(root):
     with open(os.path.join(root, 'results.jsonl')) as f:

@@ -22,19 +22,7 @@ from rigl.rl.tfagents.run import replay as replay_lib
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 SAC_DENSE = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs',
                          'sac_mujoco_dense_config.gin')
-SAC_TINY = [
-    "train_eval.env_name = 'Pendulum-v1'",
-    'train_eval.num_iterations = 200',
-    'train_eval.initial_collect_steps = 100',
-    'train_eval.actor_fc_layers = (16, 16)',
-    'train_eval.critic_joint_fc_layers = (16, 16)',
-    'train_eval.batch_size = 16',
-    'train_eval.eval_interval = 100',
-    'train_eval.eval_episodes = 1',
-    'train_eval.checkpoint_interval = 100',
-    'train_eval.log_interval = 100',
-    'train_eval.seed = 0',
-]
+SAC_TINY = helpers.SAC_TINY
 
 
 def one_error_line(err: str) -> str:

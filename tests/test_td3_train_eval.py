@@ -18,19 +18,7 @@ from helpers import checkpoint_masks, latest_checkpoint, results
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'td3_train_eval.py')
 CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
-TINY = [
-    "train_eval.env_name = 'Pendulum-v1'",
-    'train_eval.num_iterations = 200',
-    'train_eval.initial_collect_steps = 100',
-    'train_eval.actor_fc_layers = (16, 16)',
-    'train_eval.critic_joint_fc_layers = (16, 16)',
-    'train_eval.batch_size = 16',
-    'train_eval.eval_interval = 100',
-    'train_eval.eval_episodes = 1',
-    'train_eval.checkpoint_interval = 100',
-    'train_eval.log_interval = 100',
-    'train_eval.seed = 0',
-]
+TINY = helpers.SAC_TINY
 
 
 def td3(root, config, *extra, allow=False):
