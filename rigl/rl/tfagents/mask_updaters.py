@@ -504,7 +504,8 @@ class MaskedOptimizer(tf.Module):
         due = self.updater.is_update_step(step) if updates else None
         before = tf.no_op()
         if updates and self.update_timing == 'before_step':
-            before = tf.cond(due, lambda: self._update(step, dense_grads),
+            before = tf.cond(due, rarely(lambda: self._update(step,
+                                                              dense_grads)),
                              tf.no_op)
         with tf.control_dependencies([before]):
             masked = []
@@ -540,7 +541,8 @@ class MaskedOptimizer(tf.Module):
                                                        grads)]):
                 return state.update_due.assign(False).op
 
-        return tf.cond(state.update_due.read_value(), update, tf.no_op)
+        return tf.cond(state.update_due.read_value(), rarely(update),
+                       tf.no_op)
 
     def _update(self, step: tf.Tensor, dense_grads: Dict) -> tf.Operation:
         """One mask update of the layers in `dense_grads` (index -> grad)."""
@@ -574,6 +576,24 @@ class MaskedOptimizer(tf.Module):
 
             ops.append(tf.cond(should_prune, prune, tf.no_op))
         return tf.group(ops)
+
+
+def rarely(branch: Callable[[], tf.Operation]) -> Callable[[], tf.Operation]:
+    """`branch` as one call of its own compiled function, for the taken
+    side of a `tf.cond` that runs on few steps: a branch's ops inlined into
+    the train step cost time on every step, even untaken."""
+    def run() -> tf.Tensor:
+        with tf.control_dependencies([branch()]):
+            return tf.constant(True)
+
+    compiled = tf.function(run, autograph=False,
+                           experimental_attributes={'_noinline': True})
+
+    def call():
+        with tf.control_dependencies([compiled()]):
+            return tf.no_op()
+
+    return call
 
 
 def build_slots_in_order(optimizer, variables: Sequence[tf.Variable]) -> None:
