@@ -312,7 +312,9 @@ def assign_dims(runs: Sequence[RunData]) -> List[str]:
     """Sets each run's group dimensions; returns their names in order.
 
     The dimensions are the metadata fields plus each config setting (from
-    run.json) whose value differs between runs of equal metadata.
+    run.json) whose value differs between runs of equal metadata that
+    record it (a setting some runs do not record, e.g. written by another
+    version of the suite, does not split them).
     """
     for run in runs:
         run.dims = {d: run.metadata.get(d) for d in METADATA_DIMS}
@@ -323,7 +325,8 @@ def assign_dims(runs: Sequence[RunData]) -> List[str]:
     keys = sorted({k for run in runs for k in run.settings} -
                   set(IGNORED_SETTINGS))
     extra = [key for key in keys if any(
-        len({_hashable(r.settings.get(key)) for r in members}) > 1
+        len({_hashable(r.settings[key]) for r in members
+             if key in r.settings}) > 1
         for members in by_metadata.values())]
     for run in runs:
         for key in extra:
