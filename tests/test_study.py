@@ -280,6 +280,83 @@ def test_bad_sweep_flags_are_one_line(tmp_path, extra, message):
     assert not root.exists() and a_file.read_text() == 'keep'
 
 
+@pytest.mark.parametrize('extra, message', [
+    (['--address=auto'], '--address is for --backend=ray; the local backend '
+     'takes --workers and --threads_per_worker.'),
+    (['--backend=local', '--cpus_per_run=2'], '--cpus_per_run is for '
+     '--backend=ray; the local backend takes --workers and '
+     '--threads_per_worker.'),
+    (['--backend=ray', '--workers=2'], '--workers is for --backend=local; on '
+     'Ray, Ray places the runs: give --cpus_per_run (and --gpus_per_run) '
+     'instead.'),
+    (['--backend=ray', '--threads_per_worker=2'], '--threads_per_worker is '
+     'for --backend=local; on Ray, Ray places the runs: give --cpus_per_run '
+     '(and --gpus_per_run) instead.'),
+    (['--backend=ray', '--cpus_per_run=0'], '--cpus_per_run=0: must be > 0.'),
+    (['--backend=ray', '--cpus_per_run=1.5'], '--cpus_per_run=1.5: above 1 '
+     'it must be a whole number (Ray splits only single units), e.g. 0.5, 1 '
+     'or 2.'),
+    (['--backend=ray', '--gpus_per_run=-0.5'],
+     '--gpus_per_run=-0.5: must be >= 0.'),
+    (['--backend=ray', '--max_retries=-1'], '--max_retries=-1: must be >= 0.'),
+    (['--backend=ray', '--address='], '--address is empty; give auto, '
+     'HOST:PORT or local.'),
+])
+def test_backend_flags_are_checked_in_one_line(tmp_path, extra, message):
+    """Either backend's flags, refused without Ray and before anything is
+    written."""
+    root = tmp_path / 'study'
+    done = subprocess.run(
+        [sys.executable, '-m', 'rigl.rl.sweep', '--script=sac',
+         f'--gin_file={SAC_SPARSE}', f'--root_dir={root}',
+         '--nocheck_configs'] + extra,
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == 'error: ' + message
+    assert not root.exists()
+
+
+def test_the_ray_backend_without_ray_says_how_to_install_it(monkeypatch):
+    find_spec = sweep.importlib.util.find_spec
+    monkeypatch.setattr(sweep.importlib.util, 'find_spec',
+                        lambda name, *args: None if name == 'ray' else
+                        find_spec(name, *args))
+    with pytest.raises(ValueError, match=(
+            r'^--backend=ray needs Ray, an optional extra: pip install -r '
+            r'requirements-ray.txt \(docs/cluster.md\).$')):
+        sweep.check_ray_installed()
+
+
+def test_the_local_backend_and_the_report_never_import_ray():
+    done = subprocess.run(
+        [sys.executable, '-c', 'import sys\n'
+         'from rigl.rl import report, sweep\n'
+         'print([m for m in sys.modules if m.split(".")[0] == "ray"])'],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '[]'
+
+
+def test_status_table_names_the_node_of_each_running_run():
+    runs = [sweep.Run('g', seed, f'/r/g/seed_{seed}', [], [])
+            for seed in range(4)]
+    runs[0].status = 'done'
+    for run, node, attempts in ((runs[1], 'b (10.0.0.2)', 1),
+                                (runs[2], 'a (10.0.0.1)', 2)):
+        run.status, run.node, run.attempts = 'running', node, attempts
+        run.started = sweep.time.time()
+    table = sweep.status_table(runs, 2).splitlines()
+    assert table[2:5] == [
+        'total        1        2        0        1',
+        'running on a (10.0.0.1): g/seed_2 (attempt 2)',
+        'running on b (10.0.0.2): g/seed_1']
+    # Locally no node is known: the table is as before.
+    for run in runs:
+        run.node = ''
+    assert not any(line.startswith('running on')
+                   for line in sweep.status_table(runs, 2).splitlines())
+
+
 def test_bad_fixed_binding_value_is_refused_before_any_run(tmp_path):
     root = tmp_path / 'study'
     done = subprocess.run(sweep_command(

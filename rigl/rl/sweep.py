@@ -27,11 +27,17 @@ A rerun of the same command skips finished runs (`final_metric.json`
 present, same command as last time) and starts the others again: the
 training scripts resume from their newest checkpoint by themselves and
 refuse (exit 2) a run directory that holds another config.
+
+Backends: `--backend=local` (default) runs `--workers` runs at once on
+this machine; `--backend=ray [--address=auto|HOST:PORT]` runs each run as a
+Ray task on a Ray cluster (`rigl/rl/sweep_ray.py`, the only module that
+imports Ray; docs/cluster.md).
 """
 
 import ast
 import contextlib
 import dataclasses
+import importlib.util
 import io
 import itertools
 import json
@@ -42,7 +48,7 @@ import subprocess
 import sys
 import time
 import tokenize
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -65,6 +71,11 @@ COMMAND_FILE = 'sweep_command.json'
 PLAN_FILE = 'study_plan.json'
 FINAL_METRIC_FILE = 'final_metric.json'
 THREAD_VARIABLES = ('TF_NUM_INTRAOP_THREADS', 'OMP_NUM_THREADS')
+BACKENDS = ('local', 'ray')
+LOCAL_FLAGS = ('workers', 'threads_per_worker')
+RAY_FLAGS = ('address', 'cpus_per_run', 'gpus_per_run', 'max_retries')
+DEFAULT_CPUS_PER_RUN = 1.0
+DEFAULT_MAX_RETRIES = 3
 
 FLAGS = flags.FLAGS
 
@@ -108,6 +119,8 @@ class Run:
     started: float = 0.0
     seconds: float = 0.0
     note: str = ''
+    node: str = ''  # where it runs (the Ray backend; '' locally)
+    attempts: int = 0  # attempts started (the Ray backend)
 
     @property
     def log_path(self) -> str:
@@ -308,7 +321,7 @@ def expand(study: Study, root_dir: str,
     _check(study)
     axes = list(study.grid)
     if study.methods and METHOD_AXIS not in axes:
-        # After the gin-binding axes, before the variables: env,method,sparsity.
+        # After the gin-binding axes, before the variables: env,method,sparsity
         first_variable = next((i for i, a in enumerate(axes) if '.' not in a),
                               len(axes))
         axes.insert(first_variable, METHOD_AXIS)
@@ -606,8 +619,27 @@ def format_seconds(seconds: float) -> str:
     return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
+def run_name(run: Run) -> str:
+    """How messages name a run: `group/seed_k`."""
+    return f'{run.group}/seed_{run.seed}'
+
+
+def _node_lines(runs: Sequence[Run]) -> List[str]:
+    """'running on NODE: run, run (attempt 2)' per node, for runs whose
+    node is known (the Ray backend)."""
+    nodes: Dict[str, List[str]] = {}
+    for run in runs:
+        if run.status == 'running' and run.node:
+            name = run_name(run) + (f' (attempt {run.attempts})'
+                                    if run.attempts > 1 else '')
+            nodes.setdefault(run.node, []).append(name)
+    return [f'running on {node}: {", ".join(names)}'
+            for node, names in sorted(nodes.items())]
+
+
 def status_table(runs: Sequence[Run], workers: int) -> str:
-    """Counts per group and in total, with an ETA."""
+    """Counts per group and in total, the node of each running run (when
+    known), and an ETA."""
     states = ('done', 'running', 'failed', 'to do')
     groups: Dict[str, Dict[str, int]] = {}
     for run in runs:
@@ -620,6 +652,7 @@ def status_table(runs: Sequence[Run], workers: int) -> str:
     totals = {s: sum(r.status == s for r in runs) for s in states}
     lines.append(f'{"total":<{width}}  ' +
                  '  '.join(f'{totals[s]:>7}' for s in states))
+    lines += _node_lines(runs)
     left = eta(runs, workers)
     unfinished = totals['running'] + totals['to do']
     lines.append(f'[{time.strftime("%H:%M:%S")}] ' + (
@@ -629,7 +662,8 @@ def status_table(runs: Sequence[Run], workers: int) -> str:
     return '\n'.join(lines)
 
 
-def _tail(path: str, count: int = 5) -> str:
+def log_tail(path: str, count: int = 5) -> str:
+    """The last `count` non-empty lines of a log, indented."""
     try:
         with open(path, errors='replace') as f:
             lines = [line.rstrip() for line in f if line.strip()]
@@ -638,21 +672,56 @@ def _tail(path: str, count: int = 5) -> str:
     return '\n'.join('    ' + line for line in lines[-count:])
 
 
-def _launch(script: str, run: Run, env: Dict[str, str]
-            ) -> Tuple[subprocess.Popen, Any]:
-    """Starts a run's training process; its output goes to its log."""
+def open_run_log(run: Run, args: Sequence[str], where: str = '') -> Any:
+    """Creates the run directory, records the run's command there
+    (COMMAND_FILE) and opens its log for appending, after a `=== DATE
+    [where] COMMAND` line."""
     os.makedirs(run.root_dir, exist_ok=True)
     with open(os.path.join(run.root_dir, COMMAND_FILE), 'w') as f:
         json.dump(run.record(), f, indent=2)
     log = open(run.log_path, 'a')
-    args = command(script, run)
     log.write(f'=== {time.strftime("%Y-%m-%d %H:%M:%S")} '
-              f'{shlex.join(args)}\n')
+              f'{f"[{where}] " if where else ""}{shlex.join(args)}\n')
     log.flush()
+    return log
+
+
+def _launch(script: str, run: Run, env: Dict[str, str]
+            ) -> Tuple[subprocess.Popen, Any]:
+    """Starts a run's training process; its output goes to its log."""
+    args = command(script, run)
+    log = open_run_log(run, args)
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                env=env, cwd=PACKAGE_ROOT)
     run.status, run.started = 'running', time.time()
     return process, log
+
+
+def thread_environment(threads: int) -> Dict[str, str]:
+    """The thread variables (THREAD_VARIABLES) a run's process gets."""
+    return {name: str(threads) for name in THREAD_VARIABLES}
+
+
+def skip_finished(runs: Sequence[Run]) -> int:
+    """Marks finished runs done (a rerun skips them); returns their number."""
+    for run in runs:
+        if is_finished(run):
+            run.status = 'done'
+    return sum(r.status == 'done' for r in runs)
+
+
+def failure_message(run: Run, what: str, tail: str, where: str = '') -> str:
+    """'FAILED (exit 2): group/seed_k; log PATH:' and the log's last lines."""
+    return (f'FAILED ({what}): {run_name(run)}{where}; log {run.log_path}:'
+            f'\n{tail}')
+
+
+def list_failures(runs: Sequence[Run], say: Callable[[str], None]) -> int:
+    """Names every failed run again, at the end; returns their number."""
+    failed = [r for r in runs if r.status == 'failed']
+    for run in failed:
+        say(f'failed: {run_name(run)} ({run.note}); log {run.log_path}')
+    return len(failed)
 
 
 def run_study(script: str, runs: List[Run], workers: int, threads: int,
@@ -668,14 +737,11 @@ def run_study(script: str, runs: List[Run], workers: int, threads: int,
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    for run in runs:
-        if is_finished(run):
-            run.status = 'done'
-    skipped = sum(r.status == 'done' for r in runs)
+    skipped = skip_finished(runs)
     say(f'{len(runs)} runs: {skipped} finished before (skipped), '
         f'{len(runs) - skipped} to run, {workers} at a time with {threads} '
         f'intra-op thread(s) each.')
-    env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
+    env = dict(os.environ, **thread_environment(threads))
     pending = [r for r in runs if r.status == 'to do']
     active: List[Tuple[Run, subprocess.Popen, Any]] = []
     show_table, last_table = True, time.time()
@@ -699,12 +765,11 @@ def run_study(script: str, runs: List[Run], workers: int, threads: int,
                 show_table = True
                 if code == 0:
                     run.status = 'done'
-                    say(f'done: {run.group}/seed_{run.seed} in '
+                    say(f'done: {run_name(run)} in '
                         f'{format_seconds(run.seconds)}')
                 else:
                     run.status, run.note = 'failed', f'exit {code}'
-                    say(f'FAILED (exit {code}): {run.group}/seed_{run.seed}; '
-                        f'log {run.log_path}:\n{_tail(run.log_path)}')
+                    say(failure_message(run, run.note, log_tail(run.log_path)))
     except KeyboardInterrupt:
         say('interrupted: stopping the running runs (rerun the same command '
             'to resume them).')
@@ -717,11 +782,7 @@ def run_study(script: str, runs: List[Run], workers: int, threads: int,
         raise
     if show_table:
         say(status_table(runs, workers))
-    failed = [r for r in runs if r.status == 'failed']
-    for run in failed:
-        say(f'failed: {run.group}/seed_{run.seed} ({run.note}); log '
-            f'{run.log_path}')
-    return len(failed)
+    return list_failures(runs, say)
 
 
 # Command line --------------------------------------------------------------
@@ -755,6 +816,27 @@ def define_flags() -> None:
                       "every group's gin files and bindings as its training "
                       'script would (one process; about a second per '
                       'group); --nocheck_configs skips it.')
+    flags.DEFINE_enum('backend', 'local', list(BACKENDS), 'Where the runs '
+                      'go: "local" runs --workers of them at once on this '
+                      'machine; "ray" runs each as a Ray task on a Ray '
+                      'cluster (pip install -r requirements-ray.txt; '
+                      'docs/cluster.md).')
+    flags.DEFINE_string('address', None, '--backend=ray: the Ray cluster: '
+                        '"auto" (the one `ray start` runs on this machine), '
+                        'HOST:PORT of its head, or "local" (a new one on '
+                        "this machine); default: Ray's choice (RAY_ADDRESS, "
+                        'else a cluster running here, else a new local one).')
+    flags.DEFINE_float('cpus_per_run', None, '--backend=ray: CPUs each run '
+                       'asks Ray for (default 1; a fraction below 1, or a '
+                       'whole number); TF_NUM_INTRAOP_THREADS and '
+                       'OMP_NUM_THREADS follow it (at least 1).')
+    flags.DEFINE_float('gpus_per_run', None, '--backend=ray: GPUs each run '
+                       'asks for (default 0: GPUs hidden from the runs); a '
+                       'fraction such as 0.25 lets 4 runs share a GPU.')
+    flags.DEFINE_integer('max_retries', None, '--backend=ray: times a run '
+                         'whose worker process or node died is started '
+                         'again, resuming from its checkpoint (default 3); '
+                         'a run that fails by itself is not retried.')
 
 
 def study_from_flags() -> Study:
@@ -804,8 +886,24 @@ def check_root_dir(root_dir: str, create: bool) -> None:
                          f'write permission in {parent}).')
 
 
+def check_resource(name: str, value: float, allow_zero: bool) -> None:
+    """A Ray resource request: > 0 (or >= 0), whole above 1 (Ray's rule).
+
+    Raises:
+        ValueError: naming the flag.
+    """
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f'--{name}={value:g}: must be '
+                         f'{">= 0" if allow_zero else "> 0"}.')
+    if value > 1 and value != int(value):
+        raise ValueError(f'--{name}={value:g}: above 1 it must be a whole '
+                         'number (Ray splits only single units), e.g. 0.5, '
+                         '1 or 2.')
+
+
 def check_flags() -> None:
-    """The numeric flags' ranges (ValueError naming the flag)."""
+    """The numeric flags' ranges and the flags of the other backend
+    (ValueError naming the flag)."""
     if not FLAGS.root_dir:
         raise ValueError('--root_dir is required.')
     for name in ('workers', 'threads_per_worker'):
@@ -815,12 +913,44 @@ def check_flags() -> None:
     if not FLAGS.status_every > 0:
         raise ValueError(f'--status_every={FLAGS.status_every:g}: must be > 0 '
                          'seconds.')
+    other = RAY_FLAGS if FLAGS.backend == 'local' else LOCAL_FLAGS
+    given = [name for name in other if getattr(FLAGS, name) is not None]
+    if given and FLAGS.backend == 'local':
+        raise ValueError(f'--{given[0]} is for --backend=ray; the local '
+                         'backend takes --workers and --threads_per_worker.')
+    if given:
+        raise ValueError(f'--{given[0]} is for --backend=local; on Ray, Ray '
+                         'places the runs: give --cpus_per_run (and '
+                         '--gpus_per_run) instead.')
+    if FLAGS.cpus_per_run is not None:
+        check_resource('cpus_per_run', FLAGS.cpus_per_run, allow_zero=False)
+    if FLAGS.gpus_per_run is not None:
+        check_resource('gpus_per_run', FLAGS.gpus_per_run, allow_zero=True)
+    if FLAGS.max_retries is not None and FLAGS.max_retries < 0:
+        raise ValueError(f'--max_retries={FLAGS.max_retries}: must be >= 0.')
+    if FLAGS.address is not None and not FLAGS.address.strip():
+        raise ValueError('--address is empty; give auto, HOST:PORT or local.')
+
+
+def check_ray_installed() -> None:
+    """Raises ValueError when Ray cannot be imported (an optional extra)."""
+    if importlib.util.find_spec('ray') is None:
+        raise ValueError('--backend=ray needs Ray, an optional extra: pip '
+                         'install -r requirements-ray.txt (docs/cluster.md).')
+
+
+def threads_for_cpus(cpus: float) -> int:
+    """Intra-op threads of a run that asked Ray for `cpus` CPUs."""
+    return max(1, int(cpus))
 
 
 def main(argv: Sequence[str]) -> None:
     del argv
+    ray_backend = None
     try:
         check_flags()
+        if FLAGS.backend == 'ray':
+            check_ray_installed()
         study = study_from_flags()
         root_dir = os.path.abspath(FLAGS.root_dir)
         runs = expand(study, root_dir, FLAGS.gin_bindings)
@@ -832,13 +962,31 @@ def main(argv: Sequence[str]) -> None:
                   f'{len({run.group for run in todo})} group(s) before any '
                   'run starts...', flush=True)
             check_configs(study.script, todo)
+        if FLAGS.backend == 'ray' and todo and not FLAGS.dry_run:
+            # Ray only in the Ray backend's module, and only to run runs.
+            # pylint: disable-next=import-outside-toplevel
+            from rigl.rl import sweep_ray
+            ray_backend = sweep_ray
+            ray_backend.connect(FLAGS.address)
         if not FLAGS.dry_run:
             check_root_dir(root_dir, create=True)
     except (ValueError, OSError, tomllib.TOMLDecodeError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
-    workers = FLAGS.workers or default_workers()
-    threads = FLAGS.threads_per_worker or default_threads(workers)
+    cpus = (DEFAULT_CPUS_PER_RUN if FLAGS.cpus_per_run is None
+            else FLAGS.cpus_per_run)
+    gpus = FLAGS.gpus_per_run or 0.0
+    retries = (DEFAULT_MAX_RETRIES if FLAGS.max_retries is None
+               else FLAGS.max_retries)
+    if FLAGS.backend == 'ray':
+        threads = threads_for_cpus(cpus)
+        how = (f'each a Ray task of {cpus:g} CPU(s)' +
+               (f' and {gpus:g} GPU(s)' if gpus else '') +
+               f' with {threads} thread(s)')
+    else:
+        workers = FLAGS.workers or default_workers()
+        threads = FLAGS.threads_per_worker or default_threads(workers)
+        how = f'{workers} at a time with {threads} thread(s) each'
     if FLAGS.dry_run:
         for run in runs:
             state = 'done ' if is_finished(run) else 'to do'
@@ -846,16 +994,33 @@ def main(argv: Sequence[str]) -> None:
                   f'  {" ".join(repr(b) for b in run.bindings)}')
         groups = len({r.group for r in runs})
         print(f'{len(runs)} runs ({groups} groups x {study.seeds} seeds), '
-              f'{workers} at a time with {threads} thread(s) each. '
-              f'First command:\n  {shlex.join(command(study.script, runs[0]))}')
+              f'{how}. First command:\n'
+              f'  {shlex.join(command(study.script, runs[0]))}')
         return
     write_plan(root_dir, runs)
     try:
-        failed = run_study(study.script, runs, workers, threads,
-                           status_every=FLAGS.status_every)
+        if FLAGS.backend == 'local':
+            failed = run_study(study.script, runs, workers, threads,
+                               status_every=FLAGS.status_every)
+        elif ray_backend is None:  # nothing to run: Ray is not started
+            failed = skip_all(runs, how)
+        else:
+            failed = ray_backend.run_study(study.script, runs, cpus, gpus,
+                                           retries,
+                                           status_every=FLAGS.status_every)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(1 if failed else 0)
+
+
+def skip_all(runs: Sequence[Run], how: str, out=None) -> int:
+    """Every run finished before: says so, starting no backend."""
+    out = out or sys.stdout
+    skipped = skip_finished(runs)
+    print(f'{len(runs)} runs: {skipped} finished before (skipped), '
+          f'{len(runs) - skipped} to run, {how}.', file=out, flush=True)
+    print(status_table(runs, 1), file=out, flush=True)
+    return 0
 
 
 if __name__ == '__main__':
