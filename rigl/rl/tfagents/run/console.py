@@ -112,11 +112,14 @@ def quiet_libraries() -> None:
     """Hides other packages' warnings: TF and absl log lines (e.g. each
     unrestored value of a checkpoint we fall back from, 'Sanitizing' names
     at policy save), tfp's type-registration warning at policy save, and
-    MuJoCo's deprecation warnings with the MUJOCO_LOG.TXT file they write.
-    Errors still show."""
+    MuJoCo's deprecation warnings with the MUJOCO_LOG.TXT file they write,
+    and Gymnasium's notice on ids with a newer version (CartPole-v0 is the
+    original DQN configs' task on purpose). Errors still show."""
     logging.set_verbosity(logging.ERROR)
     std_logging.getLogger('tensorflow').setLevel(std_logging.ERROR)
     warnings.filterwarnings('ignore', message='Encoding a StructuredValue')
+    warnings.filterwarnings('ignore', message='.*is out of date. You should '
+                            'consider upgrading to version')
     try:
         import mujoco  # pylint: disable=import-outside-toplevel
         mujoco.set_mju_user_warning(lambda message: None)
