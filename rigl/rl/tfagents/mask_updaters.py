@@ -421,9 +421,10 @@ class MaskedOptimizer(tf.Module):
     Args:
         optimizer: the optimizer to wrap.
         networks: the networks whose `MaskedLayer`s it maintains (built).
-        updater: the mask updater (`mask_updater()` by default).
-        seed: seed of the updater's random stream when it is built here and
-            `mask_updater.seed` is not bound.
+        updater: the mask updater (the run's `SparseMethod.make_updater()`;
+            gin's `mask_updater()` if None).
+        seed: seed of the updater's random stream unless the updater has
+            one of its own (`mask_updater.seed`).
         update_timing: one of `UPDATE_TIMINGS`.
     """
 
