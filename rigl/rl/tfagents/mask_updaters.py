@@ -27,6 +27,7 @@ steps of a train step, from gradients recomputed on the same batch at the
 updated weights.
 """
 
+import contextlib
 import math
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -206,9 +207,11 @@ class MaskUpdater(tf.Module):
 
     def _update_layer(self, step, index, fraction, layer, dense_grad, slots):
         """One layer's drop and grow; returns its `UPDATE_STATS` row."""
-        shape = tf.shape(layer.mask)
-        mask = tf.reshape(layer.mask, [-1])
-        kernel = tf.reshape(layer.kernel, [-1])
+        dense_mask, dense_kernel = layer.mask, layer.kernel
+        dense_slots = [layer.to_dense(slot) for slot in slots]
+        shape = tf.shape(dense_mask)
+        mask = tf.reshape(dense_mask, [-1])
+        kernel = tf.reshape(dense_kernel, [-1])
         size = tf.size(mask)
         active = tf.cast(tf.reduce_sum(mask), tf.int32)
         num_drop = tf.cast(fraction * tf.cast(active, tf.float32), tf.int32)
@@ -217,12 +220,12 @@ class MaskUpdater(tf.Module):
         num_drop = tf.where(active < size, num_drop, 0)
         # top_k breaks ties to the lower index, as the original.
         drop_score = tf.reshape(self.drop_scores(
-            index, layer.kernel, layer.mask, slots), [-1])
+            index, dense_kernel, dense_mask, dense_slots), [-1])
         _, keep_index = tf.math.top_k(drop_score, k=active - num_drop)
         kept = tf.scatter_nd(keep_index[:, None],
                              tf.ones_like(keep_index, tf.float32), [size])
         scores = tf.reshape(self.grow_scores(
-            step, index, layer.kernel, dense_grad, slots), [-1])
+            step, index, dense_kernel, dense_grad, dense_slots), [-1])
         grow_score = tf.where(kept > 0, -float('inf'), scores)
         _, grow_index = tf.math.top_k(grow_score, k=num_drop)
         grown = tf.scatter_nd(grow_index[:, None],
@@ -235,12 +238,11 @@ class MaskUpdater(tf.Module):
         new_kernel = kernel * survives
         if self.grow_init != 'zero':
             new_kernel += restarted * self.grown_value(step, index,
-                                                       layer.kernel)
-        ops = [layer.mask.assign(tf.reshape(new_mask, shape)),
-               layer.kernel.assign(tf.reshape(new_kernel, shape))]
-        ops += [slot.assign(slot * tf.reshape(survives, shape))
-                for slot in slots]
-        with tf.control_dependencies(ops):
+                                                       dense_kernel)
+        ops = layer.rewrite(tf.reshape(new_mask, shape),
+                            tf.reshape(new_kernel, shape), slots,
+                            tf.reshape(survives, shape))
+        with tf.control_dependencies([ops]):
             return self._update_stats(mask, kept, grown, kernel,
                                       tf.reshape(dense_grad, [-1]))
 
@@ -262,7 +264,7 @@ class MaskUpdater(tf.Module):
             tf.reduce_mean(magnitude), mean_over(dropped, tf.abs(kernel))])
 
     def grown_value(self, step: tf.Tensor, layer_index: int,
-                    kernel: tf.Variable) -> tf.Tensor:
+                    kernel: tf.Tensor) -> tf.Tensor:
         """The one value every connection grown in a layer at a step gets."""
         shape = kernel.shape.as_list()
         receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
@@ -451,7 +453,17 @@ class MaskedOptimizer(tf.Module):
         # Kernel -> layer position (ints: a trackable-valued dict with
         # non-string keys could not be checkpointed).
         self._index_of_kernel: Dict = {
-            layer.kernel.ref(): index for index, layer in enumerate(self._layers)}
+            layer.weights_variable.ref(): index
+            for index, layer in enumerate(self._layers)}
+        self._compressed = any(
+            isinstance(layer, sparse_layers.CompressedDense)
+            for layer in self._layers)
+        if (self._compressed and update_timing == 'before_step' and
+                updater.updates_masks and updater.needs_gradients):
+            raise ValueError(
+                f'mask updater {updater.name_for_errors!r} grows by the dense '
+                "gradient, which sparse_execution='sparse' computes only for "
+                "SAC and TD3; use train_eval.sparse_execution='masked'.")
         self.steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                  name='steps')
         self.last_mask_change = tf.Variable(-1, dtype=tf.int64, trainable=False,
@@ -499,7 +511,7 @@ class MaskedOptimizer(tf.Module):
         for grad, variable in grads_and_vars:
             index = self._index_of_kernel.get(variable.ref())
             if index is not None and grad is not None:
-                dense_grads[index] = grad
+                dense_grads[index] = self._layers[index].to_dense(grad)
         step = self.steps.read_value()
         updates = self.updater.updates_masks and bool(dense_grads)
         due = self.updater.is_update_step(step) if updates else None
@@ -512,7 +524,8 @@ class MaskedOptimizer(tf.Module):
             masked = []
             for grad, variable in grads_and_vars:
                 index = self._index_of_kernel.get(variable.ref())
-                if index is not None and grad is not None:
+                if index is not None and grad is not None and isinstance(
+                        self._layers[index], sparse_layers.MaskedLayer):
                     grad = grad * self._layers[index].mask
                 masked.append((grad, variable))
             applied = self.optimizer.apply_gradients(masked, **kwargs)
@@ -535,9 +548,15 @@ class MaskedOptimizer(tf.Module):
 
         def update():
             kernels = [layer.kernel for layer in self._layers]
-            grads = dict(enumerate(
-                dense_gradients(kernels) if self.updater.needs_gradients
-                else [tf.zeros_like(kernel) for kernel in kernels]))
+            if self.updater.needs_gradients:
+                with contextlib.ExitStack() as stack:
+                    for layer, kernel in zip(self._layers, kernels):
+                        if isinstance(layer, sparse_layers.CompressedDense):
+                            stack.enter_context(layer.dense_forward(kernel))
+                    grads = dict(enumerate(dense_gradients(kernels)))
+            else:
+                grads = dict(enumerate(tf.zeros_like(kernel)
+                                       for kernel in kernels))
             with tf.control_dependencies([self._update(self.steps - 1,
                                                        grads)]):
                 return state.update_due.assign(False).op
@@ -549,7 +568,7 @@ class MaskedOptimizer(tf.Module):
         """One mask update of the layers in `dense_grads` (index -> grad)."""
         indices = sorted(dense_grads)
         layers = [self._layers[i] for i in indices]
-        slots = [optimizer_slots(self.optimizer, layer.kernel)
+        slots = [optimizer_slots(self.optimizer, layer.weights_variable)
                  for layer in layers]
         stats = self.updater.update(step, layers,
                                     [dense_grads[i] for i in indices], slots)
@@ -563,7 +582,7 @@ class MaskedOptimizer(tf.Module):
         ops = []
         for index in sorted(dense_grads):
             layer = self._layers[index]
-            schedule = layer.pruning_schedule
+            schedule = getattr(layer, 'pruning_schedule', None)
             if not isinstance(schedule, sparse_layers.pruning_sched.PolynomialDecay):
                 continue
             should_prune, sparsity = schedule(step)

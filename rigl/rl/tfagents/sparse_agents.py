@@ -62,10 +62,65 @@ class SparseTargetsMixin:
         return [network for _, targets in self.masked_targets()
                 for network in targets]
 
+    def _compressed_pairs(self) -> List[Tuple[int, List[Tuple]]]:
+        """Per masked optimizer with 'sparse'-execution layers: its index
+        and the (online, target) `CompressedDense` pairs of its targets."""
+        pairs = []
+        for index, (optimizer, targets) in enumerate(self.masked_targets()):
+            target_layers = [layer for network in targets
+                             for layer in sparse_layers.masked_layers(network)]
+            layers = [(online, target) for online, target in
+                      zip(optimizer.layers, target_layers)
+                      if isinstance(online, sparse_layers.CompressedDense)]
+            if layers:
+                pairs.append((index, layers))
+        return pairs
+
+    def _get_target_updater(self, tau=1.0, period=1):
+        """TF-Agents' target update; with 'sparse'-execution layers, each
+        update first moves a target layer's values onto its online layer's
+        positions if they changed since the last update (the masked
+        equivalent: Polyak averaging, then the copied mask zeroes the
+        rest), so Polyak averaging acts on matching values."""
+        compressed = self._compressed_pairs()
+        if not compressed:
+            return super()._get_target_updater(tau, period)
+        update_every_call = super()._get_target_updater(tau, 1)
+        self._positions_synced_at = [
+            tf.Variable(-1, dtype=tf.int64, trainable=False)
+            for _ in compressed]
+
+        def adopt_positions_then_update():
+            ops = []
+            for synced_at, (index, layers) in zip(self._positions_synced_at,
+                                                  compressed):
+                optimizer = self.masked_targets()[index][0]
+
+                def adopt(layers=layers, synced_at=synced_at,
+                          optimizer=optimizer):
+                    moved = [target.adopt_positions(online)
+                             for online, target in layers]
+                    with tf.control_dependencies(moved):
+                        return synced_at.assign(optimizer.last_mask_change).op
+
+                ops.append(tf.cond(tf.not_equal(optimizer.last_mask_change,
+                                                synced_at), adopt, tf.no_op))
+            with tf.control_dependencies(ops):
+                return update_every_call()
+
+        return common.Periodically(adopt_positions_then_update, period,
+                                   'update_targets_sparse_execution')
+
     def _init_sparse_targets(self, mode: str = 'mask') -> None:
         if mode not in TARGET_SPARSITY_MODES:
             raise ValueError(f'target sparsity mode is {mode!r}; allowed: '
                              f'{", ".join(TARGET_SPARSITY_MODES)}.')
+        if mode == 'magnitude' and self._compressed_pairs():
+            raise ValueError(
+                "ANF's magnitude-pruned targets (target_sparsity="
+                "'magnitude') keep their own positions, which "
+                "sparse_execution='sparse' does not support; use "
+                "train_eval.sparse_execution='masked'.")
         self._target_sparsity = mode
         # Per optimizer: its last_mask_change when last seen, and the train
         # step at which a new change was first seen.

@@ -14,7 +14,7 @@ Gin names follow the original suite: `wrap_all_layers`, `init_masks`,
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import gin
 import numpy as np
@@ -25,8 +25,13 @@ from tensorflow_model_optimization.python.core.sparsity.keras import (
     pruning_wrapper)
 
 from rigl import sparse_utils
+from rigl.rl.tfagents.sparsity.compressed import CompressedDense
 
 MODES = ('constant', 'prune')
+# How a sparse layer runs (`train_eval.sparse_execution`): 'masked', a dense
+# kernel with a mask (any device, any method); 'sparse', only the active
+# weights (`CompressedDense`: CPU kernels, Dense layers, fixed active count).
+EXECUTIONS = ('masked', 'sparse')
 
 
 class MaskedLayer(pruning_wrapper.PruneLowMagnitude):
@@ -52,8 +57,33 @@ class MaskedLayer(pruning_wrapper.PruneLowMagnitude):
         """Zeroes the kernel where the mask is 0."""
         return self.kernel.assign(self.kernel * self.mask)
 
+    # The sparse-layer interface (shared with `CompressedDense`).
+
+    @property
+    def weights_variable(self) -> tf.Variable:
+        """The variable the optimizer updates (the dense kernel)."""
+        return self.kernel
+
+    @staticmethod
+    def to_dense(vector: tf.Tensor) -> tf.Tensor:
+        """A per-weight tensor (an optimizer slot, ...) as a dense matrix:
+        already one here."""
+        return vector
+
+    def rewrite(self, mask: tf.Tensor, kernel: tf.Tensor,
+                slots: Sequence[tf.Variable],
+                slot_scale: tf.Tensor) -> tf.Operation:
+        """Sets a new mask and kernel and multiplies the optimizer slots by
+        `slot_scale`."""
+        ops = [self.mask.assign(mask), self.kernel.assign(kernel)]
+        ops += [slot.assign(slot * slot_scale) for slot in slots]
+        return tf.group(ops)
+
 
 KERNEL_LAYER_TYPES = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
+# Layers with a mask: `mask`, `kernel`, `weights_variable`, `to_dense`,
+# `rewrite`, `apply_mask`.
+SPARSE_LAYER_TYPES = (MaskedLayer, CompressedDense)
 
 
 def kernel_shapes(layers: Sequence[tf.keras.layers.Layer],
@@ -92,7 +122,11 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
                     erk_power_scale: float = 1.0,
                     begin_step: int = 200000,
                     end_step: int = 800000,
-                    frequency: int = 1000) -> List[tf.keras.layers.Layer]:
+                    frequency: int = 1000,
+                    execution: str = 'masked',
+                    masks: Optional[Sequence[np.ndarray]] = None,
+                    compress_min_sparsity: float = 0.8
+                    ) -> List[tf.keras.layers.Layer]:
     """Wraps the Dense/Conv2D layers of a chain in `MaskedLayer`s.
 
     Args:
@@ -114,6 +148,14 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
         end_step: 'prune' mode: last pruning step; (end_step - begin_step) must
             be a multiple of `frequency` so the final sparsity is reached.
         frequency: 'prune' mode: steps between pruning updates.
+        execution: 'masked' (`MaskedLayer`) or 'sparse' (`CompressedDense`,
+            'constant' mode only, built from `masks`: one per wrapped layer,
+            in chain order, as drawn on the masked network).
+        masks: 'sparse' execution: the initial masks.
+        compress_min_sparsity: 'sparse' execution: layers sparser than this
+            hold only their active weights; denser ones (ERK leaves small
+            input and output layers dense-ish) stay masked, where dense
+            kernels are faster (benchmarks/sparse_speed.py).
 
     Returns:
         The layers, the sparse ones wrapped.
@@ -121,6 +163,21 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
     if mode not in MODES:
         raise ValueError(f'wrap_all_layers.mode is {mode!r}; allowed: '
                          f'{", ".join(MODES)}.')
+    if execution not in EXECUTIONS:
+        raise ValueError(f'sparse execution is {execution!r}; allowed: '
+                         f'{", ".join(EXECUTIONS)}.')
+    if execution == 'sparse' and mode != 'constant':
+        raise ValueError("sparse_execution='sparse' needs a fixed active "
+                         "count; gradual pruning ('prune') runs masked.")
+    masks = list(masks or [])
+    if execution == 'sparse':
+        # The twin of a built masked network, which gives it its weights:
+        # drawing initial values here would move the global random stream
+        # and so change every network built after this one.
+        for layer in layers:
+            if isinstance(layer, KERNEL_LAYER_TYPES):
+                layer.kernel_initializer = tf.keras.initializers.Zeros()
+                layer.bias_initializer = tf.keras.initializers.Zeros()
     shapes = kernel_shapes(layers, input_shape)
     dense = {sparse_utils.check_layer_index(i, len(shapes), 'dense_layers')
              for i in dense_layers}
@@ -149,6 +206,14 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
         if index in dense:
             wrapped.append(layer)
             continue
+        if execution == 'sparse':
+            if not masks:
+                raise ValueError("sparse_execution='sparse' needs one mask "
+                                 'per sparse layer.')
+            mask = masks.pop(0)
+            if 1.0 - np.mean(mask) >= compress_min_sparsity:
+                wrapped.append(CompressedDense(layer, mask))
+                continue
         if mode == 'prune':
             schedule = pruning_sched.PolynomialDecay(
                 initial_sparsity=float(initial_sparsity),
@@ -171,7 +236,7 @@ def kernel_layers(network: tf.keras.layers.Layer) -> List[tf.keras.layers.Layer]
     found = []
 
     def visit(layer):
-        if isinstance(layer, MaskedLayer) or (
+        if isinstance(layer, SPARSE_LAYER_TYPES) or (
                 hasattr(layer, 'kernel') and isinstance(layer,
                                                         KERNEL_LAYER_TYPES)):
             found.append(layer)
@@ -190,8 +255,10 @@ def kernel_layers(network: tf.keras.layers.Layer) -> List[tf.keras.layers.Layer]
 
 
 def masked_layers(network: tf.keras.layers.Layer) -> List[MaskedLayer]:
+    """The sparse layers (`SPARSE_LAYER_TYPES`) of a network in forward
+    order."""
     return [layer for layer in kernel_layers(network)
-            if isinstance(layer, MaskedLayer)]
+            if isinstance(layer, SPARSE_LAYER_TYPES)]
 
 
 @gin.configurable
@@ -218,6 +285,10 @@ def init_masks(network: tf.keras.layers.Layer,
     if not layers:
         raise ValueError(f'Network {network.name} has no built kernel layers; '
                          'call create_variables() first.')
+    if any(isinstance(layer, CompressedDense) for layer in layers):
+        raise ValueError(f'{network.name}: masks of a sparse-execution '
+                         'network are drawn on its masked twin '
+                         '(compress_network).')
     shapes = [tuple(layer.kernel.shape) for layer in layers]
     dense = [i for i, layer in enumerate(layers)
              if not isinstance(layer, MaskedLayer)]
@@ -293,7 +364,7 @@ def network_stats(network: tf.keras.layers.Layer,
     """
     layers = kernel_layers(network)
     shapes = [tuple(layer.kernel.shape) for layer in layers]
-    masks = [layer.mask.numpy() if isinstance(layer, MaskedLayer)
+    masks = [layer.mask.numpy() if isinstance(layer, SPARSE_LAYER_TYPES)
              else np.ones(shape, np.float32)
              for layer, shape in zip(layers, shapes)]
     activations = [_activation_name(layer) for layer in layers]
@@ -324,3 +395,54 @@ def num_units(units: int, width: float) -> int:
     if width <= 0:
         raise ValueError(f'width must be positive, got {width!r}.')
     return max(1, int(math.floor(units * width + 0.5)))
+
+
+def compress_network(network: tf.keras.layers.Layer,
+                     rebuild: Callable[[List[np.ndarray]],
+                                       tf.keras.layers.Layer],
+                     input_spec) -> tf.keras.layers.Layer:
+    """The 'sparse'-execution twin of a built masked network.
+
+    Args:
+        network: built, with its masks drawn (`init_masks`).
+        rebuild: builds the same network with `wrap_all_layers(...,
+            execution='sparse', masks=masks)`, given the masks of its
+            `MaskedLayer`s in forward order.
+        input_spec: the network's input spec (for `create_variables`).
+
+    Returns:
+        The twin: each `MaskedLayer` a `CompressedDense` holding its active
+        weights, every other variable copied.
+    """
+    old_layers = kernel_layers(network)
+    twin = rebuild([layer.mask.numpy() for layer in old_layers
+                    if isinstance(layer, MaskedLayer)])
+    twin.create_variables(input_spec)
+    new_layers = kernel_layers(twin)
+    if len(new_layers) != len(old_layers):
+        raise ValueError(f'{network.name}: its sparse-execution twin has '
+                         f'{len(new_layers)} kernel layers, not '
+                         f'{len(old_layers)}.')
+    for old, new in zip(old_layers, new_layers):
+        if isinstance(new, CompressedDense):
+            inner = old.layer
+            new.set_weights_from(old.kernel.numpy(),
+                                 inner.bias.numpy() if inner.use_bias
+                                 else None)
+        else:
+            for source, target in zip(old.weights, new.weights):
+                target.assign(source)
+
+    def others(net, layers):
+        inside = {variable.ref() for layer in layers
+                  for variable in layer.weights}
+        return [v for v in net.variables if v.ref() not in inside]
+
+    for source, target in zip(others(network, old_layers),
+                              others(twin, new_layers)):
+        if source.shape != target.shape:
+            raise ValueError(f'{network.name}: cannot copy {source.name} '
+                             f'{source.shape} to {target.name} '
+                             f'{target.shape}.')
+        target.assign(source)
+    return twin

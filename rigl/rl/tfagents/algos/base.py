@@ -8,7 +8,7 @@ are the only places that touch TF-Agents' private attributes.
 """
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -106,6 +106,29 @@ class Algorithm:
             learning_rate, self.settings.weight_decay, epsilon,
             self.settings.weight_decay_mode, network_list,
             self.original_decay)
+
+    def build_network(self, build: Callable[[Dict], tf.Module], input_spec,
+                      group: str, mask_seed: int) -> tf.Module:
+        """A network of `group` ('actor', 'critic', 'q_network', ...) with
+        its initial masks, in the run's sparse execution.
+
+        Args:
+            build: makes the (unbuilt) network given extra
+                `wrap_all_layers` arguments.
+            input_spec: its input spec.
+            group: its sparse-method group (for its sparsity).
+            mask_seed: the seed of its masks.
+        """
+        network = build({})
+        network.create_variables(input_spec)
+        sparse_layers.init_masks(network, seed=mask_seed,
+                                 **self.sparse_method.mask_kwargs(group))
+        if (self.settings.sparse_execution == 'sparse' and
+                sparse_layers.masked_layers(network)):
+            network = sparse_layers.compress_network(
+                network, lambda masks: build(dict(execution='sparse',
+                                                  masks=masks)), input_spec)
+        return network
 
     @property
     def noise_mask(self) -> Optional[np.ndarray]:
@@ -500,25 +523,32 @@ class OffPolicyAlgorithm(Algorithm):
              'critic': [inputs + actions, *settings.critic_joint_fc_layers,
                         1]},
             dict(zip(('actor', 'critic'), widths or [settings.width] * 2)))
-        named = {'actor': create_actor(
-            observation_spec, action_spec, settings.actor_fc_layers,
-            self.train_mode(settings.train_mode_actor),
-            settings.sparse_output_layer, widths['actor'], self.noise_layout,
-            wrap_kwargs=self.sparse_method.wrap_kwargs('actor'))}
-        for name in ('critic_1', 'critic_2'):
-            named[name] = networks.create_sac_critic_network(
+        def actor(extra):
+            return create_actor(
+                observation_spec, action_spec, settings.actor_fc_layers,
+                self.train_mode(settings.train_mode_actor),
+                settings.sparse_output_layer, widths['actor'],
+                self.noise_layout,
+                wrap_kwargs={**self.sparse_method.wrap_kwargs('actor'),
+                             **extra})
+
+        def critic(extra):
+            return networks.create_sac_critic_network(
                 observation_spec, action_spec, settings.critic_joint_fc_layers,
                 self.train_mode(settings.train_mode_value),
                 settings.sparse_output_layer, widths['critic'],
                 self.noise_layout, initializer,
-                wrap_kwargs=self.sparse_method.wrap_kwargs('critic'))
-        for name, network in named.items():
-            network.create_variables(observation_spec if name == 'actor' else
-                                     (observation_spec, action_spec))
-            sparse_layers.init_masks(
-                network, seed=seeding.derive(seed, 'masks', name),
-                **self.sparse_method.mask_kwargs(
-                    'actor' if name == 'actor' else 'critic'))
+                wrap_kwargs={**self.sparse_method.wrap_kwargs('critic'),
+                             **extra})
+
+        named = {}
+        for name, build in (('actor', actor), ('critic_1', critic),
+                            ('critic_2', critic)):
+            group = 'actor' if name == 'actor' else 'critic'
+            named[name] = self.build_network(
+                build, observation_spec if name == 'actor' else
+                (observation_spec, action_spec), group,
+                seeding.derive(seed, 'masks', name))
         return named
 
     def _finish_actor_critic(self, named: Dict[str, tf.Module]) -> None:

@@ -162,6 +162,10 @@ class RunSettings:
     # configured sparse networks' active counts (Graesser et al.'s
     # parameter-matched dense baseline).
     match_dense_params: bool = False
+    # How sparse layers run: 'masked' (dense kernels with masks) or 'sparse'
+    # (only the active weights, with compiled sparse CPU kernels; see
+    # `sparse_layers.EXECUTIONS`).
+    sparse_execution: str = 'masked'
 
 
 def check(name: str, value: Any, hint, low: Optional[float] = None,

@@ -1,0 +1,190 @@
+"""A Dense layer that holds only its active weights ('sparse' execution).
+
+`CompressedDense` replaces a `MaskedLayer` when a run sets
+`train_eval.sparse_execution='sparse'`: instead of a dense kernel full of
+zeros and a mask, it keeps a `values` variable [nnz] (trainable: the
+optimizer's per-weight state is [nnz] too) at `positions` [nnz, 2] (row,
+col; row-major, as `tf.where(mask)`), plus the index arrays the sparse
+products need (`csr.Structure`). Its forward and backward passes cost in
+proportion to nnz (`csr.matmul`).
+
+It offers the sparse-layer interface the mask updaters and statistics use:
+`kernel` and `mask` (dense tensors, built on demand), `weights_variable`
+(what the optimizer updates), `to_dense` (a per-weight vector such as an
+optimizer slot as a dense matrix) and `rewrite` (new mask, kernel and slots,
+compressed back). Static, SET and RigL keep each layer's active count, so
+the variables' shapes never change.
+"""
+
+import contextlib
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from rigl.rl.tfagents.sparsity import csr
+
+
+def _numpy_structure(positions: np.ndarray, shape) -> csr.Structure:
+    """`csr.structure` in numpy (for variable initial values)."""
+    n_in, n_out = shape
+    rows = positions[:, 0].astype(np.int32)
+    cols = positions[:, 1].astype(np.int32)
+    by_col = np.lexsort((rows, cols)).astype(np.int32)
+
+    def pointers(ids, size):
+        return np.concatenate([[0], np.cumsum(np.bincount(
+            ids, minlength=size))]).astype(np.int32)
+
+    return csr.Structure(row_ptr=pointers(rows, n_in), col=cols,
+                         col_ptr=pointers(cols, n_out),
+                         row_by_col=rows[by_col], which_by_col=by_col)
+
+
+class CompressedDense(tf.keras.layers.Layer):
+    """A Keras Dense layer whose kernel is stored as its active weights.
+
+    Args:
+        dense: the (unbuilt) Dense layer it stands for: units, activation,
+            bias and initialisers come from it.
+        mask: the initial 0/1 mask [n_in, units]; its count of ones is the
+            layer's fixed number of active weights.
+    """
+
+    def __init__(self, dense: tf.keras.layers.Dense, mask: np.ndarray,
+                 **kwargs):
+        super().__init__(name=kwargs.pop('name', f'compressed_{dense.name}'),
+                         **kwargs)
+        if not isinstance(dense, tf.keras.layers.Dense):
+            raise ValueError(
+                "train_eval.sparse_execution='sparse' supports Dense layers "
+                f'only; got {type(dense).__name__}. Use '
+                "sparse_execution='masked'.")
+        self.units = dense.units
+        self.activation = tf.keras.activations.get(dense.activation)
+        self.use_bias = dense.use_bias
+        self.bias_initializer = dense.bias_initializer
+        self.kernel_initializer = dense.kernel_initializer
+        self._initial_mask = np.asarray(mask) > 0
+        self._dense_kernel: Optional[tf.Tensor] = None
+
+    def build(self, input_shape):
+        n_in = int(input_shape[-1])
+        if self._initial_mask.shape != (n_in, self.units):
+            raise ValueError(
+                f'{self.name}: mask shape {self._initial_mask.shape} does '
+                f'not match the kernel ({n_in}, {self.units}).')
+        self.kernel_shape = (n_in, self.units)
+        positions = np.argwhere(self._initial_mask).astype(np.int64)
+        nnz = len(positions)
+        self.values = self.add_weight(
+            'values', shape=[nnz], initializer='zeros', trainable=True)
+        self.positions = self.add_weight(
+            'positions', shape=[nnz, 2], dtype=tf.int64, trainable=False,
+            initializer=tf.constant_initializer(positions))
+        structure = _numpy_structure(positions, self.kernel_shape)
+        self._structure = csr.Structure(*[
+            self.add_weight(name, shape=array.shape, dtype=tf.int32,
+                            trainable=False,
+                            initializer=tf.constant_initializer(array))
+            for name, array in zip(csr.Structure._fields, structure)])
+        if self.use_bias:
+            self.bias = self.add_weight('bias', shape=[self.units],
+                                        initializer=self.bias_initializer,
+                                        trainable=True)
+        else:
+            self.bias = None
+        super().build(input_shape)
+
+    def call(self, inputs):
+        if self._dense_kernel is not None:
+            outputs = tf.matmul(inputs, self._dense_kernel)
+        else:
+            outputs = csr.matmul(inputs, self.values,
+                                 csr.Structure(*self._structure), self.kernel_shape)
+        if self.bias is not None:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return self.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)[:-1].concatenate([self.units])
+
+    # The sparse-layer interface (shared with `sparse_layers.MaskedLayer`).
+
+    @property
+    def weights_variable(self) -> tf.Variable:
+        """The variable the optimizer updates (its slots are [nnz])."""
+        return self.values
+
+    @property
+    def active_count(self) -> int:
+        return int(self.values.shape[0])
+
+    def to_dense(self, vector: tf.Tensor) -> tf.Tensor:
+        """A per-weight vector [nnz] (values, an optimizer slot, ...) as a
+        dense [n_in, n_out] matrix, 0 at inactive positions."""
+        return tf.scatter_nd(self.positions, vector, self.kernel_shape)
+
+    @property
+    def kernel(self) -> tf.Tensor:
+        return self.to_dense(self.values)
+
+    @property
+    def mask(self) -> tf.Tensor:
+        return self.to_dense(tf.ones_like(self.values))
+
+    def apply_mask(self) -> tf.Operation:
+        return tf.no_op()  # inactive weights are not stored
+
+    def rewrite(self, mask: tf.Tensor, kernel: tf.Tensor,
+                slots: Sequence[tf.Variable],
+                slot_scale: tf.Tensor) -> tf.Operation:
+        """Sets a new mask (same active count) and kernel, and multiplies
+        the optimizer slots by `slot_scale` [n_in, n_out], moving them to
+        the new positions."""
+        new_positions = tf.where(mask > 0)
+        checks = [tf.debugging.assert_equal(
+            tf.shape(new_positions)[0], self.active_count,
+            message=f'{self.name}: a mask update changed the active count')]
+        with tf.control_dependencies(checks):
+            new_slots = [tf.gather_nd(self.to_dense(slot) * slot_scale,
+                                      new_positions) for slot in slots]
+            new_values = tf.gather_nd(kernel, new_positions)
+        with tf.control_dependencies(new_slots + [new_values]):
+            ops = [slot.assign(value) for slot, value in zip(slots, new_slots)]
+            ops.append(self.values.assign(new_values))
+            ops.append(self.positions.assign(new_positions))
+            ops += [variable.assign(value) for variable, value in zip(
+                self._structure, csr.structure(new_positions, self.kernel_shape))]
+        return tf.group(ops)
+
+    def adopt_positions(self, source: 'CompressedDense') -> tf.Operation:
+        """Moves to `source`'s positions, keeping this layer's values where
+        they overlap and 0 elsewhere (a target following its online
+        layer)."""
+        new_values = tf.gather_nd(self.kernel, source.positions)
+        with tf.control_dependencies([new_values]):
+            ops = [self.values.assign(new_values),
+                   self.positions.assign(source.positions)]
+            ops += [mine.assign(theirs) for mine, theirs in
+                    zip(self._structure, source._structure)]
+        return tf.group(ops)
+
+    def set_weights_from(self, kernel: np.ndarray,
+                         bias: Optional[np.ndarray]) -> None:
+        """Takes a dense kernel's active weights (and the bias)."""
+        positions = self.positions.numpy()
+        self.values.assign(kernel[positions[:, 0], positions[:, 1]])
+        if self.bias is not None and bias is not None:
+            self.bias.assign(bias)
+
+    @contextlib.contextmanager
+    def dense_forward(self, kernel: tf.Tensor):
+        """Within the block (while tracing), the layer multiplies by the
+        dense `kernel` instead: the gradient with respect to it is the
+        dense gradient RigL grows by."""
+        self._dense_kernel = kernel
+        try:
+            yield
+        finally:
+            self._dense_kernel = None
