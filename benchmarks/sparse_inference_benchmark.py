@@ -1,25 +1,33 @@
 """Does skipping zero weights pay? A sparse SAC policy's action time.
 
   python benchmarks/sparse_inference_benchmark.py [--sparsities 0.9 0.95 0.99]
-      [--checkpoint ROOT/checkpoints/ckpt-N] [--repeats 2000]
+      [--checkpoint ROOT/checkpoints/ckpt-N] [--blocks 11] [--repeats 1000]
+      [--tf-policy]
 
 For a SAC actor (HalfCheetah-v5: 17 -> 256 -> 256 -> 12, ERK masks at each
 sparsity, output layer sparse; or a trained run's checkpoint), times the
-greedy action at batch 1 and batch 256 three ways, in this process:
-  TF policy   the TF-Agents greedy policy in one compiled call (dense math
-              on exactly-zero weights, as training runs it);
-  numpy dense the exported kernels as dense numpy arrays;
-  numpy CSR   the exported kernels in compressed sparse rows (scipy): only
-              the non-zero weights are stored and multiplied.
-Prints microseconds per call (median of 5 blocks) and the speed-up of CSR
-over numpy dense (the honest sparse-vs-dense comparison: same runtime) and
-over the TF policy.
+greedy action at batch 1 and batch 256, in this process:
+  numpy dense  the exported kernels as dense numpy arrays, one matrix
+               product per layer (the baseline);
+  CSR (numba)  the exported kernels in compressed sparse rows, the whole
+               network in one numba-compiled call: only the non-zero
+               weights are stored and multiplied;
+  TF policy    (with --tf-policy) the TF-Agents greedy policy in one
+               compiled call (dense math on exactly-zero weights, as
+               training runs it).
+The methods are timed in alternating blocks of calls (the order flips every
+block), so that a background load shifts them alike. Prints microseconds per
+call, the median over blocks, and the speed-up of CSR over numpy dense
+(the honest sparse-vs-dense comparison: same process, same arithmetic):
+the ratio of the medians and, more robust on a shared machine, the median
+of the per-block ratios.
 """
 
 import argparse
 import os
 import statistics
 import time
+from typing import Callable, Dict
 
 import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
 import gin
@@ -35,8 +43,11 @@ from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.numpy_inference import NumpyActor
 
+BATCHES = (1, 256)
+
 
 def sac_actor(sparsity: float):
+    """A SAC algorithm whose actor has ERK masks of `sparsity`."""
     gin.clear_config()
     gin.parse_config(["init_masks.mask_init_method = 'erdos_renyi_kernel'",
                       f'init_masks.sparsity = {sparsity}'])
@@ -51,42 +62,65 @@ def sac_actor(sparsity: float):
     return algorithm
 
 
-def microseconds(call, argument, repeats: int) -> float:
-    call(argument)
-    blocks = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            call(argument)
-        blocks.append((time.perf_counter() - started) / repeats * 1e6)
-    return statistics.median(blocks)
+def alternating_blocks(calls: Dict[str, Callable[[], object]], blocks: int,
+                       repeats: int) -> Dict[str, list]:
+    """Microseconds per call of each method, one entry per block.
+
+    Each block times `repeats` calls of every method in turn, the order
+    reversed every other block, so that a slow phase of a background job
+    falls on all methods alike.
+    """
+    for call in calls.values():  # warm-up: caches, lazy compilation
+        call()
+    times = {name: [] for name in calls}
+    names = list(calls)
+    for block in range(blocks):
+        for name in (names if block % 2 == 0 else names[::-1]):
+            call = calls[name]
+            started = time.perf_counter()
+            for _ in range(repeats):
+                call()
+            times[name].append(
+                (time.perf_counter() - started) / repeats * 1e6)
+    return times
 
 
-def measure(name: str, algorithm, repeats: int) -> None:
+def measure(name: str, algorithm, blocks: int, repeats: int,
+            tf_policy: bool) -> None:
+    """Prints one line per batch size for the actor of `algorithm`."""
     network = algorithm.networks['actor']
     stats = sparse_layers.network_stats(network)
     active = sum(layer.active_weights for layer in stats.layers)
     total = sum(int(np.prod(layer.shape)) for layer in stats.layers)
-    policy = algorithm.eval_policy
     dense = NumpyActor.from_network(network, algorithm.action_spec, False)
     csr = NumpyActor.from_network(network, algorithm.action_spec, True)
     rng = np.random.default_rng(0)
-    for batch in (1, 256):
+    for batch in BATCHES:
         observations = rng.normal(size=(batch, 17)).astype(np.float32)
         np.testing.assert_allclose(csr(observations), dense(observations),
-                                   atol=1e-4)
-        count = repeats if batch == 1 else max(repeats // 20, 20)
-        tf_action = tf.function(lambda o, size=batch: policy.action(
-            ts.restart(o, batch_size=size)).action, autograph=False)
-        times = {
-            'TF policy': microseconds(lambda o: tf_action(o).numpy(),
-                                      tf.constant(observations), count),
-            'numpy dense': microseconds(dense, observations, count),
-            'numpy CSR': microseconds(csr, observations, count)}
-        print(f'{name:26}{active / total:9.3f}{batch:7d}'
-              + ''.join(f'{value:13.1f}' for value in times.values())
-              + f'{times["numpy dense"] / times["numpy CSR"]:11.2f}'
-              + f'{times["TF policy"] / times["numpy CSR"]:10.2f}', flush=True)
+                                   atol=1e-5)
+        calls = {'numpy dense': lambda o=observations: dense(o),
+                 'CSR (numba)': lambda o=observations: csr(o)}
+        if tf_policy:
+            tf_action = tf.function(lambda o, size=batch: algorithm.eval_policy
+                                    .action(ts.restart(o, batch_size=size))
+                                    .action, autograph=False)
+            tf_observations = tf.constant(observations)
+            calls['TF policy'] = lambda: tf_action(tf_observations).numpy()
+        count = repeats if batch == 1 else max(repeats // 20, 10)
+        times = alternating_blocks(calls, blocks, count)
+        medians = {key: statistics.median(value)
+                   for key, value in times.items()}
+        paired = statistics.median(
+            d / c for d, c in zip(times['numpy dense'], times['CSR (numba)']))
+        line = (f'{name:24}{active / total:8.3f}{csr.stored_weights:8d}'
+                f'{batch:6d}{medians["numpy dense"]:13.1f}'
+                f'{medians["CSR (numba)"]:13.1f}'
+                f'{medians["numpy dense"] / medians["CSR (numba)"]:11.2f}'
+                f'{paired:9.2f}')
+        if tf_policy:
+            line += f'{medians["TF policy"]:12.1f}'
+        print(line, flush=True)
 
 
 def main() -> None:
@@ -95,23 +129,31 @@ def main() -> None:
                         default=[0.0, 0.9, 0.95, 0.99])
     parser.add_argument('--checkpoint', default='',
                         help='also a trained run: ROOT/checkpoints/ckpt-N')
-    parser.add_argument('--repeats', type=int, default=2000)
+    parser.add_argument('--blocks', type=int, default=11,
+                        help='alternating timing blocks (median over them)')
+    parser.add_argument('--repeats', type=int, default=1000,
+                        help='calls per block at batch 1 (batch 256: /20)')
+    parser.add_argument('--tf-policy', action='store_true',
+                        help='also time the TF-Agents greedy policy')
     args = parser.parse_args()
     console.quiet_libraries()
     threads = os.environ.get('TF_NUM_INTRAOP_THREADS', 'default')
-    print(f'SAC actor 17-256-256-12, {os.cpu_count()} cores, TF intra-op '
-          f'threads: {threads}; microseconds per call')
-    print(f'{"actor":26}{"density":>9}{"batch":>7}{"TF policy":>13}'
-          f'{"numpy dense":>13}{"numpy CSR":>13}{"CSR/dense":>11}'
-          f'{"CSR/TF":>10}')
+    load = ', '.join(f'{value:.1f}' for value in os.getloadavg())
+    print(f'SAC actor 17-256-256-12, {os.cpu_count()} cores (load average '
+          f'{load}), TF intra-op threads: {threads}; microseconds per call, '
+          f'median of {args.blocks} alternating blocks')
+    print(f'{"actor":24}{"density":>8}{"stored":>8}{"batch":>6}'
+          f'{"numpy dense":>13}{"CSR (numba)":>13}{"dense/CSR":>11}'
+          f'{"paired":>9}' + (f'{"TF policy":>12}' if args.tf_policy else ''))
     for sparsity in args.sparsities:
         measure(f'ERK {sparsity:g} (random)', sac_actor(sparsity),
-                args.repeats)
+                args.blocks, args.repeats, args.tf_policy)
     if args.checkpoint:
-        algorithm, config = train.load_algorithm(args.checkpoint)
-        measure('trained (--checkpoint)', algorithm, args.repeats)
-    print('CSR/dense: numpy dense time / numpy CSR time (>1: sparse pays); '
-          'CSR/TF: TF policy time / numpy CSR time.')
+        algorithm, _ = train.load_algorithm(args.checkpoint)
+        measure('trained (--checkpoint)', algorithm, args.blocks,
+                args.repeats, args.tf_policy)
+    print('dense/CSR: numpy dense median / CSR median (>1: sparse pays); '
+          'paired: median over blocks of the same ratio.')
 
 
 if __name__ == '__main__':

@@ -455,15 +455,14 @@ class MaskedOptimizer(tf.Module):
         self._index_of_kernel: Dict = {
             layer.weights_variable.ref(): index
             for index, layer in enumerate(self._layers)}
-        self._compressed = any(
-            isinstance(layer, sparse_layers.CompressedDense)
-            for layer in self._layers)
-        if (self._compressed and update_timing == 'before_step' and
-                updater.updates_masks and updater.needs_gradients):
-            raise ValueError(
-                f'mask updater {updater.name_for_errors!r} grows by the dense '
-                "gradient, which sparse_execution='sparse' computes only for "
-                "SAC and TD3; use train_eval.sparse_execution='masked'.")
+        if update_timing == 'before_step' and updater.updates_masks:
+            # Sparse-execution layers hold no dense gradient; on update
+            # steps their backward pass captures it (RigL grows by it, and
+            # grown positions take this step's gradient, as masked ones do).
+            for layer in self._layers:
+                if isinstance(layer, sparse_layers.CompressedDense):
+                    layer.capture_dense_gradient(
+                        lambda: self.updater.is_update_step(self.steps))
         self.steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                  name='steps')
         self.last_mask_change = tf.Variable(-1, dtype=tf.int64, trainable=False,
@@ -491,6 +490,13 @@ class MaskedOptimizer(tf.Module):
     def layers(self) -> List['sparse_layers.MaskedLayer']:
         return list(self._layers)
 
+    def _captures(self, layer) -> bool:
+        """Whether `layer` captures its dense gradient for this optimizer's
+        before-step mask updates."""
+        return (isinstance(layer, sparse_layers.CompressedDense) and
+                self.update_timing == 'before_step' and
+                self.updater.updates_masks)
+
     @property
     def update_stats(self) -> tf.Variable:
         """[layer, `UPDATE_STATS`] of the last mask update."""
@@ -511,7 +517,10 @@ class MaskedOptimizer(tf.Module):
         for grad, variable in grads_and_vars:
             index = self._index_of_kernel.get(variable.ref())
             if index is not None and grad is not None:
-                dense_grads[index] = self._layers[index].to_dense(grad)
+                layer = self._layers[index]
+                dense_grads[index] = (
+                    layer.captured_gradient if self._captures(layer)
+                    else layer.to_dense(grad))
         step = self.steps.read_value()
         updates = self.updater.updates_masks and bool(dense_grads)
         due = self.updater.is_update_step(step) if updates else None
@@ -520,17 +529,31 @@ class MaskedOptimizer(tf.Module):
             before = tf.cond(due, rarely(lambda: self._update(step,
                                                               dense_grads)),
                              tf.no_op)
+        captured = []
         with tf.control_dependencies([before]):
             masked = []
             for grad, variable in grads_and_vars:
                 index = self._index_of_kernel.get(variable.ref())
-                if index is not None and grad is not None and isinstance(
-                        self._layers[index], sparse_layers.MaskedLayer):
-                    grad = grad * self._layers[index].mask
+                layer = None if index is None else self._layers[index]
+                if grad is None or layer is None:
+                    pass
+                elif isinstance(layer, sparse_layers.MaskedLayer):
+                    grad = grad * layer.mask
+                elif self._captures(layer) and updates:
+                    # After an update, the step's gradient at the new
+                    # positions.
+                    grad = tf.cond(due, lambda layer=layer: tf.gather_nd(
+                        layer.captured_gradient, layer.positions),
+                        lambda grad=grad: grad)
+                    captured.append(layer.captured_gradient)
                 masked.append((grad, variable))
             applied = self.optimizer.apply_gradients(masked, **kwargs)
         with tf.control_dependencies([applied]):
             ops = [self._gradual_pruning(step, dense_grads)]
+            if captured:
+                ops.append(tf.cond(due, lambda: tf.group(
+                    [gradient.assign(tf.zeros_like(gradient))
+                     for gradient in captured]), tf.no_op))
             if updates and self.update_timing == 'after_step':
                 ops.append(self._state.update_due.assign(due))
         with tf.control_dependencies(ops):

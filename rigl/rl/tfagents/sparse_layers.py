@@ -13,6 +13,7 @@ Gin names follow the original suite: `wrap_all_layers`, `init_masks`,
 `log_sparsities`.
 """
 
+import contextlib
 import math
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -148,9 +149,10 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
         end_step: 'prune' mode: last pruning step; (end_step - begin_step) must
             be a multiple of `frequency` so the final sparsity is reached.
         frequency: 'prune' mode: steps between pruning updates.
-        execution: 'masked' (`MaskedLayer`) or 'sparse' (`CompressedDense`,
-            'constant' mode only, built from `masks`: one per wrapped layer,
-            in chain order, as drawn on the masked network).
+        execution: 'masked' (`MaskedLayer`) or 'sparse' (`CompressedDense`
+            for Dense layers sparser than `compress_min_sparsity`, the
+            others masked; 'constant' mode only; built from `masks`: one per
+            wrapped layer, in chain order, as drawn on the masked network).
         masks: 'sparse' execution: the initial masks.
         compress_min_sparsity: 'sparse' execution: layers sparser than this
             hold only their active weights; denser ones (ERK leaves small
@@ -211,7 +213,8 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
                 raise ValueError("sparse_execution='sparse' needs one mask "
                                  'per sparse layer.')
             mask = masks.pop(0)
-            if 1.0 - np.mean(mask) >= compress_min_sparsity:
+            if (isinstance(layer, tf.keras.layers.Dense) and
+                    1.0 - np.mean(mask) >= compress_min_sparsity):
                 wrapped.append(CompressedDense(layer, mask))
                 continue
         if mode == 'prune':
@@ -395,6 +398,19 @@ def num_units(units: int, width: float) -> int:
     if width <= 0:
         raise ValueError(f'width must be positive, got {width!r}.')
     return max(1, int(math.floor(units * width + 0.5)))
+
+
+@contextlib.contextmanager
+def dense_forward(networks: Sequence[tf.keras.layers.Layer]):
+    """Within the block (while tracing), every `CompressedDense` of
+    `networks` computes with its dense kernel (see
+    `CompressedDense.dense_forward`)."""
+    with contextlib.ExitStack() as stack:
+        for network in networks:
+            for layer in masked_layers(network):
+                if isinstance(layer, CompressedDense):
+                    stack.enter_context(layer.dense_forward())
+        yield
 
 
 def compress_network(network: tf.keras.layers.Layer,

@@ -24,6 +24,7 @@ from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import seeding
+from rigl.rl.tfagents.sparsity import csr
 from rigl.rl.tfagents.sparsity import spec as sparsity_spec
 from rigl.rl.tfagents.sparsity import width as width_lib
 from rigl.rl.tfagents.run.replay import ReplayBuffer
@@ -125,9 +126,19 @@ class Algorithm:
                                  **self.sparse_method.mask_kwargs(group))
         if (self.settings.sparse_execution == 'sparse' and
                 sparse_layers.masked_layers(network)):
+            csr.check_available()
             network = sparse_layers.compress_network(
                 network, lambda masks: build(dict(execution='sparse',
                                                   masks=masks)), input_spec)
+            layers = sparse_layers.masked_layers(network)
+            counts = [f'{layer.active_count:,}' for layer in layers
+                      if isinstance(layer, sparse_layers.CompressedDense)]
+            masked = len(layers) - len(counts)
+            console.log(
+                f'sparse execution, {group}: {len(counts)} of {len(layers)} '
+                f'sparse layers hold only their active weights '
+                f'({", ".join(counts) or "none"})'
+                + (f'; {masked} denser stay masked' if masked else ''))
         return network
 
     @property
@@ -295,8 +306,11 @@ def decayed_variables(network_list, scope: str) -> list:
         if scope == 'all':
             chosen += variables
             continue
-        kernels = [v for v in variables
-                   if v.name.rsplit('/', 1)[-1].startswith('kernel')]
+        # Each kernel layer's weights: a kernel, or a compressed layer's
+        # active values ('sparse' execution), in forward order.
+        kernels = [layer.weights_variable if isinstance(
+                       layer, sparse_layers.SPARSE_LAYER_TYPES) else layer.kernel
+                   for layer in sparse_layers.kernel_layers(network)]
         chosen += kernels[:-1] if scope == 'hidden_kernels' else kernels
     return chosen
 

@@ -97,24 +97,27 @@ class Dqn(base.OffPolicyAlgorithm):
                 f'{action_spec}. Use SAC, TD3 or PPO for continuous ones.')
         wrap_kwargs = self.sparse_method.wrap_kwargs('q_network')
         if observation_spec.shape.rank == 3:  # image stacks
-            q_network = networks.create_atari_q_network(
-                observation_spec, action_spec, settings.train_mode,
-                settings.sparse_output_layer, settings.width,
-                padding=settings.atari_padding, wrap_kwargs=wrap_kwargs)
+            def build(extra):
+                return networks.create_atari_q_network(
+                    observation_spec, action_spec, settings.train_mode,
+                    settings.sparse_output_layer, settings.width,
+                    padding=settings.atari_padding,
+                    wrap_kwargs={**wrap_kwargs, **extra})
         else:
             num_actions = int(action_spec.maximum - action_spec.minimum + 1)
             width = self.widths(
                 {'q_network': [observation_spec.shape.num_elements(),
                                *settings.fc_layer_params, num_actions]},
                 {'q_network': settings.width})['q_network']
-            q_network = networks.create_q_network(
-                observation_spec, action_spec, settings.fc_layer_params,
-                self.train_mode(settings.train_mode),
-                settings.sparse_output_layer, width, wrap_kwargs=wrap_kwargs)
-        q_network.create_variables(observation_spec)
-        sparse_layers.init_masks(
-            q_network, seed=seeding.derive(seed, 'masks', 'q'),
-            **self.sparse_method.mask_kwargs('q_network'))
+
+            def build(extra):
+                return networks.create_q_network(
+                    observation_spec, action_spec, settings.fc_layer_params,
+                    self.train_mode(settings.train_mode),
+                    settings.sparse_output_layer, width,
+                    wrap_kwargs={**wrap_kwargs, **extra})
+        q_network = self.build_network(build, observation_spec, 'q_network',
+                                       seeding.derive(seed, 'masks', 'q'))
         learning_rate = settings.learning_rate
         if settings.linear_lr_decay:
             learning_rate = tf.keras.optimizers.schedules.PolynomialDecay(

@@ -219,25 +219,29 @@ class Ppo(base.Algorithm):
             {'actor': [inputs, *settings.actor_fc_layers, outputs],
              'value': [inputs, *settings.value_fc_layers, 1]},
             {'actor': settings.width, 'value': settings.width})
-        actor = networks.create_ppo_actor_network(
-            observation_spec, action_spec, settings.actor_fc_layers,
-            self.train_mode(settings.train_mode_actor),
-            settings.sparse_output_layer, widths['actor'],
-            initializer=settings.network_initializer,
-            wrap_kwargs=self.sparse_method.wrap_kwargs('actor'))
-        value = networks.create_value_network(
-            observation_spec, settings.value_fc_layers,
-            self.train_mode(settings.train_mode_value),
-            settings.sparse_output_layer, widths['value'],
-            activation=settings.value_activation,
-            initializer=settings.network_initializer,
-            wrap_kwargs=self.sparse_method.wrap_kwargs('value'))
-        self.networks = {'actor': actor, 'value': value}
-        for name, network in self.networks.items():
-            network.create_variables(observation_spec)
-            sparse_layers.init_masks(
-                network, seed=seeding.derive(seed, 'masks', name),
-                **self.sparse_method.mask_kwargs(name))
+        def actor(extra):
+            return networks.create_ppo_actor_network(
+                observation_spec, action_spec, settings.actor_fc_layers,
+                self.train_mode(settings.train_mode_actor),
+                settings.sparse_output_layer, widths['actor'],
+                initializer=settings.network_initializer,
+                wrap_kwargs={**self.sparse_method.wrap_kwargs('actor'),
+                             **extra})
+
+        def value(extra):
+            return networks.create_value_network(
+                observation_spec, settings.value_fc_layers,
+                self.train_mode(settings.train_mode_value),
+                settings.sparse_output_layer, widths['value'],
+                activation=settings.value_activation,
+                initializer=settings.network_initializer,
+                wrap_kwargs={**self.sparse_method.wrap_kwargs('value'),
+                             **extra})
+
+        self.networks = {
+            name: self.build_network(build, observation_spec, name,
+                                     seeding.derive(seed, 'masks', name))
+            for name, build in (('actor', actor), ('value', value))}
         learning_rate = settings.learning_rate
         if settings.linear_lr_decay:
             learning_rate = tf.keras.optimizers.schedules.PolynomialDecay(

@@ -201,7 +201,7 @@ class Session:
                     f'before the last of the {total} train steps: '
                     f'{name or "the"} masks will never be updated.')
             for layer in optimizer.layers:
-                schedule = layer.pruning_schedule
+                schedule = getattr(layer, 'pruning_schedule', None)
                 end = getattr(schedule, 'end_step', None)
                 if getattr(schedule, 'power', None) is not None and end > total:
                     reached = float(schedule(tf.constant(
@@ -307,9 +307,12 @@ class Session:
             connectivity.write_csv(self.root_dir, self.results.rows())
 
     def save_policy(self, name: str = 'policy') -> None:
-        policy_saver.PolicySaver(self.algorithm.eval_policy,
-                                 batch_size=None).save(
-            os.path.join(self.root_dir, name))
+        # Sparse-execution layers save as standard TF ops (dense products),
+        # so the policy loads anywhere, without the compiled kernels.
+        with sparse_layers.dense_forward(self.algorithm.networks.values()):
+            policy_saver.PolicySaver(self.algorithm.eval_policy,
+                                     batch_size=None).save(
+                os.path.join(self.root_dir, name))
 
     def finish(self) -> Dict:
         """Saves the final policy and writes and prints the final metric

@@ -96,12 +96,17 @@ class RunDir:
         fixed = [f'{key} {old!r} -> {new!r}' for key, old, new in (
             (key, metadata(saved, 0)[key], metadata(current, 0)[key])
             for key in FIXED_BY_CHECKPOINT) if old != new]
+        fixed += [f'{key} {old!r} -> {new!r}' for key, old, new in (
+            (key, saved['settings'].get(key, ADDED_SETTINGS.get(key)),
+             current['settings'].get(key, ADDED_SETTINGS.get(key)))
+            for key in SETTINGS_FIXED_BY_CHECKPOINT) if old != new]
         if fixed:
             raise ValueError(
                 f'root_dir {self.root_dir} holds a run with another config: '
                 f'{"; ".join(changes)}. A resume keeps the checkpoint\'s '
-                f'masks, so it cannot change {", ".join(fixed)} (not even '
-                'with --allow_config_change). Use another root_dir.')
+                f'masks and weight layout, so it cannot change '
+                f'{", ".join(fixed)} (not even with --allow_config_change). '
+                'Use another root_dir.')
         if changes and not allow_change:
             raise ValueError(
                 f'root_dir {self.root_dir} holds a run with another config: '
@@ -197,12 +202,23 @@ def config_record(algorithm: str, settings) -> Dict:
             'config_hash': digest}
 
 
+# Settings added after runs were recorded, with the value that does what
+# the code did before them: a record without one has that value.
+ADDED_SETTINGS = {
+    'train_eval.match_dense_params': False,
+    'train_eval.sparse_execution': 'masked',
+}
+
+
 def config_changes(saved: Dict, current: Dict) -> List[str]:
-    """'name old -> new' for every binding that differs."""
+    """'name old -> new' for every binding that differs (a setting the
+    saved record predates counts as its `ADDED_SETTINGS` value)."""
     missing = object()
     changes = []
     for key in sorted(set(saved) | set(current)):
         old, new = saved.get(key, missing), current.get(key, missing)
+        if old is missing and key in ADDED_SETTINGS:
+            old = ADDED_SETTINGS[key]
         if old != new:
             show = lambda v: 'unset' if v is missing else repr(v)  # noqa: E731
             changes.append(f'{key} {show(old)} -> {show(new)}')
@@ -213,6 +229,9 @@ def config_changes(saved: Dict, current: Dict) -> List[str]:
 # resume, so that the records always say what was trained.
 FIXED_BY_CHECKPOINT = ('method', 'sparsity', 'sparsity_distribution',
                        'update_alg', 'noise_fraction')
+# Settings a checkpoint fixes: 'sparse' execution stores a sparse layer's
+# weights as values at positions, 'masked' as a dense kernel and a mask.
+SETTINGS_FIXED_BY_CHECKPOINT = ('train_eval.sparse_execution',)
 
 
 def noise_fraction(values: Dict) -> float:

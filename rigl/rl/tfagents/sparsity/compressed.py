@@ -17,12 +17,22 @@ the variables' shapes never change.
 """
 
 import contextlib
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from rigl.rl.tfagents.sparsity import csr
+
+# `dense_forward` without a kernel: the layer's own, built from its values.
+_OWN_KERNEL = object()
+
+
+class _Untracked:
+    """Holds a variable no checkpoint should carry."""
+
+    def __init__(self, variable: tf.Variable):
+        self.variable = variable
 
 
 def _numpy_structure(positions: np.ndarray, shape) -> csr.Structure:
@@ -56,10 +66,8 @@ class CompressedDense(tf.keras.layers.Layer):
         super().__init__(name=kwargs.pop('name', f'compressed_{dense.name}'),
                          **kwargs)
         if not isinstance(dense, tf.keras.layers.Dense):
-            raise ValueError(
-                "train_eval.sparse_execution='sparse' supports Dense layers "
-                f'only; got {type(dense).__name__}. Use '
-                "sparse_execution='masked'.")
+            raise ValueError(f'CompressedDense stands for a Dense layer, '
+                             f'not {type(dense).__name__}.')
         self.units = dense.units
         self.activation = tf.keras.activations.get(dense.activation)
         self.use_bias = dense.use_bias
@@ -67,6 +75,8 @@ class CompressedDense(tf.keras.layers.Layer):
         self.kernel_initializer = dense.kernel_initializer
         self._initial_mask = np.asarray(mask) > 0
         self._dense_kernel: Optional[tf.Tensor] = None
+        self._capture_when: Optional[Callable[[], tf.Tensor]] = None
+        self._captured: Optional[_Untracked] = None
 
     def build(self, input_shape):
         n_in = int(input_shape[-1])
@@ -97,11 +107,20 @@ class CompressedDense(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
+        flat = inputs if inputs.shape.rank == 2 else tf.reshape(
+            inputs, [-1, self.kernel_shape[0]])  # e.g. PPO's [batch, time]
         if self._dense_kernel is not None:
-            outputs = tf.matmul(inputs, self._dense_kernel)
+            kernel = (self.kernel if self._dense_kernel is _OWN_KERNEL
+                      else self._dense_kernel)
+            outputs = tf.matmul(flat, kernel)
         else:
-            outputs = csr.matmul(inputs, self.values,
-                                 csr.Structure(*self._structure), self.kernel_shape)
+            outputs = csr.matmul(
+                flat, self.values, csr.Structure(*self._structure),
+                self.kernel_shape,
+                None if self._capture_when is None else self._capture)
+        if inputs.shape.rank != 2:
+            outputs = tf.reshape(outputs, tf.concat(
+                [tf.shape(inputs)[:-1], [self.units]], axis=0))
         if self.bias is not None:
             outputs = tf.nn.bias_add(outputs, self.bias)
         return self.activation(outputs)
@@ -158,6 +177,28 @@ class CompressedDense(tf.keras.layers.Layer):
                 self._structure, csr.structure(new_positions, self.kernel_shape))]
         return tf.group(ops)
 
+    def capture_dense_gradient(self, when: Callable[[], tf.Tensor]) -> None:
+        """From now on, backward passes during which `when()` is true add
+        the dense gradient x^T dy to `captured_gradient` (what an optimizer
+        that updates masks before its step needs: RigL grows by it, and
+        grown positions take their first step from it)."""
+        self._capture_when = when
+        self._captured = _Untracked(tf.Variable(
+            tf.zeros(self.kernel_shape), trainable=False,
+            name=f'{self.name}_captured_gradient'))
+
+    @property
+    def captured_gradient(self) -> tf.Variable:
+        return self._captured.variable
+
+    def _capture(self, x: tf.Tensor, dy: tf.Tensor) -> tf.Operation:
+        captured = self._captured.variable
+        return tf.cond(
+            self._capture_when(),
+            lambda: captured.assign_add(tf.matmul(x, dy,
+                                                  transpose_a=True)).op,
+            tf.no_op)
+
     def adopt_positions(self, source: 'CompressedDense') -> tf.Operation:
         """Moves to `source`'s positions, keeping this layer's values where
         they overlap and 0 elsewhere (a target following its online
@@ -179,11 +220,13 @@ class CompressedDense(tf.keras.layers.Layer):
             self.bias.assign(bias)
 
     @contextlib.contextmanager
-    def dense_forward(self, kernel: tf.Tensor):
+    def dense_forward(self, kernel: Optional[tf.Tensor] = None):
         """Within the block (while tracing), the layer multiplies by the
-        dense `kernel` instead: the gradient with respect to it is the
-        dense gradient RigL grows by."""
-        self._dense_kernel = kernel
+        dense `kernel` instead (the gradient with respect to it is the dense
+        gradient RigL grows by), or, without one, by its own kernel
+        scattered from its values: standard TF ops only, for a saved policy
+        that loads without the compiled kernels."""
+        self._dense_kernel = _OWN_KERNEL if kernel is None else kernel
         try:
             yield
         finally:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import tensorflow as tf
 
@@ -99,6 +99,15 @@ def kernels():
         return _module
 
 
+def check_available() -> None:
+    """Raises ValueError (one line, with the compiler's message) if the
+    kernels cannot be built here."""
+    try:
+        kernels()
+    except RuntimeError as error:
+        raise ValueError(str(error).replace('\n', ' ')) from None
+
+
 def available() -> bool:
     """Whether the compiled kernels load on this machine."""
     try:
@@ -146,11 +155,13 @@ def structure(positions: tf.Tensor, shape) -> Structure:
 
 
 def matmul(x: tf.Tensor, values: tf.Tensor, layout: Structure,
-           shape) -> tf.Tensor:
+           shape, gradient_hook: Optional[Callable] = None) -> tf.Tensor:
     """x [batch, n_in] @ W [n_in, n_out], W being `values` on `layout`.
 
     Differentiable in `x` and `values`; the gradient with respect to the
-    values is computed at the active positions only.
+    values is computed at the active positions only. `gradient_hook(x, dy)`,
+    if given, returns an op the backward pass runs too (a layer capturing
+    its dense gradient on mask-update steps).
     """
     ops = kernels()
     del shape  # implied by the layout
@@ -164,7 +175,10 @@ def matmul(x: tf.Tensor, values: tf.Tensor, layout: Structure,
             dx = ops.sparserl_mat_mul(dy, layout.row_ptr, layout.col,
                                       _IDENTITY, values)
             dvalues = ops.sparserl_sampled_dot(x, dy, layout.row_ptr,
-                                             layout.col)
+                                               layout.col)
+            if gradient_hook is not None:
+                with tf.control_dependencies([gradient_hook(x, dy)]):
+                    dvalues = tf.identity(dvalues)
             return dx, dvalues
 
         return y, gradient
