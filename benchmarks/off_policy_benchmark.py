@@ -54,10 +54,13 @@ ENVIRONMENTS = {'sac': 'HalfCheetah-v5', 'td3': 'HalfCheetah-v5',
 
 def sparse_settings(algo: str) -> dict:
     """The settings that make every network sparse, output layers too."""
+    # Masked execution: what masks cost (benchmarks/sparse_speed.py times
+    # sparse execution).
     if algo == 'dqn':
-        return dict(train_mode='sparse', sparse_output_layer=True)
+        return dict(train_mode='sparse', sparse_output_layer=True,
+                    sparse_execution='masked')
     return dict(train_mode_actor='sparse', train_mode_value='sparse',
-                sparse_output_layer=True)
+                sparse_output_layer=True, sparse_execution='masked')
 
 
 def make_bare_train(algo: str, sparse: bool, weight_decay: float = 0.0):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import tensorflow as tf
 
 # A SAC run of seconds on Pendulum (checkpoints at 100 and 200).
@@ -33,10 +34,23 @@ def results(root):
 
 
 def checkpoint_masks(path):
+    """Every sparse layer's 0/1 mask in a checkpoint, by variable name: a
+    masked layer's `mask`, or a sparse-execution layer's, rebuilt from its
+    `positions` (its shape from its row and column pointers)."""
     reader = tf.train.load_checkpoint(os.path.join(path, 'tf'))
-    return {name: reader.get_tensor(name)
-            for name in reader.get_variable_to_shape_map()
-            if '/mask/' in name}
+    names = reader.get_variable_to_shape_map()
+    masks = {name: reader.get_tensor(name) for name in names
+             if '/mask/' in name}
+    for name in names:
+        if '/positions/' not in name:
+            continue
+        pointers = [reader.get_variable_to_shape_map()[name.replace(
+            '/positions/', f'/{axis}_ptr/')][0] - 1 for axis in ('row', 'col')]
+        mask = np.zeros(pointers, np.float32)
+        rows, cols = reader.get_tensor(name).T
+        mask[rows, cols] = 1.0
+        masks[name] = mask
+    return masks
 
 
 def latest_checkpoint(root):

@@ -109,6 +109,8 @@ def load_algorithm(checkpoint_dir: str) -> Tuple[object, Dict]:
                       for key, value in config['settings'].items()
                       if not key.startswith(prefix) and
                       _is_own_parameter(key)])
+    # A record from before sparse execution existed ran masked.
+    params.setdefault('sparse_execution', 'masked')
     settings = settings_lib.build(algorithm_class.Settings, params,
                                   config['algorithm'].upper())
     seed = int(config.get('seed', 0))

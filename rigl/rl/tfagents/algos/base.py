@@ -56,6 +56,11 @@ class Algorithm:
     original_decay: Tuple[str, float] = ANF_DECAY
 
     def __init__(self, settings, observation_spec, action_spec, seed: int):
+        if settings.sparse_execution == 'auto' or (
+                settings.sparse_execution not in SPARSE_EXECUTIONS):
+            settings = dataclasses.replace(
+                settings, sparse_execution=resolve_sparse_execution(
+                    type(self), settings))
         self.settings = settings
         self.observation_spec = observation_spec
         self.action_spec = action_spec
@@ -289,6 +294,38 @@ class FusedAdamW(_FusedAdamStep, tf.keras.optimizers.AdamW):
         for variable in variables:
             if self._use_weight_decay(variable):
                 variable.assign_sub(variable * tf.cast(decay, variable.dtype))
+
+
+SPARSE_EXECUTIONS = ('auto',) + sparse_layers.EXECUTIONS
+
+
+def resolve_sparse_execution(algorithm_class, settings,
+                             saved_settings: Optional[Dict] = None) -> str:
+    """The run's sparse execution: `train_eval.sparse_execution` unless
+    'auto'. 'auto' keeps a resumed run's own (a record without one ran
+    masked); a new run runs 'sparse' on a CPU-only machine when the method
+    keeps a fixed active count, its targets follow their online networks
+    and the kernels build here (measured faster there:
+    benchmarks/sparse_speed.py), else 'masked' (on a GPU: unmeasured).
+
+    Raises:
+        ValueError: an unknown value.
+    """
+    requested = settings.sparse_execution
+    if requested not in SPARSE_EXECUTIONS:
+        raise ValueError(f'train_eval.sparse_execution is {requested!r}; '
+                         f'allowed: {", ".join(SPARSE_EXECUTIONS)}.')
+    if requested != 'auto':
+        return requested
+    if saved_settings is not None:
+        return saved_settings.get('train_eval.sparse_execution', 'masked')
+    method = sparsity_spec.from_gin(settings)
+    if (tf.config.list_physical_devices('GPU') or not method.is_sparse
+            or method.method == sparsity_spec.PRUNE
+            or algorithm_class.loop != OFF_POLICY
+            or getattr(settings, 'target_sparsity', 'mask') != 'mask'):
+        return 'masked'
+    return 'sparse' if csr.available() else 'masked'
 
 
 def check_weight_decay_mode(value: str) -> None:

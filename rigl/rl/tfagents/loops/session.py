@@ -34,6 +34,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from rigl.rl.tfagents import envs
+from rigl.rl.tfagents.algos import base as algos_base
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import connectivity
@@ -92,6 +93,11 @@ class Session:
             env_name=settings.env_name,
             seed=seeding.derive(self.seed, 'eval_env'),
             feature_layout_from=self.env, evaluation=True)
+        settings = dataclasses.replace(
+            settings, sparse_execution=algos_base.resolve_sparse_execution(
+                algorithm_class, settings, (self._saved_config or {}).get(
+                    'settings')))
+        self.settings = settings
         self.algorithm = algorithm_class(
             settings, tensor_spec.from_spec(self.env.observation_spec()),
             tensor_spec.from_spec(self.env.action_spec()), self.seed)

@@ -162,10 +162,11 @@ class RunSettings:
     # configured sparse networks' active counts (Graesser et al.'s
     # parameter-matched dense baseline).
     match_dense_params: bool = False
-    # How sparse layers run: 'masked' (dense kernels with masks) or 'sparse'
-    # (only the active weights, with compiled sparse CPU kernels; see
-    # `sparse_layers.EXECUTIONS`).
-    sparse_execution: str = 'masked'
+    # How sparse layers run: 'masked' (dense kernels with masks), 'sparse'
+    # (only the active weights, with compiled sparse CPU kernels) or 'auto'
+    # (`algos.base.resolve_sparse_execution`: 'sparse' where measured
+    # faster and supported, else 'masked'; runs record what it chose).
+    sparse_execution: str = 'auto'
 
 
 def check(name: str, value: Any, hint, low: Optional[float] = None,
