@@ -43,9 +43,9 @@ def launcher_command(root, *flags):
 
 
 def actor_masks(algorithm):
+    """The actor's masks, masked or sparse-execution layers alike."""
     return [layer.mask.numpy() for layer in
-            sparse_layers.kernel_layers(algorithm.networks['actor'])
-            if isinstance(layer, sparse_layers.MaskedLayer)]
+            sparse_layers.masked_layers(algorithm.networks['actor'])]
 
 
 def test_actor_policy_gets_the_learners_masks_after_a_mask_update():

@@ -15,13 +15,15 @@ from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.numpy_inference import NumpyActor
 
 
-def sparse_sac(sparsity=0.9):
+def sparse_sac(sparsity=0.9, execution='masked'):
+    """A SAC agent with a sparse actor (masked: tests set its kernels)."""
     gin.clear_config()
     gin.parse_config([f'init_masks.sparsity = {sparsity}'])
     env = envs.create_environment('HalfCheetah-v5', seed=0)
     settings = sac.SacSettings(
         seed=0, actor_fc_layers=(64, 64), critic_joint_fc_layers=(8, 8),
-        train_mode_actor='sparse', sparse_output_layer=True)
+        train_mode_actor='sparse', sparse_output_layer=True,
+        sparse_execution=execution)
     algorithm = sac.Sac(settings, tensor_spec.from_spec(env.observation_spec()),
                         tensor_spec.from_spec(env.action_spec()), seed=0)
     gin.clear_config()
@@ -35,9 +37,11 @@ def greedy_actions(algorithm, observations):
     return algorithm.eval_policy.action(time_step).action.numpy()
 
 
-@pytest.mark.parametrize('sparse', [True, False])
-def test_numpy_actor_acts_as_the_greedy_policy(tmp_path, sparse):
-    algorithm = sparse_sac()
+@pytest.mark.parametrize('sparse,execution', [
+    (True, 'masked'), (False, 'masked'), (True, 'sparse')])
+def test_numpy_actor_acts_as_the_greedy_policy(tmp_path, sparse, execution):
+    """Exported from a masked or a sparse-execution actor."""
+    algorithm = sparse_sac(execution=execution)
     actor = NumpyActor.from_network(algorithm.networks['actor'],
                                     algorithm.action_spec, sparse=sparse)
     stats = sparse_layers.network_stats(algorithm.networks['actor'])

@@ -219,7 +219,7 @@ class Ppo(base.Algorithm):
             {'actor': [inputs, *settings.actor_fc_layers, outputs],
              'value': [inputs, *settings.value_fc_layers, 1]},
             {'actor': settings.width, 'value': settings.width})
-        def actor(extra):
+        def build_actor(extra):
             return networks.create_ppo_actor_network(
                 observation_spec, action_spec, settings.actor_fc_layers,
                 self.train_mode(settings.train_mode_actor),
@@ -228,7 +228,7 @@ class Ppo(base.Algorithm):
                 wrap_kwargs={**self.sparse_method.wrap_kwargs('actor'),
                              **extra})
 
-        def value(extra):
+        def build_value(extra):
             return networks.create_value_network(
                 observation_spec, settings.value_fc_layers,
                 self.train_mode(settings.train_mode_value),
@@ -241,7 +241,9 @@ class Ppo(base.Algorithm):
         self.networks = {
             name: self.build_network(build, observation_spec, name,
                                      seeding.derive(seed, 'masks', name))
-            for name, build in (('actor', actor), ('value', value))}
+            for name, build in (('actor', build_actor),
+                                ('value', build_value))}
+        actor, value = self.networks['actor'], self.networks['value']
         learning_rate = settings.learning_rate
         if settings.linear_lr_decay:
             learning_rate = tf.keras.optimizers.schedules.PolynomialDecay(
