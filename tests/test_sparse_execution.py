@@ -35,24 +35,29 @@ def sparse_matrix(rng, n_in, n_out, sparsity):
     return mask, kernel
 
 
-@pytest.mark.parametrize('n_in,n_out,batch,sparsity', [
-    (17, 256, 1, 0.5), (256, 256, 256, 0.95), (33, 5, 70, 0.3),
-    (64, 9, 3, 0.0), (19, 13, 16, 0.99), (40, 24, 300, 0.8)])
-def test_products_equal_dense_ones(n_in, n_out, batch, sparsity):
-    """Forward, input gradient and weight gradient of `csr.matmul` equal
-    the dense products (the weight gradient at the active positions)."""
+@pytest.mark.parametrize('n_in,n_out,batch,sparsity,relu', [
+    (17, 256, 1, 0.5, True), (256, 256, 256, 0.95, True),
+    (33, 5, 70, 0.3, False), (64, 9, 3, 0.0, True), (19, 13, 16, 0.99, False),
+    (40, 24, 300, 0.8, True)])
+def test_products_equal_dense_ones(n_in, n_out, batch, sparsity, relu):
+    """Forward (with bias and optional ReLU), input gradient, weight
+    gradient (at the active positions) and bias gradient of `csr.matmul`
+    equal those of the dense layer."""
     rng = np.random.default_rng(n_in * n_out + batch)
     mask, kernel = sparse_matrix(rng, n_in, n_out, sparsity)
     positions = np.argwhere(mask)
     values = tf.Variable(kernel[mask])
     dense = tf.Variable(kernel)
+    bias = tf.Variable(rng.standard_normal(n_out).astype(np.float32))
     x = tf.constant(rng.standard_normal((batch, n_in)), tf.float32)
     upstream = tf.constant(rng.standard_normal((batch, n_out)), tf.float32)
     layout = csr.structure(tf.constant(positions), (n_in, n_out))
+    activation = tf.nn.relu if relu else tf.identity
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        sparse_y = csr.matmul(x, values, layout, (n_in, n_out))
-        dense_y = tf.matmul(x, dense)
+        sparse_y = csr.matmul(x, values, layout, (n_in, n_out), bias=bias,
+                              relu=relu)
+        dense_y = activation(tf.matmul(x, dense) + bias)
         sparse_loss = tf.reduce_sum(sparse_y * upstream)
         dense_loss = tf.reduce_sum(dense_y * upstream)
     np.testing.assert_allclose(sparse_y, dense_y, atol=1e-4)
@@ -61,6 +66,8 @@ def test_products_equal_dense_ones(n_in, n_out, batch, sparsity):
     np.testing.assert_allclose(tape.gradient(sparse_loss, values),
                                tape.gradient(dense_loss, dense).numpy()[mask],
                                atol=1e-3)
+    np.testing.assert_allclose(tape.gradient(sparse_loss, bias),
+                               tape.gradient(dense_loss, bias), atol=1e-3)
 
 
 def test_products_refuse_a_broken_structure():
@@ -68,10 +75,12 @@ def test_products_refuse_a_broken_structure():
     x = tf.ones([4, 3])
     with pytest.raises(tf.errors.InvalidArgumentError, match='outside'):
         ops.sparserl_mat_mul(x, tf.constant([0, 1, 2]), tf.constant([0, 7]),
-                             tf.zeros([0], tf.int32), tf.ones([2]))
+                             tf.zeros([0], tf.int32), tf.ones([2]),
+                             tf.zeros([0]))
     with pytest.raises(tf.errors.InvalidArgumentError, match='ptr'):
         ops.sparserl_mat_mul(x, tf.constant([0, 3, 2]), tf.constant([0, 1]),
-                             tf.zeros([0], tf.int32), tf.ones([2]))
+                             tf.zeros([0], tf.int32), tf.ones([2]),
+                             tf.zeros([0]))
 
 
 TRAIN_BINDINGS = [

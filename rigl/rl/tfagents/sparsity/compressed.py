@@ -109,21 +109,25 @@ class CompressedDense(tf.keras.layers.Layer):
     def call(self, inputs):
         flat = inputs if inputs.shape.rank == 2 else tf.reshape(
             inputs, [-1, self.kernel_shape[0]])  # e.g. PPO's [batch, time]
+        fused_relu = False
         if self._dense_kernel is not None:
             kernel = (self.kernel if self._dense_kernel is _OWN_KERNEL
                       else self._dense_kernel)
             outputs = tf.matmul(flat, kernel)
+            if self.bias is not None:
+                outputs = tf.nn.bias_add(outputs, self.bias)
         else:
+            # Bias and ReLU inside the sparse op (one pass over the output).
+            fused_relu = getattr(self.activation, '__name__', '') == 'relu'
             outputs = csr.matmul(
                 flat, self.values, csr.Structure(*self._structure),
                 self.kernel_shape,
-                None if self._capture_when is None else self._capture)
+                None if self._capture_when is None else self._capture,
+                bias=self.bias, relu=fused_relu)
         if inputs.shape.rank != 2:
             outputs = tf.reshape(outputs, tf.concat(
                 [tf.shape(inputs)[:-1], [self.units]], axis=0))
-        if self.bias is not None:
-            outputs = tf.nn.bias_add(outputs, self.bias)
-        return self.activation(outputs)
+        return outputs if fused_relu else self.activation(outputs)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)[:-1].concatenate([self.units])

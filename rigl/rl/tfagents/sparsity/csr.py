@@ -117,8 +117,9 @@ def available() -> bool:
         return False
 
 
-# `which` for values already in the product's order.
+# `which` for values already in the product's order; no bias.
 _IDENTITY = tf.zeros([0], tf.int32)
+_EMPTY = tf.zeros([0], tf.float32)
 
 
 class Structure(NamedTuple):
@@ -155,32 +156,43 @@ def structure(positions: tf.Tensor, shape) -> Structure:
 
 
 def matmul(x: tf.Tensor, values: tf.Tensor, layout: Structure,
-           shape, gradient_hook: Optional[Callable] = None) -> tf.Tensor:
-    """x [batch, n_in] @ W [n_in, n_out], W being `values` on `layout`.
+           shape, gradient_hook: Optional[Callable] = None,
+           bias: Optional[tf.Tensor] = None, relu: bool = False) -> tf.Tensor:
+    """x [batch, n_in] @ W [n_in, n_out], W being `values` on `layout`,
+    plus `bias` and then max(., 0) if `relu`: a Dense layer's forward pass
+    in one op.
 
-    Differentiable in `x` and `values`; the gradient with respect to the
-    values is computed at the active positions only. `gradient_hook(x, dy)`,
-    if given, returns an op the backward pass runs too (a layer capturing
-    its dense gradient on mask-update steps).
+    Differentiable in `x`, `values` and `bias`; the gradient with respect
+    to the values is computed at the active positions only.
+    `gradient_hook(x, dy)`, if given, returns an op the backward pass runs
+    too (a layer capturing its dense gradient on mask-update steps; dy is
+    the gradient before the bias and activation).
     """
     ops = kernels()
     del shape  # implied by the layout
+    no_bias = bias is None
+    if no_bias:
+        bias = _EMPTY
 
     @tf.custom_gradient
-    def product(x, values):
+    def product(x, values, bias):
         y = ops.sparserl_mat_mul(x, layout.col_ptr, layout.row_by_col,
-                                 layout.which_by_col, values)
+                                 layout.which_by_col, values, bias, relu=relu)
 
         def gradient(dy):
+            if relu:  # TF's own ReLU gradient: one op
+                dy = tf.raw_ops.ReluGrad(gradients=dy, features=y)
             dx = ops.sparserl_mat_mul(dy, layout.row_ptr, layout.col,
-                                      _IDENTITY, values)
+                                      _IDENTITY, values, _EMPTY)
             dvalues = ops.sparserl_sampled_dot(x, dy, layout.row_ptr,
                                                layout.col)
             if gradient_hook is not None:
                 with tf.control_dependencies([gradient_hook(x, dy)]):
                     dvalues = tf.identity(dvalues)
-            return dx, dvalues
+            dbias = (tf.zeros_like(bias) if no_bias
+                     else tf.raw_ops.BiasAddGrad(out_backprop=dy))
+            return dx, dvalues, dbias
 
         return y, gradient
 
-    return product(x, values)
+    return product(x, values, bias)

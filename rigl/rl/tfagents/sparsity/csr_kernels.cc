@@ -4,9 +4,10 @@
 // given in compressed rows or columns. Two ops cover forward and backward:
 //
 //   SparserlMatMul(x [B, n_src], ptr [n_dst + 1], src [nnz], which [nnz or 0],
-//                  values [nnz]) -> y [B, n_dst]
+//                  values [nnz], bias [n_dst or 0]; relu) -> y [B, n_dst]
 //     y[b, d] = sum over k in ptr[d]..ptr[d+1] of values[which[k]] * x[b, src[k]]
-//     (an empty `which` stands for 0, 1, ..., nnz - 1)
+//     (an empty `which` stands for 0, 1, ..., nnz - 1), plus bias[d] if
+//     given, then max(y, 0) if `relu`: a Dense layer's whole forward pass.
 //     W by column (d = output unit) gives the forward x @ W; W by row
 //     (d = input unit) gives the input gradient dy @ W^T.
 //
@@ -146,7 +147,7 @@ void FromTile(const float* tile, int64_t n, int64_t b0, int64_t rows,
 template <int W>
 void TileProduct(const float* in, int64_t n_dst, const int* ptr,
                  const int* src, const int* which, const float* values,
-                 float* out) {
+                 const float* bias, bool relu, float* out) {
   constexpr int kVectors = W / kLanes;
   for (int64_t d = 0; d < n_dst; ++d) {
     Vec acc[kVectors];
@@ -157,6 +158,13 @@ void TileProduct(const float* in, int64_t n_dst, const int* ptr,
       for (int j = 0; j < kVectors; ++j)
         acc[j] += v * Load<Vec>(row + j * kLanes);
     }
+    if (bias != nullptr)
+      for (int j = 0; j < kVectors; ++j) acc[j] += bias[d];
+    if (relu) {
+      const Vec zero = {0};
+      for (int j = 0; j < kVectors; ++j)
+        acc[j] = acc[j] > zero ? acc[j] : zero;
+    }
     for (int j = 0; j < kVectors; ++j) Store(out + d * W + j * kLanes, acc[j]);
   }
 }
@@ -164,15 +172,15 @@ void TileProduct(const float* in, int64_t n_dst, const int* ptr,
 template <int W>
 void TiledMatMul(const float* x, int64_t batch, int64_t n_src, int64_t n_dst,
                  const int* ptr, const int* src, const int* which,
-                 const float* values, float* y, int64_t first_tile,
-                 int64_t last_tile) {
+                 const float* values, const float* bias, bool relu, float* y,
+                 int64_t first_tile, int64_t last_tile) {
   float* in = Scratch(0, n_src * W);
   float* out = Scratch(1, n_dst * W);
   for (int64_t tile = first_tile; tile < last_tile; ++tile) {
     const int64_t b0 = tile * W;
     const int64_t rows = std::min<int64_t>(W, batch - b0);
     ToTile(x, n_src, b0, rows, W, in);
-    TileProduct<W>(in, n_dst, ptr, src, which, values, out);
+    TileProduct<W>(in, n_dst, ptr, src, which, values, bias, relu, out);
     FromTile(out, n_dst, b0, rows, W, y);
   }
 }
@@ -202,6 +210,8 @@ REGISTER_OP("SparserlMatMul")
     .Input("src: int32")
     .Input("which: int32")
     .Input("values: float")
+    .Input("bias: float")
+    .Attr("relu: bool = false")
     .Output("y: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       shape_inference::DimensionHandle n_dst;
@@ -212,7 +222,9 @@ REGISTER_OP("SparserlMatMul")
 
 class SparseMatMulOp : public OpKernel {
  public:
-  explicit SparseMatMulOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit SparseMatMulOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("relu", &relu_));
+  }
   // Run on the scheduling thread: a hand-off to the pool costs more than
   // most of these products.
   bool IsExpensive() override { return false; }
@@ -223,6 +235,7 @@ class SparseMatMulOp : public OpKernel {
     const Tensor& src = context->input(2);
     const Tensor& which = context->input(3);
     const Tensor& values = context->input(4);
+    const Tensor& bias_tensor = context->input(5);
     OP_REQUIRES(context, x.dims() == 2,
                 InvalidArgument("SparserlMatMul: x must be a matrix."));
     OP_REQUIRES(context, src.NumElements() == values.NumElements(),
@@ -250,6 +263,13 @@ class SparseMatMulOp : public OpKernel {
                     InvalidArgument("SparserlMatMul: which[", k, "] = ", w[k],
                                     " outside [0, ", nnz, ")."));
     }
+    OP_REQUIRES(context, bias_tensor.NumElements() == 0 ||
+                             bias_tensor.NumElements() == n_dst,
+                InvalidArgument("SparserlMatMul: bias must be empty or have "
+                                "one entry per output."));
+    const float* bias = bias_tensor.NumElements()
+                            ? bias_tensor.flat<float>().data() : nullptr;
+    const bool relu = relu_;
     const float* v = values.flat<float>().data();
     float* y_data = y->flat<float>().data();
     if (batch < 4) {  // acting: one dot per output, no tiles
@@ -259,7 +279,8 @@ class SparseMatMulOp : public OpKernel {
           float sum = 0.0f;
           for (int k = p[d]; k < p[d + 1]; ++k)
             sum += v[w ? w[k] : k] * row[s[k]];
-          y_data[b * n_dst + d] = sum;
+          if (bias != nullptr) sum += bias[d];
+          y_data[b * n_dst + d] = relu && sum < 0.0f ? 0.0f : sum;
         }
       }
       return;
@@ -268,11 +289,11 @@ class SparseMatMulOp : public OpKernel {
     const int64_t tiles = (batch + width - 1) / width;
     auto work = [&](int64_t first, int64_t last) {
       if (width == 64)
-        TiledMatMul<64>(x_data, batch, n_src, n_dst, p, s, w, v, y_data, first,
-                        last);
+        TiledMatMul<64>(x_data, batch, n_src, n_dst, p, s, w, v, bias, relu,
+                        y_data, first, last);
       else
-        TiledMatMul<16>(x_data, batch, n_src, n_dst, p, s, w, v, y_data, first,
-                        last);
+        TiledMatMul<16>(x_data, batch, n_src, n_dst, p, s, w, v, bias, relu,
+                        y_data, first, last);
     };
     const int64_t per_tile = (nnz + n_src + n_dst) * width;
     if (per_tile * tiles < kParallelWork || tiles == 1) {
@@ -283,6 +304,9 @@ class SparseMatMulOp : public OpKernel {
                         per_tile, work);
     }
   }
+
+ private:
+  bool relu_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("SparserlMatMul").Device(DEVICE_CPU),
