@@ -15,6 +15,9 @@ first, then timed in alternating blocks (medians), so drift hits all
 alike. Prints steps/s and the time ratio dense/x (above 1: faster than
 dense). With --loop_steps, also the full loop (collect one step, train one
 step) in env steps/s for dense and sparse execution at the first sparsity.
+With --export, also the greedy action time of the numpy export
+(`NumpyActor`, dense kernels vs the compiled CSR call) at batch 1 and 256
+for a SAC actor at each sparsity (as sparse_inference_benchmark.py).
 """
 
 import argparse
@@ -38,6 +41,7 @@ from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.run import settings as settings_lib
 from rigl.rl.tfagents.run.replay import make_replay_buffer
 from results_rows import first_and_last_rows
+import sparse_inference_benchmark
 
 ALGORITHMS = {'sac': sac.Sac, 'td3': td3.Td3, 'dqn': dqn.Dqn}
 ENVIRONMENTS = {'sac': 'HalfCheetah-v5', 'td3': 'HalfCheetah-v5',
@@ -131,6 +135,8 @@ def main():
     parser.add_argument('--blocks', type=int, default=3)
     parser.add_argument('--loop_steps', type=int, default=0,
                         help='full-loop env steps per run (0: skip)')
+    parser.add_argument('--export', action='store_true',
+                        help='also time the numpy export at batch 1 and 256')
     args = parser.parse_args()
     print(f'{"algo":5} {"width":>5} {"agent":>14} {"steps/s":>9} '
           f'{"dense/x":>8}')
@@ -152,6 +158,16 @@ def main():
             print(f'{algo:5} full loop: dense {dense:.1f} env steps/s, '
                   f'sparse {sparsity:g} {sparse:.1f} ({sparse / dense:.2f}x)',
                   flush=True)
+    if args.export:
+        print('numpy export of a SAC actor, microseconds per greedy action:')
+        print(f'{"actor":24}{"density":>8}{"stored":>8}{"batch":>6}'
+              f'{"numpy dense":>13}{"CSR (numba)":>13}{"dense/CSR":>11}'
+              f'{"paired":>9}')
+        for sparsity in args.sparsities:
+            sparse_inference_benchmark.measure(
+                f'ERK {sparsity:g}',
+                sparse_inference_benchmark.sac_actor(sparsity), blocks=5,
+                repeats=500, tf_policy=False)
 
 
 if __name__ == '__main__':
