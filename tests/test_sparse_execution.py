@@ -18,6 +18,7 @@ from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import numpy_inference
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import train
+from rigl.rl.tfagents.algos import base
 from rigl.rl.tfagents.algos import dqn
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.algos import td3
@@ -269,3 +270,42 @@ def test_numpy_actor_exports_a_sparse_execution_actor():
     expected = sparse.eval_policy.action(
         ts.restart(tf.constant(observations), batch_size=5)).action.numpy()
     np.testing.assert_allclose(actor(observations), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize('bindings,values,algorithm_class,saved,expected', [
+    # A new sparse off-policy run with a fixed active count: sparse.
+    (["mask_updater.update_alg = 'rigl'"],
+     dict(train_mode_actor='sparse'), sac.Sac, None, 'sparse'),
+    # Dense networks, pruning, ANF's magnitude targets: masked.
+    ([], {}, sac.Sac, None, 'masked'),
+    (["wrap_all_layers.mode = 'prune'"], dict(train_mode_actor='sparse'),
+     sac.Sac, None, 'masked'),
+    (["mask_updater.update_alg = 'set'"],
+     dict(train_mode_actor='sparse', target_sparsity='magnitude'), sac.Sac,
+     None, 'masked'),
+    # A resumed run keeps what it ran; an old record ran masked.
+    (["mask_updater.update_alg = 'rigl'"], dict(train_mode_actor='sparse'),
+     sac.Sac, {'train_eval.sparse_execution': 'masked'}, 'masked'),
+    (["mask_updater.update_alg = 'rigl'"], dict(train_mode_actor='sparse'),
+     sac.Sac, {}, 'masked'),
+    # An explicit choice stands.
+    ([], dict(sparse_execution='sparse'), sac.Sac, None, 'sparse'),
+])
+def test_auto_execution_choice(bindings, values, algorithm_class, saved,
+                               expected):
+    """'auto' runs sparse only where supported (this machine has no GPU
+    and a compiler), and a resumed run keeps its own execution."""
+    gin.clear_config()
+    gin.parse_config(bindings)
+    settings = settings_lib.build(algorithm_class.Settings, values,
+                                  algorithm_class.name)
+    assert base.resolve_sparse_execution(algorithm_class, settings,
+                                         saved) == expected
+
+
+def test_unknown_execution_is_one_line():
+    gin.clear_config()
+    settings = settings_lib.build(sac.Sac.Settings,
+                                  dict(sparse_execution='fast'), 'sac')
+    with pytest.raises(ValueError, match="'fast'; allowed: auto, masked"):
+        base.resolve_sparse_execution(sac.Sac, settings)
