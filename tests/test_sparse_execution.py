@@ -24,6 +24,7 @@ from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run import settings as settings_lib
+from rigl.rl.tfagents.run import summaries
 from rigl.rl.tfagents.run.replay import make_replay_buffer
 from rigl.rl.tfagents.sparsity import csr
 
@@ -312,3 +313,27 @@ def test_unknown_execution_is_one_line():
                                   dict(sparse_execution='fast'), 'sac')
     with pytest.raises(ValueError, match="'fast'; allowed: auto, masked"):
         base.resolve_sparse_execution(sac.Sac, settings)
+
+
+def test_diagnostic_gradients_capture_nothing():
+    """Gradients taken outside the train step (SNR's per-example jacobian,
+    plasticity's gradient norm) on a step that updates masks neither fail
+    nor add into the dense-gradient buffer the next update reads."""
+    algorithm, _ = trained(dqn.Dqn, 'set', 'sparse', steps=3,
+                           train_mode='sparse', fc_layer_params=(64, 64))
+    optimizer = algorithm.masked_optimizers['q_network']
+    assert bool(optimizer.updater.is_update_step(optimizer.steps))
+    rng = np.random.default_rng(5)
+    spec = algorithm.observation_spec
+    batch = {'observation': rng.normal(size=(8,) + tuple(spec.shape)),
+             'action': rng.integers(0, 3, 8), 'reward': rng.normal(size=8),
+             'discount': np.ones(8),
+             'next_observation': rng.normal(size=(8,) + tuple(spec.shape))}
+    batch = {key: tf.constant(value, tf.int64 if key == 'action'
+                              else tf.float32) for key, value in batch.items()}
+    network = algorithm.networks['q_network']
+    snr = tf.function(lambda: summaries.gradient_snr(
+        algorithm.per_example_loss, network.trainable_variables, batch))()
+    assert np.isfinite(float(snr['SNR/mean']))
+    for layer in sparse_layers.masked_layers(network):
+        assert float(tf.reduce_sum(tf.abs(layer.captured_gradient))) == 0.0

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents.sparsity import compressed
 
 TAUS = (0.0, 0.1)
 RANK_DELTA = 0.01
@@ -144,7 +145,8 @@ class PlasticityMeter:
         for names, loss_fn in self._algorithm.network_losses(batch):
             variables = [v for name in names for v in
                          self._algorithm.networks[name].trainable_variables]
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
+            with compressed.no_capture(), tf.GradientTape(
+                    watch_accessed_variables=False) as tape:
                 tape.watch(variables)
                 loss = loss_fn()
             grads = tape.gradient(loss, variables)

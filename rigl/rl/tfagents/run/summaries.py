@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.sparsity import compressed
 from rigl.rl.tfagents.run import settings as settings_lib
 from rigl.rl.tfagents.run.results import Results
 
@@ -158,7 +159,8 @@ def gradient_snr(per_example_loss: Callable, variables: Sequence[tf.Variable],
     batch's examples; returns the mean and std of that ratio over all
     parameters (the original suite's `SNR/mean` and `SNR/std`).
     """
-    with tf.GradientTape() as tape:
+    # Not a train step's gradient: sparse-execution layers capture nothing.
+    with compressed.no_capture(), tf.GradientTape() as tape:
         losses = per_example_loss(batch)
     jacobians = tape.jacobian(losses, variables, experimental_use_pfor=True)
     size = tf.shape(losses)[0]

@@ -28,6 +28,23 @@ from rigl.rl.tfagents.sparsity import csr
 _OWN_KERNEL = object()
 
 
+# Whether backward passes traced (or run eagerly) now may capture dense
+# gradients: only a train step's may, not a diagnostic's (`no_capture`).
+_capture_enabled = [True]
+
+
+@contextlib.contextmanager
+def no_capture():
+    """Within the block, compressed layers capture no dense gradient: for
+    gradients taken outside the train step (SNR, plasticity), which would
+    otherwise add into the buffer the next mask update reads."""
+    _capture_enabled.append(False)
+    try:
+        yield
+    finally:
+        _capture_enabled.pop()
+
+
 class _Untracked:
     """Holds a variable no checkpoint should carry."""
 
@@ -122,7 +139,8 @@ class CompressedDense(tf.keras.layers.Layer):
             outputs = csr.matmul(
                 flat, self.values, csr.Structure(*self._structure),
                 self.kernel_shape,
-                None if self._capture_when is None else self._capture,
+                self._capture if (self._capture_when is not None and
+                                  _capture_enabled[-1]) else None,
                 bias=self.bias, relu=fused_relu)
         if inputs.shape.rank != 2:
             outputs = tf.reshape(outputs, tf.concat(
