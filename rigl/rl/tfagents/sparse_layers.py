@@ -112,6 +112,23 @@ def kernel_shapes(layers: Sequence[tf.keras.layers.Layer],
     return shapes
 
 
+def _check_pruning_schedule(initial_sparsity: float, begin_step: int,
+                            end_step: int, frequency: int) -> None:
+    """Raises ValueError (one line) for a pruning schedule that never
+    reaches its final sparsity."""
+    sparse_utils.check_sparsity(initial_sparsity,
+                                'wrap_all_layers.initial_sparsity')
+    if begin_step < 0 or end_step <= begin_step:
+        raise ValueError(
+            f'Pruning needs 0 <= begin_step < end_step, got begin_step='
+            f'{begin_step}, end_step={end_step}.')
+    if frequency <= 0 or (end_step - begin_step) % frequency:
+        raise ValueError(
+            f'Pruning frequency {frequency} must be positive and divide '
+            f'end_step - begin_step = {end_step - begin_step}, or the '
+            'final sparsity is never reached.')
+
+
 @gin.configurable
 def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
                     input_shape,
@@ -184,17 +201,8 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
     dense = {sparse_utils.check_layer_index(i, len(shapes), 'dense_layers')
              for i in dense_layers}
     if mode == 'prune':
-        sparse_utils.check_sparsity(initial_sparsity,
-                                    'wrap_all_layers.initial_sparsity')
-        if begin_step < 0 or end_step <= begin_step:
-            raise ValueError(
-                f'Pruning needs 0 <= begin_step < end_step, got begin_step='
-                f'{begin_step}, end_step={end_step}.')
-        if frequency <= 0 or (end_step - begin_step) % frequency:
-            raise ValueError(
-                f'Pruning frequency {frequency} must be positive and divide '
-                f'end_step - begin_step = {end_step - begin_step}, or the '
-                'final sparsity is never reached.')
+        _check_pruning_schedule(initial_sparsity, begin_step, end_step,
+                                frequency)
         finals = sparse_utils.get_sparsities(
             shapes, mask_init_method, final_sparsity, dense_layers=sorted(dense),
             erk_power_scale=erk_power_scale)
