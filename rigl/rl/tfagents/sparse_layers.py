@@ -112,6 +112,17 @@ def kernel_shapes(layers: Sequence[tf.keras.layers.Layer],
     return shapes
 
 
+def _draw_no_initial_values(layers: Sequence[tf.keras.layers.Layer]) -> None:
+    """Zero initialisers for the kernel layers of a masked network's
+    sparse-execution twin, which takes its weights from that network:
+    drawing values would move the global random stream and so change every
+    network built after it."""
+    for layer in layers:
+        if isinstance(layer, KERNEL_LAYER_TYPES):
+            layer.kernel_initializer = tf.keras.initializers.Zeros()
+            layer.bias_initializer = tf.keras.initializers.Zeros()
+
+
 def _check_pruning_schedule(initial_sparsity: float, begin_step: int,
                             end_step: int, frequency: int) -> None:
     """Raises ValueError (one line) for a pruning schedule that never
@@ -190,13 +201,7 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
                          "count; gradual pruning ('prune') runs masked.")
     masks = list(masks or [])
     if execution == 'sparse':
-        # The twin of a built masked network, which gives it its weights:
-        # drawing initial values here would move the global random stream
-        # and so change every network built after this one.
-        for layer in layers:
-            if isinstance(layer, KERNEL_LAYER_TYPES):
-                layer.kernel_initializer = tf.keras.initializers.Zeros()
-                layer.bias_initializer = tf.keras.initializers.Zeros()
+        _draw_no_initial_values(layers)
     shapes = kernel_shapes(layers, input_shape)
     dense = {sparse_utils.check_layer_index(i, len(shapes), 'dense_layers')
              for i in dense_layers}
