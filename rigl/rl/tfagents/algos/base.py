@@ -400,6 +400,8 @@ class OffPolicySettings(RunSettings):
     batch_size: int = setting(256, low=1)
     replay_capacity: int = setting(1000000, low=1)
     train_every: int = setting(1, low=1)  # env steps per train step
+    # Steps per target (`run.n_step`): 1 is the one-step TD target.
+    n_step: int = setting(1, low=1)
 
     @property
     def replay_size(self) -> int:
@@ -409,6 +411,11 @@ class OffPolicySettings(RunSettings):
                    self.num_iterations * self.train_every)
 
     def check(self) -> None:
+        if self.n_step > self.initial_collect_steps:
+            raise ValueError(
+                f'train_eval.n_step {self.n_step} exceeds '
+                f'train_eval.initial_collect_steps {self.initial_collect_steps}'
+                ': the first train step needs one whole n-step transition.')
         if self.batch_size > self.initial_collect_steps:
             raise ValueError(
                 f'train_eval.batch_size {self.batch_size} exceeds the '

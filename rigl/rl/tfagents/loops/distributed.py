@@ -39,6 +39,7 @@ from rigl.rl.tfagents import envs
 from rigl.rl.tfagents.loops.session import Session
 from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import n_step
 from rigl.rl.tfagents.run import reverb_replay
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run import summaries
@@ -214,6 +215,9 @@ def act(algorithm, settings, seed: int, index: int, attempt: int,
         options.address, table_names=[reverb_replay.VARIABLES_TABLE])
     variables = reverb_replay.policy_variables(algorithm)
     writer = reverb_replay.TransitionWriter(client)
+    # n-step transitions are formed here, before they reach the table.
+    transitions = n_step.NStepAccumulator(settings.n_step, settings.gamma,
+                                          writer.add)
     directory = actor_dir(root_dir, index)
     os.makedirs(directory, exist_ok=True)
     summary_writer = tf.summary.create_file_writer(directory)
@@ -245,12 +249,13 @@ def act(algorithm, settings, seed: int, index: int, attempt: int,
         else:
             action = algorithm.act(time_step.observation[None]).numpy()
         next_step = env.step(action)
-        writer.add(time_step.observation, action, next_step.reward,
-                   next_step.discount, next_step.observation)
+        transitions.add(time_step.observation, action, next_step.reward,
+                        next_step.discount, next_step.observation)
         steps += 1
         episode_return += float(next_step.reward)
         episode_length += 1
         if next_step.is_last():
+            transitions.end_episode()
             counters['episodes'] += 1
             counters['recent_returns'] = (counters['recent_returns'] +
                                           [episode_return])[-10:]

@@ -27,7 +27,8 @@ def train_eval(session: Session) -> Dict:
     algorithm, env, settings = session.algorithm, session.env, session.settings
     replay = make_replay_buffer(settings.replay_size,
                                 algorithm.observation_spec,
-                                algorithm.action_spec)
+                                algorithm.action_spec,
+                                n_step=settings.n_step, gamma=settings.gamma)
     session.start(replay)
     console.log(f'replay: {replay.capacity:,} transitions, '
                 f'{replay.nbytes / 2 ** 20:,.1f} MiB')

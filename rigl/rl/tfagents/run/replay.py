@@ -1,8 +1,10 @@
 """Uniform replay buffers of the off-policy loop, saved with checkpoints."""
 
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
+
+from rigl.rl.tfagents.run import n_step as n_step_lib
 
 
 class IncompatibleReplay(ValueError):
@@ -100,12 +102,22 @@ class FrameReplayBuffer:
     i + 1 (an episode's final frame takes one extra slot). Stacks are rebuilt
     when sampling by walking back from a slot, repeating an episode's first
     frame before its start, as the environment's frame stack does.
+
+    With `n_step` > 1 a sample walks forward up to n - 1 slots within its
+    episode and returns the n-step reward, discount and next observation
+    (`n_step.discounted_returns`); slots whose n steps are not all collected
+    yet (the episode in progress) are not sampled.
     """
 
     def __init__(self, capacity: int, observation_shape: Sequence[int],
-                 action_shape: Sequence[int], action_dtype=np.int64):
+                 action_shape: Sequence[int], action_dtype=np.int64,
+                 n_step: int = 1, gamma: float = 0.99):
         if capacity <= 4:
             raise ValueError(f'replay_capacity must be > 4, got {capacity}.')
+        if not 1 <= n_step < capacity:
+            raise ValueError(f'train_eval.n_step must be in 1..{capacity - 1} '
+                             f'for this replay, got {n_step}.')
+        self._n_step, self._gamma = int(n_step), float(gamma)
         *frame_shape, self._stack = observation_shape
         self.capacity = int(capacity)
         self._frames = np.zeros((capacity, *frame_shape), np.uint8)
@@ -169,22 +181,60 @@ class FrameReplayBuffer:
             columns.append(current)
         return np.stack([self._frames[c] for c in reversed(columns)], axis=-1)
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> Dict:
+    def _lookahead(self, slots: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """For transitions starting at `slots`: how many of the next n steps
+        are in their episode, and whether those steps are all collected (an
+        open episode's last n - 1 transitions are not)."""
+        lengths = np.ones_like(slots)
+        going = np.ones(slots.shape, bool)
+        complete = np.ones(slots.shape, bool)
+        for ahead in range(1, self._n_step):
+            following = (slots + ahead) % self.capacity
+            continues = (going & self._valid[following]
+                         & ~self._first[following])
+            if self._episode_open:
+                complete &= ~(going & ~continues & (following == self._next))
+            going = continues
+            lengths += going
+        return lengths, complete
+
+    def _sample_slots(self, batch_size: int,
+                      rng: np.random.Generator) -> np.ndarray:
         chosen = np.empty(0, np.int64)
-        while chosen.size < batch_size:
+        for _ in range(10000):
+            if chosen.size >= batch_size:
+                return chosen[:batch_size]
             candidates = rng.integers(0, self.capacity, 2 * batch_size)
-            chosen = np.concatenate([chosen,
-                                     candidates[self._valid[candidates]]])
-        slots = chosen[:batch_size]
+            candidates = candidates[self._valid[candidates]]
+            if self._n_step > 1:
+                candidates = candidates[self._lookahead(candidates)[1]]
+            chosen = np.concatenate([chosen, candidates])
+        raise ValueError(f'cannot sample {batch_size} transitions: the replay '
+                         f'holds {self.size}, too few with all '
+                         f'{self._n_step} steps collected.')
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Dict:
+        slots = self._sample_slots(batch_size, rng)
         observation = self._stacks(slots)
-        following = (slots + 1) % self.capacity
-        next_observation = np.concatenate(
-            [observation[..., 1:], self._frames[following][..., None]],
-            axis=-1)
+        if self._n_step == 1:
+            following = (slots + 1) % self.capacity
+            next_observation = np.concatenate(
+                [observation[..., 1:], self._frames[following][..., None]],
+                axis=-1)
+            return {'observation': observation,
+                    'action': self._action[slots],
+                    'reward': self._reward[slots],
+                    'discount': self._discount[slots],
+                    'next_observation': next_observation}
+        lengths, _ = self._lookahead(slots)
+        window = (slots[:, None] + np.arange(self._n_step)) % self.capacity
+        reward, discount = n_step_lib.discounted_returns(
+            self._reward[window], self._discount[window], lengths,
+            self._gamma)
         return {'observation': observation, 'action': self._action[slots],
-                'reward': self._reward[slots],
-                'discount': self._discount[slots],
-                'next_observation': next_observation}
+                'reward': reward, 'discount': discount,
+                'next_observation': self._stacks(
+                    (slots + lengths) % self.capacity)}
 
     def save(self, path: str) -> None:
         np.savez(path, frames=self._frames, action=self._action,
@@ -224,12 +274,17 @@ class FrameReplayBuffer:
         self.size = int(self._valid.sum())
 
 
-def make_replay_buffer(capacity: int, observation_spec, action_spec):
+def make_replay_buffer(capacity: int, observation_spec, action_spec,
+                       n_step: int = 1, gamma: float = 0.99):
     """A `FrameReplayBuffer` for uint8 image stacks (H, W, stack), else a
-    `ReplayBuffer`."""
+    `ReplayBuffer`; both return `n_step`-step transitions."""
     if observation_spec.dtype == np.uint8 and observation_spec.shape.rank == 3:
         return FrameReplayBuffer(capacity, observation_spec.shape,
                                  action_spec.shape,
-                                 action_spec.dtype.as_numpy_dtype)
-    return ReplayBuffer(capacity, observation_spec.shape, action_spec.shape,
-                        action_spec.dtype.as_numpy_dtype)
+                                 action_spec.dtype.as_numpy_dtype,
+                                 n_step=n_step, gamma=gamma)
+    buffer = ReplayBuffer(capacity, observation_spec.shape, action_spec.shape,
+                          action_spec.dtype.as_numpy_dtype)
+    if n_step == 1:
+        return buffer
+    return n_step_lib.NStepReplay(buffer, n_step, gamma)

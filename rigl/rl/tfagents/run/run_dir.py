@@ -104,7 +104,7 @@ class RunDir:
             raise ValueError(
                 f'root_dir {self.root_dir} holds a run with another config: '
                 f'{"; ".join(changes)}. A resume keeps the checkpoint\'s '
-                f'masks and weight layout, so it cannot change '
+                f'masks, weight layout and replay, so it cannot change '
                 f'{", ".join(fixed)} (not even with --allow_config_change). '
                 'Use another root_dir.')
         if changes and not allow_change:
@@ -207,6 +207,7 @@ def config_record(algorithm: str, settings) -> Dict:
 ADDED_SETTINGS = {
     'train_eval.match_dense_params': False,
     'train_eval.sparse_execution': 'masked',
+    'train_eval.n_step': 1,
 }
 
 
@@ -217,7 +218,7 @@ def config_changes(saved: Dict, current: Dict) -> List[str]:
     changes = []
     for key in sorted(set(saved) | set(current)):
         old, new = saved.get(key, missing), current.get(key, missing)
-        if old is missing and key in ADDED_SETTINGS:
+        if old is missing and new is not missing and key in ADDED_SETTINGS:
             old = ADDED_SETTINGS[key]
         if old != new:
             show = lambda v: 'unset' if v is missing else repr(v)  # noqa: E731
@@ -230,8 +231,10 @@ def config_changes(saved: Dict, current: Dict) -> List[str]:
 FIXED_BY_CHECKPOINT = ('method', 'sparsity', 'sparsity_distribution',
                        'update_alg', 'noise_fraction')
 # Settings a checkpoint fixes: 'sparse' execution stores a sparse layer's
-# weights as values at positions, 'masked' as a dense kernel and a mask.
-SETTINGS_FIXED_BY_CHECKPOINT = ('train_eval.sparse_execution',)
+# weights as values at positions, 'masked' as a dense kernel and a mask; the
+# replay holds transitions of n_step steps.
+SETTINGS_FIXED_BY_CHECKPOINT = ('train_eval.sparse_execution',
+                                'train_eval.n_step')
 
 
 def noise_fraction(values: Dict) -> float:

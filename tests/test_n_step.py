@@ -1,0 +1,213 @@
+"""Multi-step targets (`train_eval.n_step`) by hand: the accumulator of the
+numpy buffer and the Reverb writer, the frame buffer's look-ahead, resume,
+and short DQN and SAC runs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import rigl  # noqa: F401
+
+import helpers
+from rigl.rl.tfagents.run import n_step
+from rigl.rl.tfagents.run.replay import (FrameReplayBuffer, ReplayBuffer,
+                                         make_replay_buffer)
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+
+
+def reference(rewards, discounts, start, n, gamma):
+    """The n-step (reward, discount, steps) from `start` of one episode,
+    by the definition: sum of gamma^k r over the steps inside the episode,
+    gamma^(m-1) times the product of the discounts."""
+    total, running, steps = 0.0, 1.0, 0
+    for k in range(start, min(start + n, len(rewards))):
+        total += gamma ** (k - start) * running * rewards[k]
+        running *= discounts[k]
+        steps += 1
+    return total, gamma ** (steps - 1) * running, steps
+
+
+def test_discounted_returns_by_hand():
+    reward, discount = n_step.discounted_returns(
+        rewards=[[1, 2, 4], [1, 2, 4], [1, 2, 4], [3, 9, 9]],
+        discounts=[[1, 1, 1], [1, 0, 1], [1, 1, 0], [0.5, 9, 9]],
+        lengths=np.array([3, 2, 3, 1]), gamma=0.5)
+    # 1 + .5*2 + .25*4; terminal after two steps; terminal at the third;
+    # one step only (the rest is another episode's).
+    np.testing.assert_allclose(reward, [3.0, 2.0, 3.0, 3.0])
+    np.testing.assert_allclose(discount, [0.25, 0.0, 0.0, 0.5])
+
+
+@pytest.mark.parametrize('last_discount', [1.0, 0.0])  # truncated, terminal
+def test_accumulator_cuts_at_the_episode_end(last_discount):
+    emitted = []
+    accumulator = n_step.NStepAccumulator(
+        3, 0.5, lambda *transition: emitted.append(transition))
+    rewards = [1.0, 2.0, 3.0, 4.0, 5.0]
+    discounts = [1.0] * 4 + [last_discount]
+    for t, (r, d) in enumerate(zip(rewards, discounts)):
+        accumulator.add(np.float32(t), t, r, d, np.float32(t + 1))
+        assert len(emitted) == max(0, t - 1)  # n - 1 steps late
+    accumulator.end_episode()
+    assert len(emitted) == 5 and not accumulator.pending
+    for t, (observation, action, reward, discount, following) in enumerate(
+            emitted):
+        want_reward, want_discount, steps = reference(rewards, discounts, t,
+                                                      3, 0.5)
+        assert observation == t and action == t
+        assert following == t + steps
+        assert reward == pytest.approx(want_reward)
+        assert discount == pytest.approx(want_discount)
+    # By hand: t=3 is 4 + .5*5; a truncation still bootstraps, a terminal
+    # step does not.
+    assert emitted[3][2] == pytest.approx(6.5)
+    assert emitted[3][3] == pytest.approx(0.5 * last_discount)
+
+
+def test_n_step_replay_keeps_pending_transitions_over_a_resume(tmp_path):
+    replay = n_step.NStepReplay(ReplayBuffer(10, (1,), ()), 3, 0.5)
+    replay.add([0.0], 0, 1.0, 1.0, [1.0])
+    replay.add([1.0], 1, 2.0, 1.0, [2.0])
+    assert replay.size == 0  # both wait for their third step
+    path = str(tmp_path / 'replay.npz')
+    replay.save(path)
+    resumed = n_step.NStepReplay(ReplayBuffer(10, (1,), ()), 3, 0.5)
+    resumed.load(path)
+    # The resume cuts the episode there, as a truncation: both bootstrap
+    # from the last observation.
+    batch = {name: array[:resumed.size]
+             for name, array in resumed.buffer._data.items()}
+    np.testing.assert_allclose(batch['reward'], [2.0, 2.0])
+    np.testing.assert_allclose(batch['discount'], [0.5, 1.0])
+    np.testing.assert_allclose(batch['next_observation'][:, 0], [2.0, 2.0])
+    # A buffer saved without n-step returns loads as it was.
+    plain = ReplayBuffer(10, (1,), ())
+    plain.add([5.0], 0, 1.0, 1.0, [6.0])
+    plain.save(str(tmp_path / 'plain.npz'))
+    resumed.load(str(tmp_path / 'plain.npz'))
+    assert resumed.size == 1 and not resumed._accumulator.pending
+
+
+def test_make_replay_buffer_is_unchanged_at_one_step():
+    import tensorflow as tf
+    spec = tf.TensorSpec((3,), tf.float32)
+    action = tf.TensorSpec((), tf.int64)
+    assert type(make_replay_buffer(10, spec, action)) is ReplayBuffer
+    assert isinstance(make_replay_buffer(10, spec, action, n_step=3),
+                      n_step.NStepReplay)
+
+
+def _frame_episodes(buffer, episodes, rng):
+    """Feeds episodes (length, last discount, open?) whose frames hold their
+    global time index; returns per index (episode rewards, discounts,
+    position in the episode, episode open?)."""
+    info = {}
+    frame_id = 0
+    for length, last_discount, still_open in episodes:
+        rewards = rng.normal(size=length).round(2)
+        discounts = [1.0] * (length - 1) + [last_discount]
+        stack = None
+        for t in range(length + 1):
+            frame = np.full((2, 2), frame_id, np.uint8)
+            new = (np.repeat(frame[..., None], 4, -1) if t == 0 else
+                   np.concatenate([stack[..., 1:], frame[..., None]], -1))
+            if t:
+                buffer.add(stack, 0, rewards[t - 1], discounts[t - 1], new,
+                           first=t == 1)
+                info[frame_id - 1] = (rewards, discounts, t - 1, still_open)
+            stack = new
+            frame_id += 1
+        if not still_open:
+            buffer.end_episode()
+    return info
+
+
+def test_frame_replay_looks_ahead_within_the_episode():
+    buffer = FrameReplayBuffer(64, (2, 2, 4), (), n_step=3, gamma=0.9)
+    rng = np.random.default_rng(0)
+    info = _frame_episodes(buffer, [(5, 0.0, False), (4, 1.0, False),
+                                    (6, 1.0, True)], rng)
+    batch = buffer.sample(400, rng)
+    starts = set()
+    for observation, reward, discount, following in zip(
+            batch['observation'], batch['reward'], batch['discount'],
+            batch['next_observation']):
+        start = int(observation[0, 0, -1])
+        rewards, discounts, t, still_open = info[start]
+        want_reward, want_discount, steps = reference(rewards, discounts, t,
+                                                      3, 0.9)
+        assert reward == pytest.approx(want_reward, abs=1e-5)
+        assert discount == pytest.approx(want_discount, abs=1e-6)
+        assert int(following[0, 0, -1]) == start + steps
+        # The next stack is the environment's: consecutive frames of the
+        # same episode, its first one repeated before it starts.
+        assert set(np.diff(following[0, 0].astype(int))) <= {0, 1}
+        assert not (still_open and t + 3 > len(rewards))  # incomplete
+        starts.add(start)
+    # Every complete transition is drawn: 5 + 4 + (6 - 2).
+    assert len(starts) == 13
+
+
+def test_frame_replay_one_step_draws_as_before():
+    """n_step=1 keeps the sampling stream and values of the one-step
+    buffer."""
+    one = FrameReplayBuffer(64, (2, 2, 4), ())
+    episodes = [(5, 0.0, False), (3, 1.0, True)]
+    _frame_episodes(one, episodes, np.random.default_rng(3))
+    batch = one.sample(50, np.random.default_rng(4))
+    starts = batch['observation'][:, 0, 0, -1].astype(int)
+    np.testing.assert_array_equal(
+        batch['next_observation'][:, 0, 0, -1].astype(int), starts + 1)
+
+
+def _run(algorithm, root, config, bindings):
+    code, out, err = helpers.run_in_process(
+        algorithm, root, os.path.join(CONFIGS, config), bindings)
+    assert code == 0, err[-2000:]
+    return out
+
+
+def test_dqn_trains_and_records_n_step(tmp_path):
+    _run('dqn', tmp_path, 'dqn_gym_dense_config.gin', [
+        'train_eval.n_step = 3', 'train_eval.num_iterations = 100',
+        'train_eval.initial_collect_steps = 100',
+        'train_eval.fc_layer_params = (16,)', 'train_eval.batch_size = 16',
+        'train_eval.eval_interval = 100', 'train_eval.eval_episodes = 1',
+        'train_eval.checkpoint_interval = 50', 'log_snr.freq = 50',
+        'train_eval.summary_interval = 50', 'train_eval.seed = 0'])
+    with open(tmp_path / 'run.json') as f:
+        record = json.load(f)
+    assert record['config']['settings']['train_eval.n_step'] == 3
+    assert np.isfinite(helpers.results(tmp_path)[-1]['return_mean'])
+    saved = os.path.join(helpers.latest_checkpoint(tmp_path), 'tf')
+    assert os.path.exists(os.path.dirname(saved) + '/replay_pending.npz')
+    # The replay's transitions reach the checkpoint as n-step ones.
+    with np.load(os.path.dirname(saved) + '/replay.npz') as replay:
+        discounts = replay['discount']
+    assert np.isclose(discounts, 0.99 ** 2).mean() > 0.5
+
+
+def test_n_step_is_fixed_by_the_checkpoint(tmp_path):
+    bindings = helpers.SAC_TINY + ['train_eval.num_iterations = 100']
+    _run('sac', tmp_path, 'sac_mujoco_dense_config.gin', bindings)
+    code, _, err = helpers.run_in_process(
+        'sac', tmp_path, os.path.join(CONFIGS, 'sac_mujoco_dense_config.gin'),
+        bindings + ['train_eval.num_iterations = 150',
+                    'train_eval.n_step = 2'], True)
+    assert code != 0
+    assert "train_eval.n_step 1 -> 2" in err and 'cannot change' in err
+
+
+@pytest.mark.parametrize('binding, message', [
+    ('train_eval.n_step = 0', 'train_eval.n_step'),
+    ('train_eval.n_step = 500', 'exceeds train_eval.initial_collect_steps'),
+])
+def test_bad_n_step_fails_clearly(tmp_path, binding, message):
+    code, _, err = helpers.run_in_process(
+        'sac', tmp_path, os.path.join(CONFIGS, 'sac_mujoco_dense_config.gin'),
+        helpers.SAC_TINY + [binding])
+    assert code == 2 and message in err
