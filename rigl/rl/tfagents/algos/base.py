@@ -22,6 +22,7 @@ from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents import train_hooks
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.sparsity import csr
@@ -72,6 +73,10 @@ class Algorithm:
         self.noise_layout: Optional[noise_features.NoiseLayout] = None
         # The sparse method: read once from the config, then passed down.
         self.sparse_method = sparsity_spec.from_gin(settings)
+        # Training-step hooks (e.g. ReDo): configured now, bound to the
+        # networks once they exist (`OffPolicyAlgorithm._compile`).
+        self._hook_configs = train_hooks.configure(type(self))
+        self.train_hooks: Dict[str, train_hooks.TrainStepHook] = {}
 
     def train_mode(self, configured: str) -> str:
         """A network group's train mode: dense for a parameter-matched
@@ -132,9 +137,11 @@ class Algorithm:
         if (self.settings.sparse_execution == 'sparse' and
                 sparse_layers.masked_layers(network)):
             csr.check_available()
+            masked = network
             network = sparse_layers.compress_network(
                 network, lambda masks: build(dict(execution='sparse',
                                                   masks=masks)), input_spec)
+            _keep_initializers(masked, network)
             layers = sparse_layers.masked_layers(network)
             counts = [f'{layer.active_count:,}' for layer in layers
                       if isinstance(layer, sparse_layers.CompressedDense)]
@@ -162,6 +169,8 @@ class Algorithm:
         objects = {'agent': self.agent, 'train_step': self.train_step}
         if self.noise_layout is not None:
             objects['noise_layout'] = self.noise_layout
+        for name, hook in self.train_hooks.items():
+            objects[f'train_hook_{name}'] = hook
         return objects
 
     def training_flops(self) -> float:
@@ -201,6 +210,8 @@ class Algorithm:
 
     def write_summaries(self) -> None:
         """Extra training summaries (inside the writer's step scope)."""
+        for hook in self.train_hooks.values():
+            hook.write_summaries()
         for name, optimizer in self.masked_optimizers.items():
             tf.summary.scalar(f'drop_fraction/{name}',
                               optimizer.updater.last_drop_fraction)
@@ -213,6 +224,20 @@ class Algorithm:
                     tf.summary.scalar(
                         f'mask_update/{name or "networks"}/layer_{index}/'
                         f'{stat}', stats[index, column])
+
+
+def _keep_initializers(source: tf.Module, twin: tf.Module) -> None:
+    """Gives a sparse-execution twin's kernel layers the initializers of
+    the masked network it was built from (it was built with zero ones to
+    draw nothing; ReDo draws recycled weights from them)."""
+    def inner(layer):
+        return layer.layer if isinstance(layer, sparse_layers.MaskedLayer) \
+            else layer
+
+    for old, new in zip(sparse_layers.kernel_layers(source),
+                        sparse_layers.kernel_layers(twin)):
+        inner(new).kernel_initializer = inner(old).kernel_initializer
+        inner(new).bias_initializer = inner(old).bias_initializer
 
 
 class _L2Penalty:
@@ -472,13 +497,20 @@ class OffPolicyAlgorithm(Algorithm):
 
     def _compile(self) -> None:
         agent = self.agent
+        self.train_hooks = train_hooks.build(self._hook_configs, self)
 
         def act(observation):
             return self.explore(ts.restart(observation, batch_size=1))[0]
 
+        def train_step(batch):
+            # One train step, then the training-step hooks on its batch.
+            return train_hooks.after_train_step(
+                self.train_hooks.values(), batch,
+                agent.train(transition_batch(batch)))
+
         def act_and_train(observation, batch):
             action = act(observation)
-            return action, agent.train(transition_batch(batch))
+            return action, train_step(batch)
 
         self.act = tf.function(act, autograph=False)
         # Flat observations and at most one action axis: batches go packed.
@@ -490,9 +522,7 @@ class OffPolicyAlgorithm(Algorithm):
         self._act_and_train_packed = tf.function(
             lambda observation, packed: act_and_train(
                 observation, self._unpack_batch(packed)), autograph=False)
-        self.train = tf.function(
-            lambda batch: agent.train(transition_batch(batch)),
-            autograph=False)
+        self.train = tf.function(train_step, autograph=False)
 
     def act_and_train(self, observation: np.ndarray,
                       batch: Dict[str, np.ndarray]):

@@ -3,8 +3,9 @@
 On one batch (a replay sample off-policy, the last rollout's observations
 on-policy), per network:
 
-* `dormant_0`, `dormant_0.1`: the share of hidden neurons whose score (mean
-  |activation| over the batch, divided by the mean score of its layer) is
+* `dormant_0`, `dormant_0.1`: the share of hidden neurons whose score
+  (`neuron_scores`: mean |activation| over the batch, divided by the mean
+  score of its layer; a conv layer's neurons are its feature maps) is
   <= tau (Sokar et al. 2023, ReDo): at tau = 0 the dead neurons;
 * `active_units`: the share of hidden activations that are > 0;
 * `effective_rank`: srank_0.01 of the penultimate features (Kumar et al.
@@ -12,7 +13,8 @@ on-policy), per network:
 * `grad_norm`: the global norm of the network's training-loss gradient
   (where the algorithm names the loss: off-policy agents);
 * `weight_change`: the norm of its parameters' change since the last
-  measurement (0 at the first).
+  measurement (0 at the first);
+* the training-step hooks' own counts (e.g. ReDo's `recycled_neurons`).
 
 Measuring draws from its own random streams: it never advances the
 training's action sampling or ANF noise streams, so a run with and without
@@ -33,10 +35,12 @@ RANK_DELTA = 0.01
 BATCH_SIZE = 256
 
 
-def hidden_features(network: tf.keras.layers.Layer, inputs) -> List[tf.Tensor]:
+def hidden_features(network: tf.keras.layers.Layer, inputs,
+                    flatten: bool = True) -> List[tf.Tensor]:
     """The outputs of a network's hidden kernel layers (all but the output
     layer) on `inputs`, in forward order, by applying its layers in turn
-    up to the last hidden one."""
+    up to the last hidden one; [batch, features] if `flatten`, else as
+    the layers give them (a conv layer's [batch, height, width, maps])."""
     hidden = sparse_layers.kernel_layers(network)[:-1]
     features = []
     outputs = inputs
@@ -46,18 +50,39 @@ def hidden_features(network: tf.keras.layers.Layer, inputs) -> List[tf.Tensor]:
         outputs = layer(outputs, training=False) if isinstance(
             layer, tf.keras.layers.Layer) else layer(outputs)
         if any(layer is h for h in hidden):
-            features.append(tf.reshape(outputs, [tf.shape(outputs)[0], -1]))
+            features.append(_flat(outputs) if flatten else outputs)
     return features
 
 
+def _flat(features: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(features, [tf.shape(features)[0], -1])
+
+
+def neuron_scores(features: tf.Tensor) -> tf.Tensor:
+    """ReDo's score of each neuron of a layer (Sokar et al. 2023): its mean
+    |activation| over the batch (and, for a conv layer's feature map, over
+    its positions), divided by the mean score of the layer's neurons (0 in
+    a layer where all are 0). A neuron is tau-dormant when its score is
+    <= tau. Graph-friendly: ReDo computes it inside the train step.
+
+    Args:
+        features: a layer's activations, neurons on the last axis.
+
+    Returns:
+        [neurons] scores.
+    """
+    axes = list(range(features.shape.rank - 1))
+    score = tf.reduce_mean(tf.abs(features), axis=axes)
+    return tf.math.divide_no_nan(score, tf.reduce_mean(score))
+
+
 def dormant_fraction(features: Sequence[tf.Tensor], tau: float) -> float:
-    """Share of neurons whose normalised mean |activation| is <= tau."""
+    """Share of the neurons of all `features` layers whose
+    `neuron_scores` are <= tau."""
     dormant = total = 0
     for layer_features in features:
-        score = np.mean(np.abs(layer_features.numpy()), axis=0)
-        mean = score.mean()
-        normalised = score / mean if mean > 0 else np.zeros_like(score)
-        dormant += int(np.sum(normalised <= tau))
+        score = neuron_scores(layer_features).numpy()
+        dormant += int(np.sum(score <= tau))
         total += score.size
     return dormant / total if total else 0.0
 
@@ -122,7 +147,8 @@ class PlasticityMeter:
             grad_norms = self._grad_norms(batch)
             metrics = {}
             for name, network in algorithm.networks.items():
-                features = hidden_features(network, inputs[name])
+                features = hidden_features(network, inputs[name],
+                                           flatten=False)
                 weights = _flat_weights(network)
                 previous = self._previous.get(name)
                 row = {f'dormant_{tau:g}': dormant_fraction(features, tau)
@@ -130,7 +156,7 @@ class PlasticityMeter:
                 row['active_units'] = float(np.mean(
                     [np.mean(f.numpy() > 0) for f in features])) if (
                         features) else 0.0
-                row['effective_rank'] = (effective_rank(features[-1])
+                row['effective_rank'] = (effective_rank(_flat(features[-1]))
                                          if features else 0)
                 if name in grad_norms:
                     row['grad_norm'] = grad_norms[name]
@@ -138,6 +164,9 @@ class PlasticityMeter:
                     weights - previous)) if previous is not None else 0.0
                 self._previous[name] = weights
                 metrics[name] = row
+            for hook in getattr(algorithm, 'train_hooks', {}).values():
+                for name, values in hook.network_metrics().items():
+                    metrics.setdefault(name, {}).update(values)
         return metrics
 
     def _grad_norms(self, batch) -> Dict[str, float]:

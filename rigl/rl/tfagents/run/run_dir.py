@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional
 import gin
 from gin import config_parser
 
+from rigl.rl.tfagents import train_hooks
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import settings as settings_lib
 from rigl.rl.tfagents.sparsity import spec as sparsity_spec
@@ -100,6 +101,11 @@ class RunDir:
             (key, saved['settings'].get(key, ADDED_SETTINGS.get(key)),
              current['settings'].get(key, ADDED_SETTINGS.get(key)))
             for key in SETTINGS_FIXED_BY_CHECKPOINT) if old != new]
+        # A hook's state (e.g. ReDo's random stream) is not in a checkpoint
+        # saved without it.
+        fixed += [f'{name} off -> on' for name in train_hooks.records(
+            current['settings']) if name not in train_hooks.records(
+                saved['settings'])]
         if fixed:
             raise ValueError(
                 f'root_dir {self.root_dir} holds a run with another config: '
@@ -207,6 +213,9 @@ def config_record(algorithm: str, settings) -> Dict:
 ADDED_SETTINGS = {
     'train_eval.match_dense_params': False,
     'train_eval.sparse_execution': 'masked',
+    # ReDo (`train_hooks.redo`), off.
+    'redo.every': 0, 'redo.tau': 0.1, 'redo.schedule': 'constant',
+    'redo.recycle_fraction': 0.3, 'redo.end_step': 0, 'redo.networks': [],
     'train_eval.n_step': 1,
 }
 
@@ -248,7 +257,8 @@ def noise_fraction(values: Dict) -> float:
 def metadata(record: Dict, seed: int) -> Dict:
     """What identifies a run in its results rows and final metric: the
     algorithm, environment, seed, sparse method (whole, and its main fields
-    flat for grouping) and noise fraction."""
+    flat for grouping), noise fraction and the training-step hooks that
+    are on (e.g. ReDo's settings)."""
     values = record['settings']
     method = sparsity_spec.from_values(values)
     return {
@@ -261,5 +271,6 @@ def metadata(record: Dict, seed: int) -> Dict:
         'update_alg': method.update_alg,
         'noise_fraction': noise_fraction(values),
         'sparse_method': method.as_record(),
+        'train_hooks': train_hooks.records(values),
         'config_hash': record['config_hash'],
     }
