@@ -19,6 +19,7 @@ reverb = pytest.importorskip(
     'reverb', reason='dm-reverb has wheels for Linux, Python 3.8-3.11 only')
 
 from rigl.rl import distributed  # noqa: E402
+from rigl.rl import layout  # noqa: E402
 from rigl.rl.tfagents import sparse_layers  # noqa: E402
 from rigl.rl.tfagents import train  # noqa: E402
 from rigl.rl.tfagents.loops import (  # noqa: E402
@@ -107,7 +108,7 @@ def test_actor_policy_gets_the_learners_masks_after_a_mask_update():
 
 
 def check_rate_limit(root, learner_restarted=False):
-    with open(os.path.join(root, distributed_loop.STATS_FILE)) as f:
+    with open(os.path.join(root, layout.DISTRIBUTED_STATS_FILE)) as f:
         stats = json.load(f)
     batch, ratio = stats['batch_size'], stats['samples_per_insert']
     assert ratio == 32.0  # batch_size / train_every, as the single process

@@ -190,3 +190,49 @@ def test_match_dense_params_needs_a_sparse_config():
     with pytest.raises(ValueError, match='match_dense_params needs a sparse '
                        'config to match'):
         method_of([], match_dense_params=True)
+
+
+def test_wide_sparsity_keeping_the_active_count_by_hand():
+    # [4, 8, 8, 2] uniform 0.5 with a sparse output layer: 74 active at
+    # width 1 (56 kernel weights + 18 biases). At width 2 ([4, 16, 16, 2])
+    # biases are 34, kernels 64 + 256 + 32 = 352: density 40 / 352.
+    method = sparsity_spec.SparseMethod(
+        method='static', sparsity=0.5, distribution='uniform',
+        sparse_networks=('q_network',), sparse_output_layer=True)
+    sparsity, budget = width_lib.sparsity_keeping_active_count(
+        [4, 8, 8, 2], method, 'q_network', 2.0)
+    assert budget == 74
+    assert sparsity == pytest.approx(1 - 40 / 352, abs=1e-6)
+    with pytest.raises(ValueError, match='no sparsity keeps'):
+        width_lib.sparsity_keeping_active_count([4, 8, 8, 2], method,
+                                                'q_network', 0.5)
+
+
+def test_keep_active_count_builds_wider_sparser_networks():
+    from rigl.rl.tfagents.algos import dqn
+    observation = tensor_spec.BoundedTensorSpec((4,), tf.float32, -1, 1)
+    action = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 1)
+    gin.parse_config(["init_masks.mask_init_method = 'uniform'",
+                      'init_masks.sparsity = 0.5'])
+    settings = settings_lib.build(dqn.DqnSettings, dict(
+        fc_layer_params=(8, 8), train_mode='sparse', width=2.0,
+        sparse_output_layer=True, keep_active_count=True,
+        sparse_execution='masked'), 'DQN')
+    algorithm = dqn.Dqn(settings, observation, action, seed=0)
+    method = algorithm.sparse_method
+    assert method.keep_active_count and method.sparsity == 0.5
+    assert method.sparsity_of('q_network') == pytest.approx(1 - 40 / 352,
+                                                            abs=1e-6)
+    layers = sparse_layers.masked_layers(algorithm.networks['q_network'])
+    assert [tuple(layer.mask.shape) for layer in layers] == [
+        (4, 16), (16, 16), (16, 2)]
+    active = sum(int(np.sum(layer.mask.numpy())) + layer.mask.shape[1]
+                 for layer in layers)
+    assert abs(active - 74) <= 3  # whole weights per layer
+    # Honest records: the derived sparsity is in the run's sparse method.
+    assert method.as_record()['overrides']['q_network'] > 0.88
+
+
+def test_keep_active_count_needs_a_sparse_config():
+    with pytest.raises(ValueError, match='keep_active_count needs a sparse'):
+        method_of([], keep_active_count=True)

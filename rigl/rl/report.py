@@ -38,11 +38,9 @@ from rliable import library as rly  # noqa: E402
 from rliable import metrics  # noqa: E402
 import scipy.stats  # noqa: E402
 
-RESULTS_FILE = 'results.jsonl'
-FINAL_METRIC_FILE = 'final_metric.json'
-RUN_FILE = 'run.json'
-PLAN_FILE = 'study_plan.json'  # see sweep.write_plan
-REPORT_DIR = 'report'
+from rigl.rl.layout import (  # noqa: E402
+    FINAL_METRIC_FILE, REPORT_DIR, RESULTS_FILE, RUN_FILE,
+    STUDY_PLAN_FILE as PLAN_FILE)
 # Metadata that identifies a group (every results row carries it); `seed` and
 # `config_hash` identify a run within its group.
 METADATA_DIMS = ('algorithm', 'env_name', 'method', 'sparsity',

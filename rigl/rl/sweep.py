@@ -65,11 +65,10 @@ SCRIPTS = tuple(sorted(name[:-len('_train_eval.py')]
                        for name in os.listdir(SCRIPTS_DIR)
                        if name.endswith('_train_eval.py')))  # dqn ppo sac td3
 METHOD_AXIS = 'method'
-LOG_FILE = 'log.txt'
-COMMAND_FILE = 'sweep_command.json'
 # Every run a study plans, so a report can tell seeds that never started.
-PLAN_FILE = 'study_plan.json'
-FINAL_METRIC_FILE = 'final_metric.json'
+from rigl.rl.layout import (  # noqa: E402
+    FINAL_METRIC_FILE, RUN_LOG_FILE as LOG_FILE,
+    STUDY_PLAN_FILE as PLAN_FILE, SWEEP_COMMAND_FILE as COMMAND_FILE)
 THREAD_VARIABLES = ('TF_NUM_INTRAOP_THREADS', 'OMP_NUM_THREADS')
 BACKENDS = ('local', 'ray')
 LOCAL_FLAGS = ('workers', 'threads_per_worker')

@@ -39,11 +39,12 @@ if (not os.environ.get('MUJOCO_GL') and not os.environ.get('DISPLAY') and
     os.environ['MUJOCO_GL'] = 'egl'
 
 import rigl  # noqa: E402,F401  (before TensorFlow: picks the Keras)
+from rigl.rl import layout  # noqa: E402
+from rigl.rl.layout import RUN_FILE  # noqa: E402
 
-RUN_FILE = 'run.json'
 POLICY_FILE = 'saved_model.pb'
 # What makes a complete checkpoint directory (see run/checkpoints.py).
-CHECKPOINT_FILES = ('tf.index', 'config.json')
+CHECKPOINT_FILES = ('tf.index', layout.CHECKPOINT_CONFIG_FILE)
 VIDEO_SUFFIXES = ('.mp4', '.gif')
 # create_environment arguments that view sets itself rather than taking
 # from the run's config.
@@ -67,7 +68,7 @@ def is_checkpoint_dir(path: str) -> bool:
 
 def checkpoint_dirs(root: str) -> List[str]:
     """The complete checkpoints of a run root, newest first."""
-    directory = os.path.join(root, 'checkpoints')
+    directory = layout.checkpoints_dir(root)
     if not os.path.isdir(directory):
         return []
     steps = [int(name[len('ckpt-'):]) for name in os.listdir(directory)
@@ -108,12 +109,12 @@ def resolve_policy_dir(path: str) -> str:
                         'directory, a checkpoint or a run root.')
     if _is_policy_dir(path) or is_checkpoint_dir(path):
         return path
-    if _is_policy_dir(os.path.join(path, 'policy')):
-        return os.path.join(path, 'policy')
+    if _is_policy_dir(layout.saved_policy_dir(path)):
+        return layout.saved_policy_dir(path)
     checkpoint = newest_checkpoint(path)
     if checkpoint is not None:
         return checkpoint
-    policies = os.path.join(path, 'policies')
+    policies = os.path.join(path, layout.POLICIES_DIR)
     saved = []
     if os.path.isdir(policies):
         saved = sorted(

@@ -90,10 +90,15 @@ class Algorithm:
         parameter-matched dense run, the dense width whose parameter count
         matches the sparse group's active count (printed).
 
+        With `keep_active_count`, the sparse groups' sparsities at their
+        widths go into `sparse_method` here, before any network is built.
+
         Args:
             sizes: per group, [input, hidden..., output] at width 1.
             configured: per group, the configured width.
         """
+        if self.sparse_method.keep_active_count:
+            self._keep_active_counts(sizes, configured)
         target = self.sparse_method.matched_to
         if target is None:
             return dict(configured)
@@ -110,6 +115,24 @@ class Algorithm:
                         f'{dense:,.0f} parameters for {active:,.0f} active '
                         f'at sparsity {target.sparsity_of(group):g}')
         return widths
+
+    def _keep_active_counts(self, sizes: Dict[str, list],
+                            configured: Dict[str, float]) -> None:
+        """Wide sparse networks at a fixed budget: each sparse group's
+        sparsity at its width keeps its width-1 active count (printed)."""
+        method = self.sparse_method
+        overrides = dict(method.overrides)
+        for group, group_sizes in sizes.items():
+            if group not in method.sparse_networks:
+                continue
+            overrides[group], budget = width_lib.sparsity_keeping_active_count(
+                group_sizes, method, group, configured[group])
+            console.log(f'wide sparse {group}: width {configured[group]:g} '
+                        f'at sparsity {overrides[group]:.4f} keeps the '
+                        f'{budget:,.0f} active parameters of width 1 at '
+                        f'sparsity {method.sparsity_of(group):g}')
+        self.sparse_method = dataclasses.replace(
+            method, overrides=tuple(sorted(overrides.items())))
 
     def optimizer(self, learning_rate, network_list, epsilon: float = 1e-7):
         """Adam for `network_list` with the settings' weight decay."""

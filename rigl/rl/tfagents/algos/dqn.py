@@ -95,8 +95,13 @@ class Dqn(base.OffPolicyAlgorithm):
             raise ValueError(
                 f'DQN needs one discrete action; {settings.env_name} has '
                 f'{action_spec}. Use SAC, TD3 or PPO for continuous ones.')
-        wrap_kwargs = self.sparse_method.wrap_kwargs('q_network')
         if observation_spec.shape.rank == 3:  # image stacks
+            if settings.keep_active_count:
+                raise ValueError(
+                    'train_eval.keep_active_count is for MLPs; the Atari Q '
+                    'network has conv layers: set the sparsity per width.')
+            wrap_kwargs = self.sparse_method.wrap_kwargs('q_network')
+
             def build(extra):
                 return networks.create_atari_q_network(
                     observation_spec, action_spec, settings.train_mode,
@@ -109,6 +114,7 @@ class Dqn(base.OffPolicyAlgorithm):
                 {'q_network': [observation_spec.shape.num_elements(),
                                *settings.fc_layer_params, num_actions]},
                 {'q_network': settings.width})['q_network']
+            wrap_kwargs = self.sparse_method.wrap_kwargs('q_network')
 
             def build(extra):
                 return networks.create_q_network(

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.experimental.distributed import reverb_variable_container
 
+from rigl.rl import layout
 from rigl.rl.tfagents import envs
 from rigl.rl.tfagents.loops.session import Session
 from rigl.rl.tfagents.run import checkpoints
@@ -44,8 +45,6 @@ from rigl.rl.tfagents.run import reverb_replay
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run import summaries
 
-STATS_FILE = 'distributed.json'
-ACTORS_DIR = 'actors'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +154,8 @@ def learn(session: Session, options: Options) -> Dict:
     container.push(variables)
     final = reverb_replay.table_stats(client)
     checkpoints.write_atomically(
-        os.path.join(session.root_dir, STATS_FILE), json.dumps(dict(
+        os.path.join(session.root_dir, layout.DISTRIBUTED_STATS_FILE),
+        json.dumps(dict(
             train_steps=step, batch_size=settings.batch_size,
             samples=final.samples, inserts=final.inserts,
             samples_per_insert=final.samples_per_insert,
@@ -163,15 +163,11 @@ def learn(session: Session, options: Options) -> Dict:
     return session.finish()
 
 
-def actor_dir(root_dir: str, index: int) -> str:
-    return os.path.join(root_dir, ACTORS_DIR, f'actor_{index}')
-
-
 def actor_stats(root_dir: str) -> Dict[str, Dict]:
     """Every actor's last written counters, by actor directory name."""
     found = {}
-    for path in sorted(glob.glob(os.path.join(root_dir, ACTORS_DIR, '*',
-                                              'stats.json'))):
+    for path in sorted(glob.glob(os.path.join(
+            root_dir, layout.ACTORS_DIR, '*', layout.ACTOR_STATS_FILE))):
         try:
             with open(path) as f:
                 found[os.path.basename(os.path.dirname(path))] = json.load(f)
@@ -218,7 +214,7 @@ def act(algorithm, settings, seed: int, index: int, attempt: int,
     # n-step transitions are formed here, before they reach the table.
     transitions = n_step.NStepAccumulator(settings.n_step, settings.gamma,
                                           writer.add)
-    directory = actor_dir(root_dir, index)
+    directory = layout.actor_dir(root_dir, index)
     os.makedirs(directory, exist_ok=True)
     summary_writer = tf.summary.create_file_writer(directory)
     random_steps = math.ceil(settings.initial_collect_steps /
@@ -234,7 +230,8 @@ def act(algorithm, settings, seed: int, index: int, attempt: int,
 
     def write_stats() -> None:
         counters['inserted'] = writer.inserted
-        checkpoints.write_atomically(os.path.join(directory, 'stats.json'),
+        checkpoints.write_atomically(os.path.join(directory,
+                                                  layout.ACTOR_STATS_FILE),
                                      json.dumps(counters))
 
     done = pull()

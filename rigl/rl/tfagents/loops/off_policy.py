@@ -108,7 +108,7 @@ def train_eval(session: Session) -> Dict:
             flops_per_step = algorithm.training_flops()
         if (settings.policy_save_interval and
                 step % settings.policy_save_interval == 0):
-            session.save_policy(f'policies/policy-{step}')
+            session.save_policy(step)
         if (step % settings.checkpoint_interval == 0 or
                 step == settings.num_iterations):
             session.checkpoint()

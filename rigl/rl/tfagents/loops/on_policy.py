@@ -114,7 +114,7 @@ def train_eval(session: Session) -> Dict:
             flops_per_iteration = algorithm.training_flops()
         if (settings.policy_save_interval and
                 iteration % settings.policy_save_interval == 0):
-            session.save_policy(f'policies/policy-{iteration}')
+            session.save_policy(iteration)
         if (iteration % settings.checkpoint_interval == 0 or
                 iteration == iterations):
             session.checkpoint()

@@ -33,6 +33,7 @@ from tf_agents.policies import policy_saver
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
+from rigl.rl import layout
 from rigl.rl.tfagents import envs
 from rigl.rl.tfagents.algos import base as algos_base
 from rigl.rl.tfagents import sparse_layers
@@ -109,7 +110,8 @@ class Session:
         self.state = RunState()
         self.recent_returns = collections.deque(maxlen=10)
         self.record = run_dir_lib.config_record(algorithm_class.name, settings)
-        self.metadata = run_dir_lib.metadata(self.record, self.seed)
+        self.metadata = run_dir_lib.metadata(self.record, self.seed,
+                                             self.algorithm.sparse_method)
         self.results = Results(root_dir, self.metadata)
         self._checkpointer = checkpoints.Checkpointer(
             root_dir, **self.algorithm.checkpoint_objects())
@@ -167,7 +169,7 @@ class Session:
         else:
             path, _ = restored
             self.results.truncate_after(self.step)
-            for name in ('train', 'eval'):  # summaries past the checkpoint
+            for name in layout.SUMMARY_DIRS:  # summaries past the checkpoint
                 summaries.mark_restart(os.path.join(self.root_dir, name),
                                        self.step + 1)
             console.log(f'Resumed from {path} at '
@@ -176,19 +178,19 @@ class Session:
                            else f'train step {self.step}') + '.')
         self.recent_returns.extend(self.state.recent_returns)
         checkpoints.write_atomically(
-            os.path.join(self.root_dir, run_dir_lib.RUN_FILE),
+            os.path.join(self.root_dir, layout.RUN_FILE),
             json.dumps(dict(self.metadata, config=self.record), indent=2))
         checkpoints.write_atomically(
-            os.path.join(self.root_dir, 'operative_config.gin'),
+            os.path.join(self.root_dir, layout.OPERATIVE_CONFIG_FILE),
             gin.operative_config_str())
         for line in self.algorithm_warnings():
             console.log(f'warning: {line}')
         console.log(sparsity_table(self.algorithm.networks))
         console.log(self.algorithm.sparse_method.describe())
         self.train_writer = tf.summary.create_file_writer(
-            os.path.join(self.root_dir, 'train'))
+            os.path.join(self.root_dir, layout.TRAIN_SUMMARIES_DIR))
         self.eval_writer = tf.summary.create_file_writer(
-            os.path.join(self.root_dir, 'eval'))
+            os.path.join(self.root_dir, layout.EVAL_SUMMARIES_DIR))
         with self.train_writer.as_default():
             summaries.write_sparsity_summaries(
                 self.algorithm.networks, self.step, self.noise_mask)
@@ -312,13 +314,15 @@ class Session:
         if self.noise_mask is not None:
             connectivity.write_csv(self.root_dir, self.results.rows())
 
-    def save_policy(self, name: str = 'policy') -> None:
+    def save_policy(self, step: int = 0) -> None:
+        """Saves the eval policy: the final one (step 0) or one along the
+        way, where `layout.saved_policy_dir` says."""
         # Sparse-execution layers save as standard TF ops (dense products),
         # so the policy loads anywhere, without the compiled kernels.
         with sparse_layers.dense_forward(self.algorithm.networks.values()):
             policy_saver.PolicySaver(self.algorithm.eval_policy,
                                      batch_size=None).save(
-                os.path.join(self.root_dir, name))
+                layout.saved_policy_dir(self.root_dir, step))
 
     def finish(self) -> Dict:
         """Saves the final policy and writes and prints the final metric

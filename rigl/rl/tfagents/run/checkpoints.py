@@ -16,11 +16,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
+from rigl.rl import layout
+from rigl.rl.layout import CHECKPOINT_CONFIG_FILE as CONFIG_FILE
+from rigl.rl.layout import CHECKPOINT_STATE_FILE as STATE_FILE
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run.replay import IncompatibleReplay, ReplayBuffer
-
-STATE_FILE = 'state.json'
-CONFIG_FILE = 'config.json'
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -47,7 +47,7 @@ class Checkpointer:
     """Saves and restores TF objects, replay data and JSON run state."""
 
     def __init__(self, root_dir: str, keep: int = 2, **trackables):
-        self.directory = os.path.join(root_dir, 'checkpoints')
+        self.directory = layout.checkpoints_dir(root_dir)
         self._checkpoint = tf.train.Checkpoint(**trackables)
         self._keep = max(2, keep)
 
@@ -95,7 +95,8 @@ class Checkpointer:
             os.makedirs(staging)
             self._checkpoint.write(os.path.join(staging, 'tf'))
             if replay is not None:
-                replay.save(os.path.join(staging, 'replay.npz'))
+                replay.save(os.path.join(staging,
+                                         layout.CHECKPOINT_REPLAY_FILE))
             for file_name, content in ((STATE_FILE, state),
                                        (CONFIG_FILE, config)):
                 with open(os.path.join(staging, file_name), 'w') as f:
@@ -114,7 +115,8 @@ class Checkpointer:
         shutil.rmtree(final, ignore_errors=True)
         os.rename(staging, final)
         try:
-            write_atomically(os.path.join(self.directory, 'latest'), name)
+            write_atomically(os.path.join(
+                self.directory, layout.LATEST_CHECKPOINT_FILE), name)
         except OSError as error:
             # A restore looks for complete ckpt-<step> directories; `latest`
             # is only a pointer for people.
@@ -138,7 +140,7 @@ class Checkpointer:
             status.expect_partial()  # no per-variable warning flood
             raise
         if replay is not None:
-            replay.load(os.path.join(path, 'replay.npz'))
+            replay.load(os.path.join(path, layout.CHECKPOINT_REPLAY_FILE))
         return state
 
     def restore(self, replay: Optional[ReplayBuffer] = None,

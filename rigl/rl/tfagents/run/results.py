@@ -13,11 +13,9 @@ from typing import Dict, List
 
 import numpy as np
 
+from rigl.rl.layout import FINAL_METRIC_FILE, RESULTS_FILE
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run.checkpoints import write_atomically
-
-RESULTS_FILE = 'results.jsonl'
-FINAL_METRIC_FILE = 'final_metric.json'
 
 
 class Results:

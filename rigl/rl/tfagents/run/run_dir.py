@@ -23,22 +23,12 @@ from typing import Any, Dict, List, Optional
 import gin
 from gin import config_parser
 
+from rigl.rl.layout import (FINAL_METRIC_FILE, LOCK_FILE, OUTPUTS,
+                             STARTED_FILE, SUMMARY_DIRS)
 from rigl.rl.tfagents import train_hooks
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import settings as settings_lib
 from rigl.rl.tfagents.sparsity import spec as sparsity_spec
-
-LOCK_FILE = '.lock'
-RUN_FILE = 'run.json'
-FINAL_METRIC_FILE = 'final_metric.json'
-# Written when a run starts fresh, removed once its first checkpoint is
-# saved: its presence proves the outputs beside it are a killed attempt's.
-STARTED_FILE = '.started_without_checkpoint'
-OUTPUT_FILES = ('results.jsonl', FINAL_METRIC_FILE, 'operative_config.gin',
-                RUN_FILE)
-SUMMARY_DIRS = ('train', 'eval')  # TensorBoard event files only
-POLICY_DIRS = ('policy', 'policies')
-OUTPUTS = OUTPUT_FILES + SUMMARY_DIRS + POLICY_DIRS
 
 
 def check_root_dir(root_dir: str) -> str:
@@ -212,6 +202,7 @@ def config_record(algorithm: str, settings) -> Dict:
 # the code did before them: a record without one has that value.
 ADDED_SETTINGS = {
     'train_eval.match_dense_params': False,
+    'train_eval.keep_active_count': False,
     'train_eval.sparse_execution': 'masked',
     # ReDo (`train_hooks.redo`), off.
     'redo.every': 0, 'redo.tau': 0.1, 'redo.schedule': 'constant',
@@ -243,7 +234,8 @@ FIXED_BY_CHECKPOINT = ('method', 'sparsity', 'sparsity_distribution',
 # weights as values at positions, 'masked' as a dense kernel and a mask; the
 # replay holds transitions of n_step steps.
 SETTINGS_FIXED_BY_CHECKPOINT = ('train_eval.sparse_execution',
-                                'train_eval.n_step')
+                                'train_eval.n_step',
+                                'train_eval.keep_active_count')
 
 
 def noise_fraction(values: Dict) -> float:
@@ -254,13 +246,18 @@ def noise_fraction(values: Dict) -> float:
                  values.get('create_environment.noise_fraction') or 0.0)
 
 
-def metadata(record: Dict, seed: int) -> Dict:
+def metadata(record: Dict, seed: int,
+             method: Optional[sparsity_spec.SparseMethod] = None) -> Dict:
     """What identifies a run in its results rows and final metric: the
     algorithm, environment, seed, sparse method (whole, and its main fields
     flat for grouping), noise fraction and the training-step hooks that
-    are on (e.g. ReDo's settings)."""
+    are on (e.g. ReDo's settings).
+
+    `method` is the built algorithm's (with the sparsities it derived,
+    e.g. for `keep_active_count`); by default it is read from `record`.
+    """
     values = record['settings']
-    method = sparsity_spec.from_values(values)
+    method = method or sparsity_spec.from_values(values)
     return {
         'algorithm': record['algorithm'],
         'env_name': values.get('train_eval.env_name'),

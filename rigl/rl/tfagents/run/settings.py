@@ -162,6 +162,10 @@ class RunSettings:
     # configured sparse networks' active counts (Graesser et al.'s
     # parameter-matched dense baseline).
     match_dense_params: bool = False
+    # Wide sparse networks at a fixed budget (Obando-Ceron et al. 2024):
+    # the configured sparsity sets each sparse network's active count at
+    # width 1, and at `width` its sparsity rises to keep that count.
+    keep_active_count: bool = False
     # How sparse layers run: 'masked' (dense kernels with masks), 'sparse'
     # (only the active weights, with compiled sparse CPU kernels) or 'auto'
     # (`algos.base.resolve_sparse_execution`: 'sparse' where measured

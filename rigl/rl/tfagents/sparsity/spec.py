@@ -111,6 +111,10 @@ class SparseMethod:
             from the run's seed, one stream per optimizer).
         matched_to: for 'dense_matched', the sparse method whose active
             parameter count the dense widths match.
+        keep_active_count: `sparsity` (and the overrides) set each network's
+            active count at width 1; wider networks are sparser so as to
+            keep it (`Algorithm.widths` puts their sparsities in
+            `overrides`).
     """
     method: str = DENSE
     sparsity: float = 0.0
@@ -128,6 +132,7 @@ class SparseMethod:
     use_stateless: bool = True
     updater_seed: Optional[int] = None
     matched_to: Optional['SparseMethod'] = None
+    keep_active_count: bool = False
 
     def __post_init__(self):
         allowed = (DENSE, MATCHED_DENSE) + tuple(mask_updaters.UPDATERS)
@@ -247,7 +252,9 @@ class SparseMethod:
                 f'{" with output layers" if self.sparse_output_layer else ""};'
                 f' {self.schedule.describe()}'
                 + (f'; grow init {self.grow_init}'
-                   if self.update_alg not in (None, 'static') else ''))
+                   if self.update_alg not in (None, 'static') else '')
+                + ('; active counts kept at their width-1 values'
+                   if self.keep_active_count else ''))
 
     def as_record(self) -> Dict[str, Any]:
         """JSON-ready, every field."""
@@ -280,6 +287,14 @@ def from_values(values: Dict[str, Any]) -> SparseMethod:
     (`train_eval.*` settings and other gin parameters; unbound ones take
     the configurables' defaults)."""
     method = _configured_method(values)
+    if values.get('train_eval.keep_active_count'):
+        if not method.is_sparse or values.get(
+                'train_eval.match_dense_params'):
+            raise ValueError(
+                'train_eval.keep_active_count needs a sparse config (a '
+                "train_mode set to 'sparse') and no "
+                'train_eval.match_dense_params.')
+        method = dataclasses.replace(method, keep_active_count=True)
     if values.get('train_eval.match_dense_params'):
         if not method.is_sparse:
             raise ValueError('train_eval.match_dense_params needs a sparse '

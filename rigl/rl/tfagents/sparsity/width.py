@@ -1,11 +1,15 @@
-"""Widths at a fixed parameter budget.
+"""Widths and sparsities at a fixed parameter budget.
 
-Graesser et al.'s parameter-matched dense baseline: the dense width whose
-parameter count (kernels and biases) equals the active count of a sparse
-configuration (its active kernel weights plus every bias), network by
-network.
+* Graesser et al.'s parameter-matched dense baseline: the dense width whose
+  parameter count (kernels and biases) equals the active count of a sparse
+  configuration (its active kernel weights plus every bias), network by
+  network.
+* Wide sparse networks at a fixed budget (Obando-Ceron et al. 2024): the
+  sparsity at which a wider network keeps the active count it has at
+  width 1.
 """
 
+import dataclasses
 from typing import Optional, Sequence, Tuple
 
 from rigl import sparse_utils
@@ -58,3 +62,36 @@ def matched_dense_width(sizes: Sequence[int], method, group: str,
         if best is None or abs(count - target) < abs(best[1] - target):
             best = (candidate, count)
     return best[0], best[1], target
+
+
+def sparsity_keeping_active_count(sizes: Sequence[int], method, group: str,
+                                  width: float) -> Tuple[float, float]:
+    """The sparsity of `group`'s network at `width` whose active count (kept
+    kernel weights plus biases) equals the one it has at width 1 with the
+    method's sparsity, found by bisection (the count falls as sparsity
+    rises).
+
+    Returns:
+        (sparsity, the width-1 active count).
+
+    Raises:
+        ValueError: if no sparsity in [0, 1) keeps the count: a width below
+            1, or one so wide that its biases alone exceed the budget.
+    """
+    budget = active_count(sizes, 1.0, method, group)
+
+    def count(sparsity: float) -> float:
+        at = dataclasses.replace(
+            method, overrides=method.overrides + ((group, sparsity),))
+        return active_count(sizes, width, at, group)
+
+    low, high = 0.0, 1.0 - 1e-6
+    if count(low) < budget or count(high) > budget:
+        raise ValueError(
+            f'train_eval.keep_active_count: no sparsity keeps {group}\'s '
+            f'{budget:,.0f} active parameters at width {width:g} (it needs '
+            'a width >= 1 whose biases alone fit the budget).')
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if count(middle) > budget else (low, middle)
+    return high, budget
