@@ -1,6 +1,6 @@
-"""Multi-step targets (`train_eval.n_step`) by hand: the accumulator of the
-numpy buffer and the Reverb writer, the frame buffer's look-ahead, resume,
-and short DQN and SAC runs."""
+"""Multi-step targets (`train_eval.n_step`) by hand: the Reverb writer's
+accumulator, the numpy buffer's sample-time windows, the frame buffer's
+look-ahead, resume, and short DQN and SAC runs."""
 
 import json
 import os
@@ -12,7 +12,8 @@ import rigl  # noqa: F401
 
 import helpers
 from rigl.rl.tfagents.run import n_step
-from rigl.rl.tfagents.run.replay import (FrameReplayBuffer, ReplayBuffer,
+from rigl.rl.tfagents.run.replay import (FrameReplayBuffer,
+                                         IncompatibleReplay, ReplayBuffer,
                                          make_replay_buffer)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
@@ -68,28 +69,98 @@ def test_accumulator_cuts_at_the_episode_end(last_discount):
     assert emitted[3][3] == pytest.approx(0.5 * last_discount)
 
 
-def test_n_step_replay_keeps_pending_transitions_over_a_resume(tmp_path):
-    replay = n_step.NStepReplay(ReplayBuffer(10, (1,), ()), 3, 0.5)
+def _episodes(buffer, episodes, rng):
+    """Feeds a numpy buffer episodes (length, last discount, ends?) whose
+    observations hold their global time index; returns per index (episode
+    rewards, discounts, position in the episode)."""
+    info = {}
+    index = 0
+    for length, last_discount, ends in episodes:
+        rewards = rng.normal(size=length).round(2)
+        discounts = [1.0] * (length - 1) + [last_discount]
+        for t in range(length):
+            buffer.add([float(index)], 0.0, rewards[t], discounts[t],
+                       [float(index + 1)])
+            info[index] = (rewards, discounts, t)
+            index += 1
+        if ends:
+            buffer.end_episode()
+    return info
+
+
+def test_replay_samples_n_step_windows_within_episodes():
+    """Sample-time n-step windows by hand: cut at a terminal step (no
+    bootstrap) and at a truncation (bootstrap from its last observation),
+    drawn uniformly over every start but the newest n - 1."""
+    buffer = ReplayBuffer(64, (1,), (), n_step=3, gamma=0.9)
+    rng = np.random.default_rng(0)
+    info = _episodes(buffer, [(5, 0.0, True), (4, 1.0, True),
+                              (6, 1.0, False)], rng)
+    batch = buffer.sample(600, rng)
+    starts = batch['observation'][:, 0].astype(int)
+    for start, reward, discount, following in zip(
+            starts, batch['reward'], batch['discount'],
+            batch['next_observation'][:, 0]):
+        rewards, discounts, t = info[start]
+        want_reward, want_discount, steps = reference(rewards, discounts, t,
+                                                      3, 0.9)
+        assert reward == pytest.approx(want_reward, abs=1e-5)
+        assert discount == pytest.approx(want_discount, abs=1e-6)
+        assert following == start + steps
+    # RLx2's draw: every start whose 3 steps are stored (15 - 2).
+    assert set(starts) == set(range(13))
+    # By hand: index 3 of the first episode is r3 + .9 r4, terminal.
+    rewards = info[3][0]
+    row = list(starts).index(3)
+    assert batch['reward'][row] == pytest.approx(rewards[3] + 0.9 * rewards[4])
+    assert batch['discount'][row] == 0.0
+
+
+def test_replay_n_step_can_change_and_one_step_draws_as_before():
+    """n is read at each sample (RLx2's delayed switch applies to every
+    stored transition); at n = 1 a sample is the uniform draw of stored
+    rows the buffer always made, a wrapped buffer included."""
+    buffer = ReplayBuffer(8, (1,), ())
+    _episodes(buffer, [(5, 1.0, True), (6, 0.0, False)],
+              np.random.default_rng(1))  # wrapped: 11 into 8
+    batch = buffer.sample(32, np.random.default_rng(2))
+    rows = np.random.default_rng(2).integers(0, 8, 32)
+    for name in ReplayBuffer.FIELDS:
+        np.testing.assert_array_equal(batch[name], buffer._data[name][rows])
+    buffer.n_step = 3
+    batch = buffer.sample(200, np.random.default_rng(3))
+    # The oldest stored is index 3; starts 3..8 of the 8 (3..10) stored.
+    assert set(batch['observation'][:, 0].astype(int)) == set(range(3, 9))
+    assert (batch['next_observation'] - batch['observation'] <= 3).all()
+
+
+def test_replay_resume_cuts_the_episode_in_progress(tmp_path):
+    replay = ReplayBuffer(10, (1,), (), n_step=3, gamma=0.5)
     replay.add([0.0], 0, 1.0, 1.0, [1.0])
     replay.add([1.0], 1, 2.0, 1.0, [2.0])
-    assert replay.size == 0  # both wait for their third step
     path = str(tmp_path / 'replay.npz')
     replay.save(path)
-    resumed = n_step.NStepReplay(ReplayBuffer(10, (1,), ()), 3, 0.5)
+    resumed = ReplayBuffer(10, (1,), (), n_step=3, gamma=0.5)
     resumed.load(path)
-    # The resume cuts the episode there, as a truncation: both bootstrap
-    # from the last observation.
-    batch = {name: array[:resumed.size]
-             for name, array in resumed.buffer._data.items()}
-    np.testing.assert_allclose(batch['reward'], [2.0, 2.0])
-    np.testing.assert_allclose(batch['discount'], [0.5, 1.0])
-    np.testing.assert_allclose(batch['next_observation'][:, 0], [2.0, 2.0])
-    # A buffer saved without n-step returns loads as it was.
-    plain = ReplayBuffer(10, (1,), ())
-    plain.add([5.0], 0, 1.0, 1.0, [6.0])
-    plain.save(str(tmp_path / 'plain.npz'))
-    resumed.load(str(tmp_path / 'plain.npz'))
-    assert resumed.size == 1 and not resumed._accumulator.pending
+    # The resume starts a new episode: the saved one ends at its last
+    # transition, as a truncation (bootstrapping from its observation).
+    resumed.add([7.0], 2, 4.0, 1.0, [8.0])
+    batch = resumed.sample(50, np.random.default_rng(0))
+    assert set(batch['observation'][:, 0]) == {0.0}  # starts 0 only
+    np.testing.assert_allclose(batch['reward'], 2.0)  # 1 + .5 * 2
+    np.testing.assert_allclose(batch['discount'], 0.5)
+    np.testing.assert_allclose(batch['next_observation'][:, 0], 2.0)
+    # A one-step buffer saved before episode ends were stored loads too.
+    np.savez(tmp_path / 'old.npz', size=1, next=1,
+             **{name: np.ones((1, 1) if 'observation' in name else (1,),
+                              np.float32) for name in ReplayBuffer.FIELDS})
+    resumed.load(str(tmp_path / 'old.npz'))
+    assert resumed.size == 1
+    # A replay of n-step transitions formed when stored (an older
+    # version's, with its pending file) cannot be resumed.
+    np.savez(tmp_path / 'old_pending.npz')
+    with pytest.raises(IncompatibleReplay, match='n-step transitions'):
+        resumed.load(str(tmp_path / 'old.npz'))
 
 
 def test_make_replay_buffer_is_unchanged_at_one_step():
@@ -97,8 +168,8 @@ def test_make_replay_buffer_is_unchanged_at_one_step():
     spec = tf.TensorSpec((3,), tf.float32)
     action = tf.TensorSpec((), tf.int64)
     assert type(make_replay_buffer(10, spec, action)) is ReplayBuffer
-    assert isinstance(make_replay_buffer(10, spec, action, n_step=3),
-                      n_step.NStepReplay)
+    assert make_replay_buffer(10, spec, action).n_step == 1
+    assert make_replay_buffer(10, spec, action, n_step=3).n_step == 3
 
 
 def _frame_episodes(buffer, episodes, rng):
@@ -183,12 +254,12 @@ def test_dqn_trains_and_records_n_step(tmp_path):
         record = json.load(f)
     assert record['config']['settings']['train_eval.n_step'] == 3
     assert np.isfinite(helpers.results(tmp_path)[-1]['return_mean'])
-    saved = os.path.join(helpers.latest_checkpoint(tmp_path), 'tf')
-    assert os.path.exists(os.path.dirname(saved) + '/replay_pending.npz')
-    # The replay's transitions reach the checkpoint as n-step ones.
-    with np.load(os.path.dirname(saved) + '/replay.npz') as replay:
-        discounts = replay['discount']
-    assert np.isclose(discounts, 0.99 ** 2).mean() > 0.5
+    # The checkpoint holds one-step transitions and their episode ends:
+    # n-step ones are formed when sampling.
+    saved = helpers.latest_checkpoint(tmp_path)
+    with np.load(os.path.join(saved, 'replay.npz')) as replay:
+        assert set(np.unique(replay['discount'])) <= {0.0, 1.0}
+        assert replay['ends'].sum() >= (replay['discount'] == 0).sum() > 0
 
 
 def test_n_step_is_fixed_by_the_checkpoint(tmp_path):

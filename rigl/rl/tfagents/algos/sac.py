@@ -3,7 +3,9 @@
 Settings are `train_eval.<name>` gin bindings (see `SacSettings`); the
 sparsity of each network comes from the run's sparse method
 (`sparsity.spec.SparseMethod`, per-network overrides from
-`actor_critic_sparsities_str`).
+`actor_critic_sparsities_str`). RLx2-SAC (Tan et al. 2023,
+`configs/sac_rlx2_config.gin`) adds a delayed n-step target and a
+dynamic-capacity replay (`algos.rlx2`).
 """
 
 import dataclasses
@@ -18,13 +20,14 @@ from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.algos import base
+from rigl.rl.tfagents.algos import rlx2
 from rigl.rl.tfagents.run.settings import setting
 
 POSITIVE = dict(low=0, low_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class SacSettings(base.OffPolicySettings):
+class SacSettings(rlx2.ReplaySettings):
     """SAC's settings; defaults are the original suite's MuJoCo config."""
     actor_fc_layers: Tuple[int, ...] = setting((256, 256), low=1)
     critic_joint_fc_layers: Tuple[int, ...] = setting((256, 256), low=1)
@@ -63,7 +66,7 @@ class SacSettings(base.OffPolicySettings):
                               'train_eval.actor_critic_widths_str', 2)
 
 
-class Sac(base.OffPolicyAlgorithm):
+class Sac(rlx2.PolicyActionsMixin, base.OffPolicyAlgorithm):
     """SAC: actor, two critics (own masks each), two target critics."""
 
     name = 'sac'
@@ -104,7 +107,17 @@ class Sac(base.OffPolicyAlgorithm):
             reward_scale_factor=settings.reward_scale_factor,
             train_step_counter=self.train_step, seed=seed,
             target_sparsity=settings.target_sparsity)
+        self._init_policy_actions()
         self._finish_actor_critic(named)
+
+    def explore(self, time_step):
+        """A sampled action; with the dynamic replay, the policy's mean
+        action (its greedy one) is recorded too, as RLx2-SAC stores
+        `dist.mean` (`RLx2_SAC/SAC.py:67-71`)."""
+        if self.records_policy_actions:
+            self._record_policy_action(
+                self.eval_policy.action(time_step).action)
+        return super().explore(time_step)
 
     def training_flops(self) -> float:
         """RigL-paper convention: a trained network costs 3x its forward

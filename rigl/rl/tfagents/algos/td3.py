@@ -16,7 +16,11 @@ weight decay 2e-4 (2e-4 * w added to every gradient, as ANF's MaskAdam),
   `last_update_step`) in train steps for the delayed actor too
   (`anf_td3.py:339`: every 1000 train steps = 500 actor steps).
 
-Each has a `train_eval` setting restoring the previous behaviour.
+Each has a `train_eval` setting restoring the previous behaviour. RLx2-TD3
+(Tan et al. 2023, `configs/td3_rlx2_config.gin`) adds separate actor and
+critic sparsities (`actor_critic_sparsities_str`), the actor's own mask
+schedule (`actor_mask_steps = 'actor_steps_train_horizon'`), a delayed
+n-step target and a dynamic-capacity replay (`algos.rlx2`).
 """
 
 import dataclasses
@@ -33,18 +37,23 @@ from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.algos import base
+from rigl.rl.tfagents.algos import rlx2
 from rigl.rl.tfagents.algos.dqn import TD_LOSSES
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import setting
 
 POSITIVE = dict(low=0, low_open=True)
 # What the mask-update schedule of the delayed actor counts: 'train_steps'
-# (ANF) or the actor's own optimizer steps ('actor_steps', the old default).
-ACTOR_MASK_STEPS = ('train_steps', 'actor_steps')
+# (ANF), the actor's own optimizer steps ('actor_steps', the old default),
+# or the actor's own steps between updates (`update_freq`) with
+# `begin_step` and `last_update_step` (the cosine's horizon) in train steps
+# ('actor_steps_train_horizon', RLx2: its actor's DST_Scheduler counts
+# actor steps and ends at T_end / policy_freq, `RLx2_TD3/TD3.py:45`).
+ACTOR_MASK_STEPS = ('train_steps', 'actor_steps', 'actor_steps_train_horizon')
 
 
 @dataclasses.dataclass(frozen=True)
-class Td3Settings(base.OffPolicySettings):
+class Td3Settings(rlx2.ReplaySettings):
     """TD3's settings (ANF's defaults; eval every 5000 steps, 5 episodes)."""
     initial_collect_steps: int = setting(25000, low=1)
     batch_size: int = setting(100, low=1)
@@ -75,6 +84,9 @@ class Td3Settings(base.OffPolicySettings):
     td_errors_loss: str = 'squared'
     # What the actor's mask-update schedule counts (`ACTOR_MASK_STEPS`).
     actor_mask_steps: str = 'train_steps'
+    # 'actor,critic' sparsities replacing init_masks.sparsity per network
+    # (RLx2: '0.95,0.91'); '' for one sparsity.
+    actor_critic_sparsities_str: str = ''
     reward_scale_factor: float = 1.0
     train_mode_actor: str = 'dense'
     train_mode_value: str = 'dense'
@@ -91,6 +103,8 @@ class Td3Settings(base.OffPolicySettings):
         base.check_train_modes(('train_mode_actor', self.train_mode_actor),
                                ('train_mode_value', self.train_mode_value))
         base.check_target_sparsity(self.target_sparsity)
+        base.parse_float_list(self.actor_critic_sparsities_str,
+                              'train_eval.actor_critic_sparsities_str', 2)
         for name, allowed in (('td_errors_loss', tuple(TD_LOSSES)),
                               ('actor_mask_steps', ACTOR_MASK_STEPS)):
             value = getattr(self, name)
@@ -102,9 +116,29 @@ class Td3Settings(base.OffPolicySettings):
 def action_bound(action_spec) -> np.ndarray:
     """Half-range (max - min) / 2 of each action dimension: ANF's
     `max_action` for symmetric bounds +-max_action."""
-    low = np.broadcast_to(action_spec.minimum, action_spec.shape)
-    high = np.broadcast_to(action_spec.maximum, action_spec.shape)
-    return ((high - low) / 2).astype(np.float32)
+    return rlx2.half_range(action_spec)
+
+
+def actor_sparse_method(method, settings: Td3Settings):
+    """The sparse method of the delayed actor's optimizer, which steps
+    every `actor_update_period` train steps (`ACTOR_MASK_STEPS`)."""
+    period = settings.actor_update_period
+    if settings.actor_mask_steps == 'train_steps':
+        return method.counted_every(period)
+    schedule = method.schedule
+    if (settings.actor_mask_steps == 'actor_steps' or period == 1 or
+            schedule.update_freq is None):
+        return method
+    # RLx2: updates every update_freq actor steps; begin and end (the
+    # cosine's horizon) at the same train steps as the critics'.
+    last = schedule.last_update_step
+    if last > 0:
+        last = max(1, last // period)
+    begin = -(-schedule.begin_step // period)
+    if last > 0:
+        begin = min(begin, last)
+    return dataclasses.replace(method, schedule=dataclasses.replace(
+        schedule, begin_step=begin, last_update_step=last))
 
 
 class AnfTd3Agent(sparse_agents.SparseTd3Agent):
@@ -175,7 +209,7 @@ class AnfTd3Agent(sparse_agents.SparseTd3Agent):
             return tf.reduce_mean(loss)
 
 
-class Td3(base.OffPolicyAlgorithm):
+class Td3(rlx2.PolicyActionsMixin, base.OffPolicyAlgorithm):
     """TD3: deterministic actor, two critics, three target networks."""
 
     name = 'td3'
@@ -190,12 +224,10 @@ class Td3(base.OffPolicyAlgorithm):
         self.noise_scale = (action_bound(action_spec)
                             if settings.noise_relative_to_bound else
                             np.ones(action_spec.shape, np.float32))
-        # ANF's actor changes masks every update_freq train steps; the
-        # actor's optimizer counts its own (delayed) steps.
-        actor_method = (self.sparse_method.counted_every(
-            settings.actor_update_period)
-            if settings.actor_mask_steps == 'train_steps'
-            else self.sparse_method)
+        # ANF's actor changes masks every update_freq train steps, RLx2's
+        # every update_freq of its own steps; its optimizer counts its own
+        # (delayed) steps.
+        actor_method = actor_sparse_method(self.sparse_method, settings)
         self.agent = AnfTd3Agent(
             ts.time_step_spec(observation_spec), action_spec,
             actor_network=actor, critic_network=critics[0],
@@ -219,6 +251,7 @@ class Td3(base.OffPolicyAlgorithm):
             reward_scale_factor=settings.reward_scale_factor,
             train_step_counter=self.train_step, seed=seed,
             target_sparsity=settings.target_sparsity)
+        self._init_policy_actions()
         self._finish_actor_critic(named)
 
     @property
@@ -230,6 +263,7 @@ class Td3(base.OffPolicyAlgorithm):
         noise (scale: `noise_scale`) drawn with seeds from the checkpointed
         `sample_rng`, clipped to the bounds (`run_td3.py:45-47`)."""
         action = self.agent.policy.action(time_step).action
+        self._record_policy_action(action)  # for the dynamic replay
         seed = tf.cast(self.agent.sample_rng.make_seeds(1)[:, 0], tf.int32)
         std = tf.constant(self.settings.exploration_noise_std *
                           self.noise_scale, action.dtype)

@@ -77,6 +77,13 @@ def check_supported(algorithm) -> None:
                          'per transition; Atari (ALE/...) is not supported '
                          'yet: use dqn_train_eval.py, whose replay stores '
                          'each frame once.')
+    for name in ('n_step_delay', 'replay_check_interval'):
+        if getattr(algorithm.settings, name, 0):
+            raise ValueError(
+                f'train_eval.{name} needs the single-process replay (RLx2: '
+                'n-step targets formed when sampling, a dynamic capacity); '
+                'distributed runs store fixed n-step transitions in Reverb. '
+                f'Set it to 0, or train with {algorithm.name}_train_eval.py.')
     layout = algorithm.noise_layout
     try:
         env_redraws = gin.query_parameter(

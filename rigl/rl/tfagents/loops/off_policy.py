@@ -3,32 +3,113 @@
     initial collection with random actions
     repeat num_iterations times (one train step each):
         act only, for train_every - 1 env steps
-        sample a batch from replay
+        sample a batch of n-step transitions from replay
         one compiled call: act on the current observation and train
         step the environment and store the transition
         summaries, progress, evaluation, checkpoint when due
+
+With RLx2's replay settings (`algos.rlx2`), n grows from 1 to
+`train_eval.n_step` at `train_eval.n_step_delay`, and every
+`train_eval.replay_check_interval` env steps the dynamic-capacity rule may
+drop the replay's oldest transitions (`ReplayControl`).
 
 All run plumbing (resume, results, checkpoints) lives in `Session`.
 """
 
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 from tf_agents.trajectories.time_step import StepType
 
+from rigl.rl.tfagents.algos import rlx2
 from rigl.rl.tfagents.loops.session import Session
 from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import dynamic_replay
+from rigl.rl.tfagents.run import n_step as n_step_lib
 from rigl.rl.tfagents.run import summaries
 from rigl.rl.tfagents.run.replay import make_replay_buffer
+
+
+class ReplayControl:
+    """RLx2's replay mechanisms in the loop, both off unless configured:
+    the steps per target of each train step (`n_step.n_step_at`) and the
+    dynamic-capacity checks (`run.dynamic_replay`).
+
+    Args:
+        session: the run's session (its algorithm records policy actions
+            when the dynamic capacity is on).
+    """
+
+    def __init__(self, session: Session):
+        self._session = session
+        settings = session.settings
+        self.rule = dynamic_replay.from_settings(settings)
+        self._n_step = settings.n_step
+        self._delay = getattr(settings, 'n_step_delay', 0)
+        self._current = None
+        self._distance: Optional[float] = None
+        self.replay = make_replay_buffer(
+            settings.replay_size, session.algorithm.observation_spec,
+            session.algorithm.action_spec, n_step=settings.n_step,
+            gamma=settings.gamma, policy_actions=self.rule is not None)
+        if (self.rule is not None and
+                settings.replay_size <= self.rule.min_size):
+            console.log(f'warning: the replay never holds more than '
+                        f'{settings.replay_size:,} transitions, not above '
+                        f'train_eval.replay_min_size {self.rule.min_size:,}: '
+                        'the dynamic capacity will drop nothing.')
+
+    def policy_action(self):
+        """The noise-free action of the algorithm's last exploration step
+        when the replay stores them (else None)."""
+        return (None if self.rule is None else
+                self._session.algorithm.latest_policy_action())
+
+    def before_sample(self, step: int) -> None:
+        """Sets the steps per target of train step `step + 1`."""
+        if self._delay <= 1:
+            return
+        current = n_step_lib.n_step_at(step + 1, self._n_step, self._delay)
+        if current != self._current:
+            if self._current is not None or current > 1:
+                console.log(f'{current}-step targets from train step '
+                            f'{step + 1:,} (train_eval.n_step_delay '
+                            f'{self._delay:,})')
+            self._current = self.replay.n_step = current
+
+    def after_add(self, env_steps: int) -> None:
+        """Runs the dynamic-capacity check when due."""
+        if self.rule is None or not self.rule.due(env_steps):
+            return
+        algorithm, replay = self._session.algorithm, self.replay
+        self._distance, dropped = self.rule.check(
+            replay, algorithm.greedy_actions,
+            rlx2.half_range(algorithm.action_spec))
+        dynamic_replay.write_summaries(self._session.train_writer,
+                                       self._session.step, self._distance,
+                                       replay.size)
+        if dropped:
+            console.log(f'replay: policy distance {self._distance:.3f} > '
+                        f'{self.rule.threshold:g}: dropped the oldest '
+                        f'{dropped:,} transitions, {replay.size:,} left')
+
+    def eval_fields(self) -> Dict:
+        """Extra fields of a results row: the steps per target, the replay
+        size and the last policy distance, where configured."""
+        fields = {}
+        if self._delay > 1:
+            fields['n_step'] = self.replay.n_step
+        if self.rule is not None:
+            fields.update(replay_size=self.replay.size,
+                          policy_distance=self._distance)
+        return fields
 
 
 def train_eval(session: Session) -> Dict:
     """Trains the session's off-policy algorithm; returns the final metric."""
     algorithm, env, settings = session.algorithm, session.env, session.settings
-    replay = make_replay_buffer(settings.replay_size,
-                                algorithm.observation_spec,
-                                algorithm.action_spec,
-                                n_step=settings.n_step, gamma=settings.gamma)
+    control = ReplayControl(session)
+    replay = control.replay
     session.start(replay)
     console.log(f'replay: {replay.capacity:,} transitions, '
                 f'{replay.nbytes / 2 ** 20:,.1f} MiB')
@@ -36,15 +117,19 @@ def train_eval(session: Session) -> Dict:
     time_step = env.reset()
     episode_return, episode_length = 0.0, 0
 
-    def env_step(action):
+    def env_step(action, policy_action=None):
+        # policy_action: the noise-free one, if the replay stores them.
         nonlocal time_step, episode_return, episode_length
         next_step = env.step(action)
         replay.add(time_step.observation, action, next_step.reward,
                    next_step.discount, next_step.observation,
-                   first=time_step.step_type == StepType.FIRST)
+                   first=time_step.step_type == StepType.FIRST,
+                   **({} if control.rule is None else
+                      {'policy_action': policy_action}))
         episode_return += float(next_step.reward)
         episode_length += 1
         state.env_steps += 1
+        control.after_add(state.env_steps)
         if next_step.is_last():
             session.episode_done(episode_return, episode_length)
             replay.end_episode()
@@ -62,9 +147,11 @@ def train_eval(session: Session) -> Dict:
         if noise.empty_buffer_on_change:
             replay.clear()
             for _ in range(noise.refill_timesteps):
-                env_step(algorithm.random_action(session.rng)
-                         if noise.refill_mode == 'random' else
-                         algorithm.act(time_step.observation[None]).numpy())
+                if noise.refill_mode == 'random':
+                    env_step(algorithm.random_action(session.rng))
+                else:
+                    env_step(algorithm.act(time_step.observation[None]
+                                           ).numpy(), control.policy_action())
 
     while state.env_steps < settings.initial_collect_steps:
         env_step(algorithm.random_action(session.rng))
@@ -83,14 +170,16 @@ def train_eval(session: Session) -> Dict:
             redraw_noise_features()
         started = time.perf_counter() if timed else 0.0
         for _ in range(settings.train_every - 1):
-            env_step(algorithm.act(time_step.observation[None]).numpy())
+            env_step(algorithm.act(time_step.observation[None]).numpy(),
+                     control.policy_action())
+        control.before_sample(step)
         batch = replay.sample(settings.batch_size, session.rng)
         call_started = time.perf_counter() if timed else 0.0
         action, loss_info = algorithm.act_and_train(
             time_step.observation[None], batch)
         if timed:
             state.train_call_seconds += time.perf_counter() - call_started
-        env_step(action.numpy())
+        env_step(action.numpy(), control.policy_action())
         step += 1
         state.train_flops += flops_per_step
         if step % settings.summary_interval == 0:
@@ -104,7 +193,7 @@ def train_eval(session: Session) -> Dict:
         if step % settings.eval_interval == 0 or step == settings.num_iterations:
             session.evaluate(**({'loop_seconds': state.loop_seconds,
                                  'train_call_seconds': state.train_call_seconds}
-                                if timed else {}))
+                                if timed else {}), **control.eval_fields())
             flops_per_step = algorithm.training_flops()
         if (settings.policy_save_interval and
                 step % settings.policy_save_interval == 0):

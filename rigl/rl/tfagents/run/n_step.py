@@ -1,4 +1,4 @@
-"""Multi-step targets, formed in replay (`train_eval.n_step`).
+"""Multi-step targets (`train_eval.n_step`, `train_eval.n_step_delay`).
 
 An n-step transition starting at time t holds, for the m <= n steps that
 follow within its episode,
@@ -14,10 +14,16 @@ at the episode's end: after a terminal step (d = 0) nothing is bootstrapped,
 after a time-limit truncation (d = 1) the target still bootstraps from the
 last observation.
 
-Streams of whole transitions (the numpy `ReplayBuffer`, the Reverb writer)
-go through an `NStepAccumulator`, which holds the last n - 1 transitions of
-the episode in progress. The Atari `FrameReplayBuffer` stores each frame
-once, so it looks ahead from the sampled slot instead; both use
+The replay buffers of the single-process loop store one-step transitions
+and form n-step ones when sampling: the numpy `ReplayBuffer` reads n
+consecutive transitions from a uniformly drawn start and cuts the window
+at the first one that ends an episode (RLx2's `ReplayBuffer.sample` and
+target loop, tyq1024/RLx2 `DST/utils.py:87-97`, `RLx2_TD3/TD3.py:73-95`);
+the Atari `FrameReplayBuffer` looks ahead from the sampled slot. So n may
+change during a run and applies to every stored transition at once
+(`n_step_at`: RLx2's delayed multi-step target). The Reverb writer of
+distributed runs stores n-step transitions through an `NStepAccumulator`,
+which holds the last n - 1 transitions of the episode in progress. All use
 `discounted_returns`.
 """
 
@@ -25,6 +31,32 @@ import collections
 from typing import Callable, Tuple
 
 import numpy as np
+
+
+def n_step_at(train_step: int, n_step: int, delay: int) -> int:
+    """Steps per target of the `train_step`-th train step (counted from 1):
+    one until the `delay`-th train step, `n_step` from it on, as RLx2's
+    `current_nstep = nstep if total_it >= delay_nstep else 1`
+    (`RLx2_TD3/TD3.py:60-63`). A delay of 0 or 1 uses `n_step` throughout.
+    """
+    return n_step if train_step >= delay else 1
+
+
+def window_lengths(ends: np.ndarray) -> np.ndarray:
+    """How many steps of each window belong to its first transition's
+    episode.
+
+    Args:
+        ends: [B, n] bool, True where a transition ends its episode
+            (terminal or truncated).
+
+    Returns:
+        [B] int: 1 + the number of leading transitions before the first
+        episode end among the first n - 1 (n when there is none).
+    """
+    ends = np.asarray(ends, bool)
+    running = np.cumprod(~ends[:, :-1], axis=1)
+    return 1 + running.sum(axis=1).astype(np.int64)
 
 
 def discounted_returns(rewards: np.ndarray, discounts: np.ndarray,
@@ -103,65 +135,3 @@ class NStepAccumulator:
         observation, action = window[0][:2]
         self._emit(observation, action, reward[0], discount[0], window[-1][4])
         self._pending.popleft()
-
-
-class NStepReplay:
-    """A numpy `ReplayBuffer` that stores n-step transitions.
-
-    Transitions reach the buffer n - 1 steps late. The pending ones are
-    saved with the buffer; on load they are stored as cut at the checkpoint,
-    the way a resume cuts the episode in progress, so none is lost.
-    """
-
-    def __init__(self, buffer, n_step: int, gamma: float):
-        self.buffer = buffer
-        self._accumulator = NStepAccumulator(n_step, gamma, self._store)
-
-    def _store(self, observation, action, reward, discount,
-               next_observation) -> None:
-        self.buffer.add(observation, action, reward, discount,
-                        next_observation)
-
-    def __getattr__(self, name):
-        # capacity, size, nbytes, sample: the buffer's own.
-        return getattr(self.buffer, name)
-
-    def add(self, observation, action, reward, discount,
-            next_observation, first: bool = False) -> None:
-        del first  # whole observations are stored
-        self._accumulator.add(observation, action, reward, discount,
-                              next_observation)
-
-    def end_episode(self) -> None:
-        self._accumulator.end_episode()
-        self.buffer.end_episode()
-
-    def clear(self) -> None:
-        self._accumulator.clear()
-        self.buffer.clear()
-
-    @staticmethod
-    def pending_path(path: str) -> str:
-        """Where the pending transitions of the buffer saved at `path` go."""
-        return path[:-len('.npz')] + '_pending.npz'
-
-    def save(self, path: str) -> None:
-        self.buffer.save(path)
-        pending = self._accumulator.pending
-        fields = zip(*pending) if pending else [()] * 5
-        np.savez(self.pending_path(path), **{
-            name: np.array(values) for name, values in zip(
-                self.buffer.FIELDS, fields)})
-
-    def load(self, path: str) -> None:
-        self.buffer.load(path)
-        self._accumulator.clear()
-        try:
-            saved = np.load(self.pending_path(path))
-        except FileNotFoundError:  # saved by a run without n-step returns
-            return
-        with saved:
-            columns = [saved[name] for name in self.buffer.FIELDS]
-        for transition in zip(*columns):
-            self._accumulator.add(*transition)
-        self._accumulator.end_episode()

@@ -1,5 +1,6 @@
 """Uniform replay buffers of the off-policy loop, saved with checkpoints."""
 
+import os
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
@@ -12,15 +13,43 @@ class IncompatibleReplay(ValueError):
 
 
 class ReplayBuffer:
-    """A numpy ring buffer of transitions."""
+    """A numpy ring buffer of one-step transitions, oldest dropped first.
+
+    Samples are `n_step`-step transitions formed from consecutive stored
+    ones (`n_step.discounted_returns`); `n_step` may change between samples
+    (RLx2's delayed multi-step target). With n = 1 a sample is a uniform
+    draw of stored transitions; with n > 1 a uniform draw of the starts
+    whose n steps are all stored (all but the newest n - 1, as RLx2's
+    `ReplayBuffer.sample`, `DST/utils.py:87-88`), each window cut at the
+    first transition that ends an episode (`end_episode`).
+
+    The buffer holds its `size` newest transitions. `drop_oldest` shrinks it
+    (RLx2's dynamic capacity, `run.dynamic_replay`); new transitions then
+    fill the free room before any is overwritten. With `policy_actions` it
+    also stores the policy's noise-free action of each transition.
+
+    Args:
+        capacity: most transitions held.
+        observation_shape, action_shape, action_dtype: of one transition.
+        n_step: steps per sampled transition (see above).
+        gamma: the discount of the n-step rewards.
+        policy_actions: also store a noise-free policy action per
+            transition (`add(..., policy_action=...)`).
+    """
 
     FIELDS = ('observation', 'action', 'reward', 'discount', 'next_observation')
 
     def __init__(self, capacity: int, observation_shape: Sequence[int],
-                 action_shape: Sequence[int], action_dtype=np.float32):
+                 action_shape: Sequence[int], action_dtype=np.float32,
+                 n_step: int = 1, gamma: float = 0.99,
+                 policy_actions: bool = False):
         if capacity <= 0:
             raise ValueError(f'replay_capacity must be positive, got {capacity}.')
+        if not 1 <= n_step <= capacity:
+            raise ValueError(f'train_eval.n_step must be in 1..{capacity} for '
+                             f'this replay, got {n_step}.')
         self.capacity = int(capacity)
+        self.n_step, self._gamma = int(n_step), float(gamma)
         self._data = {
             'observation': np.zeros((capacity, *observation_shape), np.float32),
             'action': np.zeros((capacity, *action_shape), action_dtype),
@@ -29,16 +58,30 @@ class ReplayBuffer:
             'next_observation': np.zeros((capacity, *observation_shape),
                                          np.float32),
         }
+        self._ends = np.zeros((capacity,), bool)  # transition ends its episode
+        self._policy_action = (np.zeros((capacity, *action_shape), np.float32)
+                               if policy_actions else None)
         self.size = 0
         self._next = 0
 
     @property
     def nbytes(self) -> int:
         """Bytes of the buffer's arrays (allocated at full capacity)."""
-        return sum(array.nbytes for array in self._data.values())
+        arrays = list(self._data.values()) + [self._ends]
+        if self._policy_action is not None:
+            arrays.append(self._policy_action)
+        return sum(array.nbytes for array in arrays)
+
+    @property
+    def oldest(self) -> int:
+        """The slot of the oldest stored transition."""
+        return (self._next - self.size) % self.capacity
 
     def add(self, observation, action, reward, discount,
-            next_observation, first: bool = False) -> None:
+            next_observation, first: bool = False,
+            policy_action=None) -> None:
+        """Stores a transition (`policy_action`: its noise-free policy
+        action, stored when the buffer keeps them; default `action`)."""
         del first  # whole observations are stored
         index = self._next
         data = self._data
@@ -47,30 +90,95 @@ class ReplayBuffer:
         data['reward'][index] = reward
         data['discount'][index] = discount
         data['next_observation'][index] = next_observation
+        self._ends[index] = False
+        if self._policy_action is not None:
+            self._policy_action[index] = (action if policy_action is None
+                                          else policy_action)
         self._next = (index + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
     def end_episode(self) -> None:
-        """Nothing to do: transitions are stored whole."""
+        """The newest transition ends its episode: n-step windows stop
+        there."""
+        if self.size:
+            self._ends[(self._next - 1) % self.capacity] = True
 
     def clear(self) -> None:
         """Forgets every transition."""
         self.size = self._next = 0
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Dict:
+        """`batch_size` uniformly drawn `n_step`-step transitions."""
+        if self.n_step > 1:
+            return self._sample_windows(batch_size, rng)
         indices = rng.integers(0, self.size, batch_size)
+        if self.size < self.capacity and self._next != self.size:
+            indices = (indices + self.oldest) % self.capacity  # after a drop
         return {name: array[indices] for name, array in self._data.items()}
 
+    def _sample_windows(self, batch_size: int,
+                        rng: np.random.Generator) -> Dict:
+        starts = self.size - self.n_step + 1
+        if starts <= 0:
+            raise ValueError(f'cannot sample {self.n_step}-step transitions: '
+                             f'the replay holds {self.size}.')
+        first = (self.oldest + rng.integers(0, starts, batch_size)
+                 ) % self.capacity
+        window = (first[:, None] + np.arange(self.n_step)) % self.capacity
+        lengths = n_step_lib.window_lengths(self._ends[window])
+        data = self._data
+        reward, discount = n_step_lib.discounted_returns(
+            data['reward'][window], data['discount'][window], lengths,
+            self._gamma)
+        last = window[np.arange(batch_size), lengths - 1]
+        return {'observation': data['observation'][first],
+                'action': data['action'][first], 'reward': reward,
+                'discount': discount,
+                'next_observation': data['next_observation'][last]}
+
+    def oldest_transitions(self, count: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(observations, stored policy actions) of the oldest `count`
+        transitions (all if fewer are stored)."""
+        if self._policy_action is None:
+            raise ValueError('this replay stores no policy actions.')
+        indices = (self.oldest + np.arange(min(count, self.size))
+                   ) % self.capacity
+        return (self._data['observation'][indices],
+                self._policy_action[indices])
+
+    def drop_oldest(self, fraction: float) -> int:
+        """Forgets the oldest int(fraction * size) transitions (RLx2's
+        `ReplayBuffer.shrink`, `DST/utils.py:103-105`); returns how many."""
+        dropped = int(fraction * self.size)
+        self.size -= dropped
+        return dropped
+
+    def _ordered(self) -> np.ndarray:
+        """The slots of the stored transitions, oldest first."""
+        return (self.oldest + np.arange(self.size)) % self.capacity
+
     def save(self, path: str) -> None:
-        np.savez(path, size=self.size, next=self._next,
-                 **{name: array[:self.size] for name, array in
-                    self._data.items()})
+        """Saves the stored transitions oldest first, with their episode
+        ends (and policy actions)."""
+        order = self._ordered()
+        extra = ({} if self._policy_action is None else
+                 {'policy_action': self._policy_action[order]})
+        np.savez(path, size=self.size, next=self.size, ends=self._ends[order],
+                 **extra, **{name: array[order] for name, array in
+                             self._data.items()})
 
     def load(self, path: str) -> None:
         """Loads a saved buffer, into a larger one too (a run extended
         with more iterations): the transitions go in oldest first, so new
-        ones fill the free room before overwriting the oldest. Raises
-        `IncompatibleReplay` if they cannot fit."""
+        ones fill the free room before overwriting the oldest. The newest
+        saved transition ends its episode: a resume starts a new one.
+        Raises `IncompatibleReplay` if they cannot fit."""
+        if os.path.exists(str(path)[:-len('.npz')] + '_pending.npz'):
+            raise IncompatibleReplay(
+                'the checkpoint\'s replay holds n-step transitions formed '
+                'when stored (before n-step targets were formed when '
+                'sampling); resume it with the version that wrote it, or '
+                'start a new run.')
         with np.load(path) as saved:
             size, next_index = int(saved['size']), int(saved['next'])
             if size > self.capacity:
@@ -80,16 +188,26 @@ class ReplayBuffer:
                     'train_eval.replay_capacity and num_iterations as they '
                     'were.')
             arrays = {name: saved[name] for name in self.FIELDS}
+            extra = {name: saved[name] for name in ('ends', 'policy_action')
+                     if name in saved.files}
         for name, array in arrays.items():
             if array.shape[1:] != self._data[name].shape[1:]:
                 raise IncompatibleReplay(
                     f'saved replay field {name!r} has shape {array.shape[1:]}, '
                     f'this run needs {self._data[name].shape[1:]}.')
-        # Oldest first: a full buffer's oldest transition is at `next`; a
-        # buffer that never filled has next == size (a roll by its length).
+        # Oldest first: a buffer saved full by an older version has its
+        # oldest transition at `next`; one that never filled, or saved
+        # oldest first, has next == size (a roll by its length).
         for name, array in arrays.items():
             self._data[name][:size] = np.roll(array, -next_index, axis=0)
+        self._ends[:size] = np.roll(extra.get('ends', np.zeros(size, bool)),
+                                    -next_index)
+        if self._policy_action is not None:
+            # Saved without them: the stored actions stand in.
+            self._policy_action[:size] = np.roll(extra.get(
+                'policy_action', arrays['action']), -next_index, axis=0)
         self.size, self._next = size, size % self.capacity
+        self.end_episode()
 
 
 class FrameReplayBuffer:
@@ -275,16 +393,24 @@ class FrameReplayBuffer:
 
 
 def make_replay_buffer(capacity: int, observation_spec, action_spec,
-                       n_step: int = 1, gamma: float = 0.99):
+                       n_step: int = 1, gamma: float = 0.99,
+                       policy_actions: bool = False):
     """A `FrameReplayBuffer` for uint8 image stacks (H, W, stack), else a
-    `ReplayBuffer`; both return `n_step`-step transitions."""
+    `ReplayBuffer`; both return `n_step`-step transitions.
+
+    Args:
+        policy_actions: store each transition's noise-free policy action
+            (RLx2's dynamic capacity); the numpy `ReplayBuffer` only.
+    """
     if observation_spec.dtype == np.uint8 and observation_spec.shape.rank == 3:
+        if policy_actions:
+            raise ValueError('the frame replay of image observations stores '
+                             'no policy actions (train_eval.'
+                             'replay_check_interval must be 0).')
         return FrameReplayBuffer(capacity, observation_spec.shape,
                                  action_spec.shape,
                                  action_spec.dtype.as_numpy_dtype,
                                  n_step=n_step, gamma=gamma)
-    buffer = ReplayBuffer(capacity, observation_spec.shape, action_spec.shape,
-                          action_spec.dtype.as_numpy_dtype)
-    if n_step == 1:
-        return buffer
-    return n_step_lib.NStepReplay(buffer, n_step, gamma)
+    return ReplayBuffer(capacity, observation_spec.shape, action_spec.shape,
+                        action_spec.dtype.as_numpy_dtype, n_step=n_step,
+                        gamma=gamma, policy_actions=policy_actions)

@@ -208,6 +208,12 @@ ADDED_SETTINGS = {
     'redo.every': 0, 'redo.tau': 0.1, 'redo.schedule': 'constant',
     'redo.recycle_fraction': 0.3, 'redo.end_step': 0, 'redo.networks': [],
     'train_eval.n_step': 1,
+    # RLx2 (`algos.rlx2`): no delayed n-step, no dynamic replay; TD3's
+    # per-network sparsities.
+    'train_eval.n_step_delay': 0, 'train_eval.replay_check_interval': 0,
+    'train_eval.replay_min_size': 100000,
+    'train_eval.replay_distance_threshold': 0.2,
+    'train_eval.actor_critic_sparsities_str': '',
 }
 
 
