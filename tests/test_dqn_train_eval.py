@@ -261,4 +261,5 @@ def test_frame_replay_stores_each_frame_once():
     frames = FrameReplayBuffer(1_000_000, (84, 84, 4), ())
     assert 84 * 84 * 10 ** 6 <= frames.nbytes < 7.1e9
     plain = ReplayBuffer(1000, (84, 84, 4), ())
-    assert plain.nbytes == 1000 * (2 * 84 * 84 * 4 * 4 + 4 + 4 + 4)
+    # Two float32 stacks, action, reward, discount and the episode-end flag.
+    assert plain.nbytes == 1000 * (2 * 84 * 84 * 4 * 4 + 4 + 4 + 4 + 1)
