@@ -29,6 +29,7 @@ from tf_agents.utils import nest_utils
 
 from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.run import seeding
 
 
@@ -39,8 +40,8 @@ class SparseTargetsMixin:
     """Keeps target networks as sparse as their online networks.
 
     Subclasses list `masked_targets()`: pairs of (the MaskedOptimizer of the
-    online networks, their target networks, in the same order), set
-    `_target_update_period` and call `_init_sparse_targets()` at the end of
+    online networks, their target networks, in the same order) and call
+    `_init_sparse_targets()` with their target update period at the end of
     `__init__`; the targets are made sparse after each train step. Two modes:
 
     * 'mask' (default): a target carries its online network's mask. Polyak
@@ -111,7 +112,11 @@ class SparseTargetsMixin:
         return common.Periodically(adopt_positions_then_update, period,
                                    'update_targets_sparse_execution')
 
-    def _init_sparse_targets(self, mode: str = 'mask') -> None:
+    def _init_sparse_targets(self, mode: str,
+                             target_update_period: int) -> None:
+        """Sets the target sparsity `mode` (`TARGET_SPARSITY_MODES`); after
+        a mask change the targets are re-masked for `target_update_period`
+        train steps (until a target update has copied the new masks)."""
         if mode not in TARGET_SPARSITY_MODES:
             raise ValueError(f'target sparsity mode is {mode!r}; allowed: '
                              f'{", ".join(TARGET_SPARSITY_MODES)}.')
@@ -122,6 +127,7 @@ class SparseTargetsMixin:
                 "sparse_execution='sparse' does not support; use "
                 "train_eval.sparse_execution='masked'.")
         self._target_sparsity = mode
+        self._sparse_targets_period = target_update_period
         # Per optimizer: its last_mask_change when last seen, and the train
         # step at which a new change was first seen.
         self._seen_mask_change = [
@@ -134,7 +140,7 @@ class SparseTargetsMixin:
     def _train(self, experience, weights=None):
         loss_info = super()._train(experience, weights)
         with tf.control_dependencies([self._sparsify_targets(
-                loss_info, self._target_update_period)]):
+                loss_info, self._sparse_targets_period)]):
             return tf.nest.map_structure(tf.identity, loss_info)
 
     def _sparsify_targets(self, after, target_update_period: int):
@@ -218,13 +224,13 @@ class AfterStepMaskUpdatesMixin:
         raise NotImplementedError
 
     def _init_after_step_mask_updates(self) -> None:
-        update_target = self._update_target
+        update_target = tfa_private.target_updater(self)
 
         def update_masks_then_targets():
             with tf.control_dependencies([self._update_masks_after_step()]):
                 return update_target()
 
-        self._update_target = update_masks_then_targets
+        tfa_private.set_target_updater(self, update_masks_then_targets)
 
     def _train(self, experience, weights=None):
         self._mask_update_batch = (experience, weights)
@@ -237,8 +243,8 @@ class AfterStepMaskUpdatesMixin:
         if self._mask_update_batch is None:  # a target update outside _train
             return tf.no_op()
         experience, weights = self._mask_update_batch
-        time_steps, policy_steps, next_time_steps = self._as_transition(
-            experience)
+        time_steps, policy_steps, next_time_steps = tfa_private.as_transition(
+            self, experience)
         done = tf.no_op()
         for optimizer, loss_fn in self._mask_update_losses(
                 time_steps, policy_steps.action, next_time_steps, weights):
@@ -280,7 +286,7 @@ def sample_action(policy, time_step, sample_rng: tf.random.Generator):
     flat = [distribution.sample(seed=seeds[:, index]) for index, distribution
             in enumerate(tf.nest.flatten(step.action))]
     actions = tf.nest.pack_sequence_as(step.action, flat)
-    if getattr(policy, '_clip', False):
+    if tfa_private.policy_clips_actions(policy):
         actions = tf.nest.map_structure(common.clip_to_spec, actions,
                                         policy.action_spec)
     return policy_step.PolicyStep(actions, step.state, step.info)
@@ -348,30 +354,32 @@ class SparseSacAgent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
             **kwargs)
         self.sample_rng = tf.random.Generator.from_seed(
             seeding.derive(seed, 'sac_sampling'))
-        self._init_sparse_targets(target_sparsity)
+        self._init_sparse_targets(target_sparsity,
+                                  tfa_private.target_update_period(self))
         self._init_after_step_mask_updates()
 
     def masked_targets(self):
-        return [(self._critic_optimizer, [self._target_critic_network_1,
-                                          self._target_critic_network_2])]
+        return [(tfa_private.critic_optimizer(self),
+                 list(tfa_private.target_critic_networks(self)))]
 
     def _mask_update_losses(self, time_steps, actions, next_time_steps,
                             weights):
         def critic_loss():
-            return self._critic_loss_weight * self.critic_loss(
+            return tfa_private.critic_loss_weight(self) * self.critic_loss(
                 time_steps, actions, next_time_steps,
-                td_errors_loss_fn=self._td_errors_loss_fn, gamma=self._gamma,
-                reward_scale_factor=self._reward_scale_factor,
+                td_errors_loss_fn=tfa_private.td_errors_loss_fn(self),
+                gamma=tfa_private.gamma(self),
+                reward_scale_factor=tfa_private.reward_scale_factor(self),
                 weights=weights, training=True)
 
         def actor_loss():
-            loss = self._actor_loss_weight * self.actor_loss(
+            loss = tfa_private.actor_loss_weight(self) * self.actor_loss(
                 time_steps, weights=weights, training=True)
             self._actor_loss_log_pi = None  # not this step's alpha loss's
             return loss
 
-        return [(self._critic_optimizer, critic_loss),
-                (self._actor_optimizer, actor_loss)]
+        return [(tfa_private.critic_optimizer(self), critic_loss),
+                (tfa_private.actor_optimizer(self), actor_loss)]
 
     # The alpha loss reuses the log-probabilities of the actions the actor
     # loss sampled (as SB3 and the SAC authors' code do). TF-Agents samples
@@ -393,20 +401,23 @@ class SparseSacAgent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
             # Called alone, not after the actor loss of this train step.
             return super().alpha_loss(time_steps, weights, training)
         with tf.name_scope('alpha_loss'):
-            entropy_diff = tf.stop_gradient(-log_pi - self._target_entropy)
-            alpha = (self._log_alpha if self._use_log_alpha_in_alpha_loss
-                     else tf.exp(self._log_alpha))
+            entropy_diff = tf.stop_gradient(
+                -log_pi - tfa_private.target_entropy(self))
+            log_alpha = tfa_private.log_alpha(self)
+            alpha = (log_alpha if tfa_private.use_log_alpha_in_alpha_loss(self)
+                     else tf.exp(log_alpha))
             alpha_loss = common.aggregate_losses(
                 per_example_loss=alpha * entropy_diff,
                 sample_weight=weights).total_loss
-            self._alpha_loss_debug_summaries(alpha_loss, entropy_diff)
+            tfa_private.alpha_loss_debug_summaries(self, alpha_loss,
+                                                   entropy_diff)
             return alpha_loss
 
     def _actions_and_log_probs(self, time_steps, training=False):
         # SacAgent's own version, sampling with seeds from `sample_rng`.
         batch_size = nest_utils.get_outer_shape(time_steps,
-                                                self._time_step_spec)[0]
-        policy = self._train_policy if training else self._policy
+                                                self.time_step_spec)[0]
+        policy = tfa_private.train_policy(self) if training else self.policy
         distribution = policy.distribution(
             time_steps, policy_state=policy.get_initial_state(batch_size)).action
         seed = tf.cast(self.sample_rng.make_seeds(1)[:, 0], tf.int32)
@@ -496,20 +507,22 @@ class SparseTd3Agent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
             critic_network_2=critic_network_2, **kwargs)
         self.sample_rng = tf.random.Generator.from_seed(
             seeding.derive(seed, 'td3_exploration'))
-        self._init_sparse_targets(target_sparsity)
+        self._init_sparse_targets(target_sparsity,
+                                  tfa_private.target_update_period(self))
         self._init_after_step_mask_updates()
 
     def masked_targets(self):
-        return [(self._actor_optimizer, [self._target_actor_network]),
-                (self._critic_optimizer, [self._target_critic_network_1,
-                                          self._target_critic_network_2])]
+        return [(tfa_private.actor_optimizer(self),
+                 [tfa_private.target_actor_network(self)]),
+                (tfa_private.critic_optimizer(self),
+                 list(tfa_private.target_critic_networks(self)))]
 
     def _mask_update_losses(self, time_steps, actions, next_time_steps,
                             weights):
-        return [(self._critic_optimizer, lambda: self.critic_loss(
+        return [(tfa_private.critic_optimizer(self), lambda: self.critic_loss(
                     time_steps, actions, next_time_steps, weights=weights,
                     training=True)),
-                (self._actor_optimizer, lambda: self.actor_loss(
+                (tfa_private.actor_optimizer(self), lambda: self.actor_loss(
                     time_steps, weights=weights, training=True))]
 
 
@@ -529,7 +542,6 @@ class SparseDqnAgent(SparseTargetsMixin, dqn_agent.DqnAgent):
     def __init__(self, time_step_spec, action_spec, q_network, optimizer,
                  updater: Optional[mask_updaters.MaskUpdater] = None,
                  seed: int = 0, target_update_period: int = 1, **kwargs):
-        self._target_update_period = target_update_period
         super().__init__(
             time_step_spec, action_spec, q_network=q_network,
             target_update_period=target_update_period,
@@ -539,8 +551,9 @@ class SparseDqnAgent(SparseTargetsMixin, dqn_agent.DqnAgent):
             **kwargs)
         self.sample_rng = tf.random.Generator.from_seed(
             seeding.derive(seed, 'dqn_exploration'))
-        self._init_sparse_targets('mask')
+        self._init_sparse_targets('mask', target_update_period)
 
     def masked_targets(self):
-        return [(self._optimizer, [self._target_q_network])]
+        return [(tfa_private.optimizer(self),
+                 [tfa_private.target_q_network(self)])]
 

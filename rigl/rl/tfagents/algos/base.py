@@ -22,6 +22,7 @@ from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents import train_hooks
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import seeding
@@ -667,8 +668,9 @@ class OffPolicyAlgorithm(Algorithm):
         and masked optimizers to the loop."""
         self.agent.initialize()
         self.networks = named
-        self.masked_optimizers = {'actor': self.agent._actor_optimizer,
-                                  'critic': self.agent._critic_optimizer}
+        self.masked_optimizers = {
+            'actor': tfa_private.actor_optimizer(self.agent),
+            'critic': tfa_private.critic_optimizer(self.agent)}
         self._compile()
 
     def random_action(self, rng: np.random.Generator) -> np.ndarray:

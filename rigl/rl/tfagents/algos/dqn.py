@@ -18,6 +18,7 @@ from tf_agents.utils import common
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.algos import base
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import setting
@@ -144,7 +145,8 @@ class Dqn(base.OffPolicyAlgorithm):
             train_step_counter=self.train_step, seed=seed)
         self.agent.initialize()
         self.networks = {'q_network': q_network}
-        self.masked_optimizers = {'q_network': self.agent._optimizer}
+        self.masked_optimizers = {
+            'q_network': tfa_private.optimizer(self.agent)}
         self._compile()
 
     @property
@@ -187,7 +189,7 @@ class Dqn(base.OffPolicyAlgorithm):
         q_values, _ = self.networks['q_network'](observation)
         action = tf.cast(transition.action_step.action, tf.int32)
         q = tf.gather(q_values, action, batch_dims=1)
-        next_q, _ = self.agent._target_q_network(next_observation)
+        next_q, _ = tfa_private.target_q_network(self.agent)(next_observation)
         target = tf.stop_gradient(
             self.settings.reward_scale_factor * transition.next_time_step.reward
             + self.settings.gamma * transition.next_time_step.discount *

@@ -14,7 +14,6 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 import tensorflow as tf
-from tf_agents.agents.ppo import ppo_agent
 from tf_agents.agents.ppo import ppo_utils
 from tf_agents.networks import categorical_projection_network
 from tf_agents.networks import network
@@ -25,6 +24,7 @@ from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import numpy_inference
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.algos import base
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import RunSettings, setting
@@ -131,8 +131,9 @@ class NumpyCollectPolicy:
         actor_layers = list(agent.actor_net.layers)
         self._head = actor_layers[-1]
         self._trunk_layers = actor_layers[:-1]
-        self._value_layers = [layer for layer in agent._value_net.layers
-                              if not isinstance(layer, tf.keras.layers.Reshape)]
+        self._value_layers = [
+            layer for layer in tfa_private.value_net(agent).layers
+            if not isinstance(layer, tf.keras.layers.Reshape)]
         self._discrete = isinstance(
             self._head,
             categorical_projection_network.CategoricalProjectionNetwork)
@@ -149,18 +150,20 @@ class NumpyCollectPolicy:
         self._trunk = [numpy_inference.dense_weights(layer)
                        for layer in self._trunk_layers]
         if self._discrete:
-            self._out = [numpy_inference.dense_weights(head._projection_layer)]
+            self._out = [numpy_inference.dense_weights(
+                tfa_private.projection_layer(head))]
         else:
             self._out = [numpy_inference.dense_weights(
-                head._means_projection_layer)]
-            bias = head._bias.bias.numpy()
+                tfa_private.means_projection_layer(head))]
+            bias = tfa_private.std_bias_layer(head).bias.numpy()
             self._std = np.log1p(np.exp(bias)).astype(np.float32)  # softplus
         self._value = [numpy_inference.dense_weights(layer)
                        for layer in self._value_layers]
-        normalizer = agent._observation_normalizer
+        normalizer = tfa_private.observation_normalizer(agent)
         self._normalize = None
         if normalizer is not None:
-            mean, variance = normalizer._get_mean_var_estimates()
+            mean, variance = tfa_private.normalizer_mean_and_variance(
+                normalizer)
             mean = tf.nest.flatten(mean)[0].numpy()
             scale = 1.0 / np.sqrt(tf.nest.flatten(variance)[0].numpy() + 1e-3)
             self._normalize = (mean.astype(np.float32),
@@ -190,8 +193,9 @@ class NumpyCollectPolicy:
             noise = rng.standard_normal(loc.shape).astype(np.float32)
             action = (loc + scale * noise).astype(self._action_dtype)
             # TF-Agents builds MultivariateNormalDiag for vector actions.
-            params = {'loc': loc, ('scale_diag' if self._head._is_multivariate
-                                   else 'scale'): scale}
+            multivariate = tfa_private.is_multivariate(self._head)
+            scale_key = 'scale_diag' if multivariate else 'scale'
+            params = {'loc': loc, scale_key: scale}
         return action, {'dist_params': params,
                         'value_prediction': value.astype(np.float32)}
 
@@ -259,7 +263,8 @@ class Ppo(base.Algorithm):
         self.agent = sparse_agents.SparsePPOAgent(
             ts.time_step_spec(observation_spec), action_spec,
             optimizer=optimizer, actor_net=actor, value_net=value,
-            updater=self.sparse_method.make_updater(), greedy_eval=True, policy_l2_reg=l2, value_function_l2_reg=l2,
+            updater=self.sparse_method.make_updater(), greedy_eval=True,
+            policy_l2_reg=l2, value_function_l2_reg=l2,
             shared_vars_l2_reg=l2,
             importance_ratio_clipping=settings.importance_ratio_clipping,
             lambda_value=settings.lambda_value,
@@ -274,7 +279,7 @@ class Ppo(base.Algorithm):
             update_normalizers_in_train=False,
             train_step_counter=self.train_step, seed=seed)
         self.agent.initialize()
-        self.masked_optimizers = {'': self.agent._optimizer}
+        self.masked_optimizers = {'': tfa_private.optimizer(self.agent)}
         self._compile()
 
     @property
@@ -337,18 +342,18 @@ class Ppo(base.Algorithm):
         The weight-independent L2 term is added as l2 / B per example.
         """
         agent = self.agent
-        experience = agent._as_trajectory(batch)
+        experience = tfa_private.as_trajectory(agent, batch)
         weights = tf.ones(tf.shape(experience.reward))
         old_parameters = experience.policy_info['dist_params']
         old_distribution = ppo_utils.distribution_from_spec(
-            agent._action_distribution_spec, old_parameters,
+            tfa_private.action_distribution_spec(agent), old_parameters,
             legacy_distribution_network=isinstance(
-                agent._actor_net, network.DistributionNetwork))
+                agent.actor_net, network.DistributionNetwork))
         old_log_probs = common.log_probability(
             old_distribution, experience.action, agent.action_spec)
         time_steps = ts.TimeStep(experience.step_type, experience.reward,
                                  experience.discount, experience.observation)
-        advantages = ppo_agent._normalize_advantages(
+        advantages = tfa_private.normalize_advantages(
             experience.policy_info['advantage'], variance_epsilon=1e-8)
         with tf.GradientTape() as tape:
             tape.watch(weights)
@@ -370,7 +375,7 @@ class Ppo(base.Algorithm):
         """Observations as the networks see them (normalized, if the
         agent normalizes them)."""
         observation = tf.constant(batch['observation'], tf.float32)
-        normalizer = self.agent._observation_normalizer
+        normalizer = tfa_private.observation_normalizer(self.agent)
         if normalizer is not None:
             observation = normalizer.normalize(observation)
         return {name: observation for name in self.networks}
@@ -386,5 +391,6 @@ class Ppo(base.Algorithm):
                      settings.minibatch_size * 3 * network_flops)
 
     def write_summaries(self) -> None:
-        tf.summary.scalar('drop_fraction',
-                          self.agent._optimizer.updater.last_drop_fraction)
+        tf.summary.scalar(
+            'drop_fraction',
+            tfa_private.optimizer(self.agent).updater.last_drop_fraction)

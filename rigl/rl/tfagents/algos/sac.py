@@ -19,6 +19,7 @@ from tf_agents.trajectories import time_step as ts
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.algos import base
 from rigl.rl.tfagents.algos import rlx2
 from rigl.rl.tfagents.run.settings import setting
@@ -133,4 +134,4 @@ class Sac(rlx2.PolicyActionsMixin, base.OffPolicyAlgorithm):
 
     def write_summaries(self) -> None:
         super().write_summaries()
-        tf.summary.scalar('alpha', tf.exp(self.agent._log_alpha))
+        tf.summary.scalar('alpha', tf.exp(tfa_private.log_alpha(self.agent)))

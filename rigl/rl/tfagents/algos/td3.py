@@ -36,6 +36,7 @@ from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.algos import base
 from rigl.rl.tfagents.algos import rlx2
 from rigl.rl.tfagents.algos.dqn import TD_LOSSES
@@ -167,8 +168,8 @@ class AnfTd3Agent(sparse_agents.SparseTd3Agent):
         scale = tf.constant(self._noise_scale, target_actions.dtype)
         noise = tf.random.normal(tf.shape(target_actions),
                                  dtype=target_actions.dtype) * (
-            self._target_policy_noise * scale)
-        clip = self._target_policy_noise_clip * scale
+            tfa_private.target_policy_noise(self) * scale)
+        clip = tfa_private.target_policy_noise_clip(self) * scale
         noisy = target_actions + tf.clip_by_value(noise, -clip, clip)
         if self._clip_target_action:
             spec = self.action_spec
@@ -182,25 +183,27 @@ class AnfTd3Agent(sparse_agents.SparseTd3Agent):
         """TF-Agents' TD3 critic loss (sum of both critics' TD losses,
         batch mean) with `smoothed_target_actions`."""
         with tf.name_scope('critic_loss'):
-            target_actions, _ = self._target_actor_network(
+            target_actor = tfa_private.target_actor_network(self)
+            target_actions, _ = target_actor(
                 next_time_steps.observation, next_time_steps.step_type,
                 training=training)
             target_actions = self.smoothed_target_actions(target_actions)
             target_q = [network((next_time_steps.observation,
                                  target_actions), next_time_steps.step_type,
                                 training=False)[0]
-                        for network in (self._target_critic_network_1,
-                                        self._target_critic_network_2)]
+                        for network in tfa_private.target_critic_networks(
+                            self)]
             td_targets = tf.stop_gradient(
-                self._reward_scale_factor * next_time_steps.reward +
-                self._gamma * next_time_steps.discount *
-                tf.minimum(*target_q))
+                tfa_private.reward_scale_factor(self) *
+                next_time_steps.reward + tfa_private.gamma(self) *
+                next_time_steps.discount * tf.minimum(*target_q))
+            td_errors_loss_fn = tfa_private.td_errors_loss_fn(self)
             loss = 0.0
-            for network in (self._critic_network_1, self._critic_network_2):
+            for network in tfa_private.critic_networks(self):
                 predicted, _ = network((time_steps.observation, actions),
                                        time_steps.step_type,
                                        training=training)
-                loss += self._td_errors_loss_fn(td_targets, predicted)
+                loss += td_errors_loss_fn(td_targets, predicted)
             if nest_utils.is_batched_nested_tensors(
                     time_steps, self.time_step_spec, num_outer_dims=2):
                 loss = tf.reduce_sum(loss, axis=range(1, loss.shape.rank))
