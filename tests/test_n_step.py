@@ -282,3 +282,44 @@ def test_bad_n_step_fails_clearly(tmp_path, binding, message):
         'sac', tmp_path, os.path.join(CONFIGS, 'sac_mujoco_dense_config.gin'),
         helpers.SAC_TINY + [binding])
     assert code == 2 and message in err
+
+
+def test_reverb_table_receives_n_step_transitions(tmp_path):
+    """A distributed actor's path: one-step transitions go through the
+    accumulator into the Reverb writer, and the learner samples n-step
+    ones from the table."""
+    import tensorflow as tf
+    from rigl.rl.tfagents.run import reverb_replay
+    reverb_replay.require_reverb()
+    spec = tf.TensorSpec((1,), tf.float32)
+    import reverb
+    # A queue: each sample takes the oldest item, so all come back once.
+    table = reverb.Table.queue(
+        reverb_replay.REPLAY_TABLE, max_size=100,
+        signature=reverb_replay.transition_signature(spec, spec))
+    server = reverb.Server(tables=[table], port=None)
+    try:
+        client = reverb.Client(f'localhost:{server.port}')
+        writer = reverb_replay.TransitionWriter(client)
+        accumulator = n_step.NStepAccumulator(2, 0.5, writer.add)
+        rewards = [1.0, 2.0, 4.0]
+        for t, reward in enumerate(rewards):  # a 3-step episode, truncated
+            accumulator.add([float(t)], np.zeros(1, np.float32), reward, 1.0,
+                            [t + 1.0])
+        accumulator.end_episode()
+        writer.flush()
+        writer.close()
+        signature = reverb_replay.transition_signature(spec, spec)
+        items = [tf.nest.pack_sequence_as(signature, sample.data)
+                 for sample in client.sample(reverb_replay.REPLAY_TABLE,
+                                             num_samples=3,
+                                             emit_timesteps=False)]
+    finally:
+        server.stop()
+    got = sorted((float(item['observation'][0]), float(item['reward']),
+                  float(item['discount']), float(item['next_observation'][0]))
+                 for item in items)
+    # t=0: 1 + .5*2, bootstrap .5 from s2; t=1: 2 + .5*4 from s3; t=2: the
+    # episode's last step, one step from s3.
+    assert got == [(0.0, 2.0, 0.5, 2.0), (1.0, 4.0, 0.5, 3.0),
+                   (2.0, 4.0, 1.0, 3.0)]

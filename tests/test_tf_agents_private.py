@@ -65,15 +65,6 @@ CLASSES = {
 # Files of rigl/ that still touch a registered name themselves, by name, with
 # why. Their owners can switch to the accessors named here.
 ALLOWED_ELSEWHERE: Dict[str, Dict[str, str]] = {
-    'rigl/rl/tfagents/networks.py': {
-        '_projection_layer': 'not yet routed: set_projection_layer',
-        '_means_projection_layer':
-            'not yet routed: set_means_projection_layer'},
-    'rigl/rl/tfagents/numpy_inference.py': {
-        '_projection_layer': 'not yet routed: projection_layer(s)'},
-    'rigl/rl/tfagents/sparse_layers.py': {
-        '_projection_layer': 'not yet routed: projection_layers',
-        '_means_projection_layer': 'not yet routed: projection_layers'},
     'rigl/rl/tfagents/run/replay.py': {
         '_gamma': "the replay's own attribute, not TF-Agents'"},
 }

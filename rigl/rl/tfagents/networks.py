@@ -18,6 +18,7 @@ from tf_agents.networks import sequential
 
 from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents import tf_agents_private as tfa_private
 
 TRAIN_MODES = ('dense', 'sparse')
 
@@ -130,7 +131,7 @@ class _SparseTanhNormalProjection(
 
     def __init__(self, sample_spec, projection_layer):
         super().__init__(sample_spec)
-        self._projection_layer = projection_layer
+        tfa_private.set_projection_layer(self, projection_layer)
 
 
 def _input_layers(noise_layout, with_action: bool = False) -> List:
@@ -209,7 +210,7 @@ class _SparseNormalProjection(
         bias = 0.0 if initial_std is None else float(
             np.log(np.expm1(initial_std)))  # inverse softplus
         super().__init__(sample_spec, std_bias_initializer_value=bias)
-        self._means_projection_layer = means_layer
+        tfa_private.set_means_projection_layer(self, means_layer)
 
 
 class _SparseCategoricalProjection(
@@ -218,7 +219,7 @@ class _SparseCategoricalProjection(
 
     def __init__(self, sample_spec, logits_layer):
         super().__init__(sample_spec)
-        self._projection_layer = logits_layer
+        tfa_private.set_projection_layer(self, logits_layer)
 
 
 def _ppo_hidden_initializer(initializer: str):

@@ -19,6 +19,7 @@ import numba
 import numpy as np
 import tensorflow as tf
 
+from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.sparsity.compressed import CompressedDense
 
 ACTIVATIONS = {'linear': lambda x: x, 'tanh': np.tanh,
@@ -317,12 +318,14 @@ class NumpyActor:
         """Reads a built SAC actor (`networks.create_sac_actor_network`)."""
         layers = list(actor_network.layers)
         head, trunk = layers[-1], layers[:-1]
-        if not hasattr(head, '_projection_layer') or any(
-                not _is_dense(layer) for layer in trunk):
+        try:
+            projection = tfa_private.projection_layer(head)
+        except AttributeError:
+            projection = None
+        if projection is None or any(not _is_dense(layer) for layer in trunk):
             raise ValueError('NumpyActor reads SAC actors: Dense layers and a '
                              'tanh-normal head (no noise-feature layer).')
         weights = [dense_weights(layer) for layer in trunk]
-        projection = head._projection_layer  # pylint: disable=protected-access
         weights.append(dense_weights(projection))
         low = np.broadcast_to(action_spec.minimum, action_spec.shape)
         high = np.broadcast_to(action_spec.maximum, action_spec.shape)

@@ -26,6 +26,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import (
     pruning_wrapper)
 
 from rigl import sparse_utils
+from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.sparsity.compressed import CompressedDense
 
 MODES = ('constant', 'prune')
@@ -260,9 +261,8 @@ def kernel_layers(network: tf.keras.layers.Layer) -> List[tf.keras.layers.Layer]
         for child in getattr(layer, 'layers', ()):
             visit(child)
         # TF-Agents projection heads keep their Dense layer in an attribute.
-        for attribute in ('_projection_layer', '_means_projection_layer'):
-            projection = getattr(layer, attribute, None)
-            if projection is not None and projection not in found:
+        for projection in tfa_private.projection_layers(layer):
+            if projection not in found:
                 visit(projection)
 
     for child in getattr(network, 'layers', ()):

@@ -268,6 +268,10 @@ class TransitionWriter:
             return False
         return True
 
+    def flush(self, timeout_ms: int = 10000) -> None:
+        """Waits until the server has every item written so far."""
+        self._writer.flush(timeout_ms=timeout_ms)
+
     def close(self) -> None:
         self._writer.close()
 
