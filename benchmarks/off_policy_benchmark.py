@@ -78,16 +78,25 @@ def make_bare_train(algo: str, sparse: bool, weight_decay: float = 0.0):
         dict(sparse_settings(algo) if sparse else {},
              weight_decay=weight_decay), algo)
     algorithm = algorithm_class(settings, obs_spec, act_spec, seed=0)
+    return warmed_up_trainer(algorithm, obs_spec, settings.batch_size,
+                             transitions=10000, warmup=5)
+
+
+def warmed_up_trainer(algorithm, obs_spec, batch_size: int,
+                      transitions: int, warmup: int):
+    """`algorithm.train` and 20 batches sampled from a replay of
+    `transitions` random transitions, after `warmup` compiled train steps
+    (so timing starts past tracing)."""
     rng = np.random.default_rng(0)
-    replay = make_replay_buffer(10000, obs_spec, act_spec)
-    for _ in range(10000):
+    replay = make_replay_buffer(transitions, obs_spec, algorithm.action_spec)
+    for _ in range(transitions):
         replay.add(rng.normal(size=obs_spec.shape),
                    algorithm.random_action(rng), rng.normal(), 1.0,
                    rng.normal(size=obs_spec.shape))
     batches = [tf.nest.map_structure(tf.constant,
-                                     replay.sample(settings.batch_size, rng))
+                                     replay.sample(batch_size, rng))
                for _ in range(20)]
-    for batch in batches[:5]:
+    for batch in batches[:warmup]:
         algorithm.train(batch)
     return algorithm.train, batches
 

@@ -29,8 +29,6 @@ import time
 
 import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
 import gin
-import numpy as np
-import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
 from rigl.rl.tfagents import envs
@@ -39,7 +37,7 @@ from rigl.rl.tfagents.algos import dqn
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.run import settings as settings_lib
-from rigl.rl.tfagents.run.replay import make_replay_buffer
+from off_policy_benchmark import warmed_up_trainer
 from results_rows import first_and_last_rows
 import sparse_inference_benchmark
 
@@ -78,18 +76,8 @@ def make_bare_train(algo: str, width: float, sparsity: float,
                   width=float(width))
     settings = settings_lib.build(algorithm_class.Settings, values, algo)
     algorithm = algorithm_class(settings, obs_spec, act_spec, seed=0)
-    rng = np.random.default_rng(0)
-    replay = make_replay_buffer(5000, obs_spec, act_spec)
-    for _ in range(5000):
-        replay.add(rng.normal(size=obs_spec.shape),
-                   algorithm.random_action(rng), rng.normal(), 1.0,
-                   rng.normal(size=obs_spec.shape))
-    batches = [tf.nest.map_structure(tf.constant,
-                                     replay.sample(settings.batch_size, rng))
-               for _ in range(20)]
-    for batch in batches[:3]:
-        algorithm.train(batch)
-    return algorithm.train, batches
+    return warmed_up_trainer(algorithm, obs_spec, settings.batch_size,
+                             transitions=5000, warmup=3)
 
 
 def time_blocks(trainers: dict, steps: int, blocks: int) -> dict:
