@@ -175,8 +175,10 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
 
     def rng_state(self) -> dict:
         """The random state of resets and noise features, JSON-ready, so a
-        checkpoint can continue the streams rather than reseed them."""
-        state = {'env': self._gym_env.unwrapped.np_random.bit_generator.state}
+        checkpoint can continue the streams rather than reseed them (with
+        the seed of the next reset when the environment was never reset)."""
+        state = {'env': self._gym_env.unwrapped.np_random.bit_generator.state,
+                 'pending_seed': self._pending_seed}
         noise = _find_noise_wrapper(self)
         if noise is not None:
             state['noise'] = noise.rng_state()
@@ -184,14 +186,33 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
 
     def set_rng_state(self, state: dict) -> None:
         """Restores `rng_state()`; the next reset continues that stream
-        instead of using the seed given at creation."""
-        self._pending_seed = None
+        instead of using the seed given at creation (unless the saved
+        environment had not been reset yet)."""
+        self._pending_seed = state.get('pending_seed')
         generator = np.random.Generator(np.random.PCG64())
         generator.bit_generator.state = state['env']
         self._gym_env.unwrapped.np_random = generator
         noise = _find_noise_wrapper(self)
         if noise is not None and 'noise' in state:
             noise.set_rng_state(state['noise'])
+
+    def resume_state(self) -> dict:
+        """What this adapter holds across steps: the current time step
+        (TF-Agents' auto-reset reads it; None before the first reset), its
+        fields as arrays, and the seed of the next reset."""
+        time_step = self._current_time_step  # the base class's
+        return {'time_step': None if time_step is None else {
+                    name: np.asarray(value)
+                    for name, value in time_step._asdict().items()},
+                'pending_seed': self._pending_seed}
+
+    def set_resume_state(self, state: dict) -> None:
+        """Restores `resume_state()`: the next `step` continues from the
+        saved time step (and auto-resets after a LAST one)."""
+        fields = state['time_step']
+        self._current_time_step = None if fields is None else ts.TimeStep(
+            **fields)
+        self._pending_seed = state['pending_seed']
 
     def _reset(self) -> ts.TimeStep:
         seed, self._pending_seed = self._pending_seed, None

@@ -17,8 +17,9 @@ All run plumbing (resume, results, checkpoints) lives in `Session`.
 """
 
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
+from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories.time_step import StepType
 
 from rigl.rl.tfagents.algos import rlx2
@@ -93,6 +94,13 @@ class ReplayControl:
                         f'{self.rule.threshold:g}: dropped the oldest '
                         f'{dropped:,} transitions, {replay.size:,} left')
 
+    def state(self) -> Dict:
+        """What a resume needs to go on as if never stopped."""
+        return {'policy_distance': self._distance}
+
+    def set_state(self, state: Dict) -> None:
+        self._distance = state['policy_distance']
+
     def eval_fields(self) -> Dict:
         """Extra fields of a results row: the steps per target, the replay
         size and the last policy distance, where configured."""
@@ -105,17 +113,33 @@ class ReplayControl:
         return fields
 
 
+def _start(session: Session, control: ReplayControl
+           ) -> Tuple[ts.TimeStep, float, int]:
+    """Starts the session; returns the time step the loop starts from,
+    with its episode's return and length so far: the episode in progress
+    when the session restored the environment (the replay's episode goes on
+    too), else a new one."""
+    replay = control.replay
+    session.start(replay)
+    console.log(f'replay: {replay.capacity:,} transitions, '
+                f'{replay.nbytes / 2 ** 20:,.1f} MiB')
+    resumed = session.resumed_loop_state
+    if resumed is None:
+        return session.env.reset(), 0.0, 0
+    time_step = session.env.current_time_step()
+    control.set_state(resumed)
+    if time_step.step_type != StepType.FIRST:
+        replay.continue_episode()  # loading the replay ended it
+    return time_step, resumed['episode_return'], resumed['episode_length']
+
+
 def train_eval(session: Session) -> Dict:
     """Trains the session's off-policy algorithm; returns the final metric."""
     algorithm, env, settings = session.algorithm, session.env, session.settings
     control = ReplayControl(session)
     replay = control.replay
-    session.start(replay)
-    console.log(f'replay: {replay.capacity:,} transitions, '
-                f'{replay.nbytes / 2 ** 20:,.1f} MiB')
-    state = session.state
-    time_step = env.reset()
-    episode_return, episode_length = 0.0, 0
+    time_step, episode_return, episode_length = _start(session, control)
+    state, resumed = session.state, session.resumed_loop_state
 
     def env_step(action, policy_action=None):
         # policy_action: the noise-free one, if the replay stores them.
@@ -157,11 +181,13 @@ def train_eval(session: Session) -> Dict:
         env_step(algorithm.random_action(session.rng))
     redraw_period = (algorithm.noise_layout.config.adjust_period
                      if algorithm.noise_layout is not None else 0)
-    redraws = state.env_steps // redraw_period if redraw_period else 0
+    redraws = (resumed['redraws'] if resumed is not None else
+               state.env_steps // redraw_period if redraw_period else 0)
 
     step = session.step
     progress = console.Progress(settings.num_iterations, step)
-    flops_per_step = algorithm.training_flops()
+    flops_per_step = (algorithm.training_flops() if resumed is None else
+                      resumed['flops_per_step'])
     timed = settings.time_loop
     snr_freq = summaries.log_snr()
     while step < settings.num_iterations:
@@ -200,5 +226,8 @@ def train_eval(session: Session) -> Dict:
             session.save_policy(step)
         if (step % settings.checkpoint_interval == 0 or
                 step == settings.num_iterations):
-            session.checkpoint()
+            session.checkpoint(dict(
+                control.state(), episode_return=episode_return,
+                episode_length=episode_length, redraws=redraws,
+                flops_per_step=flops_per_step))
     return session.finish()

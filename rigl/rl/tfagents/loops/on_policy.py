@@ -42,10 +42,17 @@ def train_eval(session: Session) -> Dict:
     steps_per_iteration = (settings.collect_sequence_length + 1) * num_envs
     progress = console.Progress(iterations * steps_per_iteration,
                                 state.env_steps)
-    flops_per_iteration = algorithm.training_flops()
-    episode_returns = np.zeros(num_envs)
-    episode_lengths = np.zeros(num_envs, np.int64)
-    time_step = _stacked([env.reset() for env in env_list])
+    resumed = session.resumed_loop_state
+    if resumed is None:
+        flops_per_iteration = algorithm.training_flops()
+        episode_returns = np.zeros(num_envs)
+        episode_lengths = np.zeros(num_envs, np.int64)
+        time_step = _stacked([env.reset() for env in env_list])
+    else:  # checkpoints fall between iterations: no partial rollout
+        flops_per_iteration = resumed['flops_per_iteration']
+        episode_returns = resumed['episode_returns']
+        episode_lengths = resumed['episode_lengths']
+        time_step = _stacked([env.current_time_step() for env in env_list])
     snr_freq = summaries.log_snr()
     timed = settings.time_loop
     while state.iteration < iterations:
@@ -117,5 +124,7 @@ def train_eval(session: Session) -> Dict:
             session.save_policy(iteration)
         if (iteration % settings.checkpoint_interval == 0 or
                 iteration == iterations):
-            session.checkpoint()
+            session.checkpoint({'episode_returns': episode_returns,
+                                'episode_lengths': episode_lengths,
+                                'flops_per_iteration': flops_per_iteration})
     return session.finish()

@@ -14,7 +14,9 @@ Outputs in `root_dir`:
   results.jsonl          one row per evaluation (with the run's metadata)
   final_metric.json      mean eval return over the last fraction of evals
   train/, eval/          TensorBoard summaries
-  checkpoints/           ckpt-<step>/ directories, each complete
+  checkpoints/           ckpt-<step>/ directories, each complete (with
+                         every training environment's state and the
+                         episode in progress, so a resume continues it)
   policy/                the saved greedy policy at the end
   connectivity.csv/.png, input_layer.png   with ANF noise features
 """
@@ -40,6 +42,7 @@ from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import connectivity
 from rigl.rl.tfagents.run import console
+from rigl.rl.tfagents.run import env_state
 from rigl.rl.tfagents.run import plasticity
 from rigl.rl.tfagents.run import run_dir as run_dir_lib
 from rigl.rl.tfagents.run import seeding
@@ -117,6 +120,11 @@ class Session:
             root_dir, **self.algorithm.checkpoint_objects())
         self._greedy_action = single_action_fn(self.algorithm.eval_policy)
         self._replay: Optional[ReplayBuffer] = None
+        # The loop's state from the checkpoint when the episodes in progress
+        # continue after a resume (None: they start anew).
+        self.resumed_loop_state: Optional[Dict] = None
+        self._resume_record: Optional[Dict] = None
+        self._env_state_warned = False
         self.train_writer = self.eval_writer = None
         self._run_start = time.time()
 
@@ -168,6 +176,7 @@ class Session:
                         f'{self.root_dir} with seed {self.seed}{drawn}{note}.')
         else:
             path, _ = restored
+            self._resume_episodes()
             self.results.truncate_after(self.step)
             for name in layout.SUMMARY_DIRS:  # summaries past the checkpoint
                 summaries.mark_restart(os.path.join(self.root_dir, name),
@@ -232,6 +241,7 @@ class Session:
     def _restore_streams(self, saved: Dict) -> None:
         """Run state and random streams from a checkpoint's state.json."""
         streams = saved.pop('streams')
+        self._resume_record = saved.pop('resume', None)
         self.state = RunState(**saved)
         self.rng.bit_generator.state = streams['loop']
         for env, state in zip(self.envs, streams['envs']):
@@ -240,7 +250,60 @@ class Session:
         if 'plasticity' in streams:
             self._plasticity_rng.bit_generator.state = streams['plasticity']
 
-    def checkpoint(self) -> None:
+    def _resume_episodes(self) -> None:
+        """Puts the checkpoint's environment states back, so the loop
+        continues the episodes in progress (`resumed_loop_state`); without
+        them (an older checkpoint, an environment whose state cannot be
+        saved) the loop starts new episodes, as one line says."""
+        record, self._resume_record = self._resume_record, None
+        if record is not None and record.get('plasticity') is not None:
+            self._plasticity.set_state(env_state.decode(record['plasticity']))
+        reason = None
+        if record is None:
+            reason = 'the checkpoint holds no environment state'
+        elif record.get('envs') is None:
+            reason = record.get('why_no_envs', 'no environment state saved')
+        elif len(record['envs']) != len(self.envs):
+            reason = (f'it saved {len(record["envs"])} environments, this '
+                      f'run has {len(self.envs)}')
+        else:
+            try:
+                for env, saved in zip(self.envs, record['envs']):
+                    env_state.restore(env, saved)
+                self.resumed_loop_state = env_state.decode(record['loop'])
+            except (env_state.UnsupportedEnvironment, KeyError, TypeError,
+                    ValueError) as error:
+                reason = f'cannot restore the environment state ({error})'
+        if reason is not None:
+            console.log(f'Resume: {reason}; the episode in progress is cut '
+                        'and training continues with a new episode.')
+
+    def _resume_record_now(self, loop_state: Optional[Dict]) -> Dict:
+        """The checkpoint's `resume.json`: environment states, the loop's
+        episode in progress and the plasticity meter's memory."""
+        record = {'loop': env_state.encode(loop_state),
+                  'plasticity': env_state.encode(self._plasticity.state())}
+        if loop_state is None:
+            record.update(envs=None, why_no_envs='this loop does not save '
+                          'its episode in progress')
+            return record
+        try:
+            record['envs'] = [env_state.capture(env) for env in self.envs]
+        except env_state.UnsupportedEnvironment as error:
+            record.update(envs=None, why_no_envs=(
+                f'the environment state could not be saved ({error})'))
+            if not self._env_state_warned:
+                console.log(f'warning: cannot save the state of '
+                            f'{self.settings.env_name} ({error}): a resume '
+                            'will cut the episode in progress.')
+                self._env_state_warned = True
+        return record
+
+    def checkpoint(self, loop_state: Optional[Dict] = None) -> None:
+        """Writes a checkpoint; `loop_state` is what the loop keeps across
+        steps (episode returns and lengths, ...), handed back as
+        `resumed_loop_state` after a resume that restores the
+        environments."""
         self.state.wall_time = time.time() - self._run_start
         self.state.recent_returns = list(self.recent_returns)
         streams = {'loop': self.rng.bit_generator.state,
@@ -250,7 +313,7 @@ class Session:
         config = dict(self.record, seed=self.seed)
         self._checkpointer.save(
             self.step, dict(dataclasses.asdict(self.state), streams=streams),
-            config, self._replay)
+            config, self._replay, self._resume_record_now(loop_state))
         self.run_dir.checkpoint_written()
 
     def episode_done(self, episode_return: float, length: int) -> None:

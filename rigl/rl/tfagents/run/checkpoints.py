@@ -1,8 +1,9 @@
 """Atomic checkpoints with fallback.
 
 Each checkpoint is written to `checkpoints/ckpt-<step>.tmp/` (TF objects,
-replay data, run state and the run's config), then renamed into place, then
-`latest` is replaced atomically. Restoring tries the newest complete
+replay data, run state, the run's config and, in `resume.json`, what a
+resume needs to continue the episodes in progress), then renamed into
+place, then `latest` is replaced atomically. Restoring tries the newest complete
 checkpoint first and falls back to older ones when one cannot be read, so a
 truncated file, a missing index or a bad `latest` pointer loses at most one
 checkpoint interval. The newest `keep` (>= 2) checkpoints are kept.
@@ -21,6 +22,10 @@ from rigl.rl.layout import CHECKPOINT_CONFIG_FILE as CONFIG_FILE
 from rigl.rl.layout import CHECKPOINT_STATE_FILE as STATE_FILE
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run.replay import IncompatibleReplay, ReplayBuffer
+
+# The environments' states and the loop's episode in progress (absent from
+# checkpoints written before they were saved).
+RESUME_FILE = 'resume.json'
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -78,8 +83,12 @@ class Checkpointer:
             return None
 
     def save(self, step: int, state: Dict, config: Dict,
-             replay: Optional[ReplayBuffer] = None) -> str:
+             replay: Optional[ReplayBuffer] = None,
+             resume: Optional[Dict] = None) -> str:
         """Writes checkpoint `ckpt-<step>` atomically; returns its path.
+
+        `resume` (JSON-ready) goes to `resume.json`; a restore hands it
+        back as the run state's 'resume' entry.
 
         Raises:
             CheckpointWriteError: when it cannot be written (e.g. a full
@@ -98,7 +107,10 @@ class Checkpointer:
                 replay.save(os.path.join(staging,
                                          layout.CHECKPOINT_REPLAY_FILE))
             for file_name, content in ((STATE_FILE, state),
-                                       (CONFIG_FILE, config)):
+                                       (CONFIG_FILE, config),
+                                       (RESUME_FILE, resume)):
+                if content is None:
+                    continue
                 with open(os.path.join(staging, file_name), 'w') as f:
                     json.dump(content, f)
         except (OSError, tf.errors.OpError) as error:
@@ -133,6 +145,9 @@ class Checkpointer:
     def _restore_one(self, path: str, replay: Optional[ReplayBuffer]) -> Dict:
         with open(os.path.join(path, STATE_FILE)) as f:
             state = json.load(f)
+        if os.path.exists(os.path.join(path, RESUME_FILE)):
+            with open(os.path.join(path, RESUME_FILE)) as f:
+                state['resume'] = json.load(f)
         status = self._checkpoint.read(os.path.join(path, 'tf'))
         try:
             status.assert_existing_objects_matched()

@@ -117,6 +117,16 @@ class PlasticityMeter:
         self._previous: Dict[str, np.ndarray] = {}
         self._calls = 0
 
+    def state(self) -> Dict:
+        """What the next measurement depends on: the number of calls (its
+        streams' seeds) and each network's weights at the last call."""
+        return {'calls': self._calls, 'previous': dict(self._previous)}
+
+    def set_state(self, state: Dict) -> None:
+        """Restores `state()` (a resumed run measures as the original)."""
+        self._calls = int(state['calls'])
+        self._previous = dict(state['previous'])
+
     @contextlib.contextmanager
     def _own_streams(self):
         """Swaps the training's random generators (action sampling, ANF

@@ -103,6 +103,13 @@ class ReplayBuffer:
         if self.size:
             self._ends[(self._next - 1) % self.capacity] = True
 
+    def continue_episode(self) -> None:
+        """Undoes the `end_episode` of `load`: the newest transition's
+        episode goes on (a resume that continues the episode in
+        progress)."""
+        if self.size:
+            self._ends[(self._next - 1) % self.capacity] = False
+
     def clear(self) -> None:
         """Forgets every transition."""
         self.size = self._next = 0
@@ -282,6 +289,9 @@ class FrameReplayBuffer:
     def end_episode(self) -> None:
         """The next `add` starts a new episode (after its final frame)."""
         self._episode_open = False
+
+    def continue_episode(self) -> None:
+        """Nothing to undo: `load` restores whether an episode is open."""
 
     def clear(self) -> None:
         """Forgets every transition; the next `add` starts afresh."""
