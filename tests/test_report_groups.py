@@ -24,3 +24,22 @@ def test_a_setting_recorded_by_some_runs_only_does_not_split_them(tmp_path):
     assert [len(g.runs) for g in by_method['rigl']] == [2]
     assert sorted(g.dims['train_eval.width'] for g in by_method['set']) == [
         1.0, 2.0]
+
+
+def test_line_names_tell_dense_from_sparse_groups_with_equal_settings(
+        tmp_path):
+    """Dense lines are drawn in each sparsity's panel, so a dense and a
+    sparse group that differ from others only by a setting (n_step) still
+    get their own names and colours."""
+    root = str(tmp_path)
+    for name, method, sparsity, n_step in (('dense', 'dense', 0.0, 1),
+                                           ('ds', 'rigl', 0.95, 1),
+                                           ('rlx2', 'rigl', 0.95, 3)):
+        write_run(f'{root}/{name}/seed_0', metadata(method, sparsity, 0),
+                  [0, 10], settings={'train_eval.n_step': n_step,
+                                     'train_eval.seed': 0})
+    groups = report.make_groups(report.read_runs(root, lambda _: None))
+    style = report.Style(groups)
+    names = sorted(style.name(group) for group in groups)
+    assert names == ['dense, n_step=1', 'rigl, n_step=1', 'rigl, n_step=3']
+    assert len({str(style.color(group)) for group in groups}) == 3

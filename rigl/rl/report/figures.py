@@ -54,9 +54,11 @@ class Style:
     PANEL_DIMS = ('algorithm', 'env_name', 'noise_fraction', 'sparsity')
 
     def __init__(self, groups: Sequence[Group]):
-        """Names and colours the lines of `groups`."""
-        dims = label_dims(groups, exclude=self.PANEL_DIMS,
-                          within=self.PANEL_DIMS)
+        """Names and colours the lines of `groups`. Dense groups are drawn
+        in every sparsity's panel of their task, so names tell apart the
+        groups of a task whatever their sparsity."""
+        task_dims = [d for d in self.PANEL_DIMS if d != 'sparsity']
+        dims = label_dims(groups, exclude=self.PANEL_DIMS, within=task_dims)
         self._names = {g.label: describe(g, dims) or str(g.method)
                        for g in groups}
         extra = iter(OTHER_COLORS)
