@@ -138,17 +138,7 @@ def _without_timings(rows: list) -> list:
             for row in rows]
 
 
-# TD3's target-policy smoothing noise (algos/td3.py, AnfTd3Agent.
-# smoothed_target_actions) is a stateful tf.random.normal, whose position
-# no checkpoint holds: after a resume it restarts. With seeds from the
-# agent's checkpointed `sample_rng` (stateless_normal, as its exploration
-# noise) this test passes; remove the mark when that changes.
-TD3_STATEFUL_NOISE = pytest.mark.xfail(
-    strict=True, reason="TD3's target smoothing noise is a stateful draw")
-
-
-@pytest.mark.parametrize('algorithm', [
-    'dqn', 'ppo', 'sac', pytest.param('td3', marks=TD3_STATEFUL_NOISE)])
+@pytest.mark.parametrize('algorithm', ['dqn', 'ppo', 'sac', 'td3'])
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, step_counter,
                                                   algorithm):
     straight = tmp_path / 'straight'

@@ -163,11 +163,14 @@ class AnfTd3Agent(sparse_agents.SparseTd3Agent):
         self._clip_target_action = clip_target_action
 
     def smoothed_target_actions(self, target_actions: tf.Tensor) -> tf.Tensor:
-        """Target actions plus clipped Gaussian noise (a stateful draw, as
-        TF-Agents' own), clamped to the bounds if configured."""
+        """Target actions plus clipped Gaussian noise, clamped to the bounds
+        if configured. The noise is drawn with a seed from the agent's
+        checkpointed `sample_rng` (TF-Agents draws it statefully), so a
+        resumed run draws what an uninterrupted one would."""
         scale = tf.constant(self._noise_scale, target_actions.dtype)
-        noise = tf.random.normal(tf.shape(target_actions),
-                                 dtype=target_actions.dtype) * (
+        seed = tf.cast(self.sample_rng.make_seeds(1)[:, 0], tf.int32)
+        noise = tf.random.stateless_normal(
+            tf.shape(target_actions), seed, dtype=target_actions.dtype) * (
             tfa_private.target_policy_noise(self) * scale)
         clip = tfa_private.target_policy_noise_clip(self) * scale
         noisy = target_actions + tf.clip_by_value(noise, -clip, clip)
