@@ -160,3 +160,21 @@ def test_damaged_histogram_file_in_a_run_is_one_line(tmp_path):
         'file): write it again (python -m rigl.rl.make_histograms).')
     assert not (root / 'checkpoints').exists()
     assert not (root / 'results.jsonl').exists()
+
+
+@pytest.mark.parametrize('args, message', [
+    (['-m', 'rigl.rl.distributed', '--num_actors=0'],
+     'error: flag --num_actors=0: 0 is not a positive integer'),
+    (['rigl/rl/tfagents/sac_train_eval.py', '--verbose=maybe'],
+     'error: flag --verbose=maybe:'),
+])
+def test_bad_flag_value_is_one_line_and_exit_2(tmp_path, args, message):
+    """absl's own parser prints two lines and exits 1; ours one line, 2."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, *args, f'--root_dir={tmp_path}'],
+                          cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr

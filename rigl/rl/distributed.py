@@ -432,4 +432,4 @@ def main(argv) -> None:
 
 if __name__ == '__main__':
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=console.parse_flags)

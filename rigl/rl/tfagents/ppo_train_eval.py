@@ -17,4 +17,5 @@ from rigl.rl.tfagents.run import console
 
 if __name__ == '__main__':
     console.define_flags()
-    app.run(lambda argv: train.main('ppo'))
+    app.run(lambda argv: train.main('ppo'),
+            flags_parser=console.parse_flags)

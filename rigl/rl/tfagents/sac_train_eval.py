@@ -16,4 +16,5 @@ from rigl.rl.tfagents.run import console
 
 if __name__ == '__main__':
     console.define_flags()
-    app.run(lambda argv: train.main('sac'))
+    app.run(lambda argv: train.main('sac'),
+            flags_parser=console.parse_flags)

@@ -164,6 +164,17 @@ def configure_devices() -> str:
             '(no GPU visible)')
 
 
+def parse_flags(argv: Sequence[str]) -> Sequence[str]:
+    """absl's flag parsing (`app.run(..., flags_parser=parse_flags)`), with
+    a bad flag value as one line `error: ...` and exit code 2, as every
+    other bad input (absl prints two lines and exits 1)."""
+    try:
+        return flags.FLAGS(list(argv))
+    except flags.Error as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
+
+
 def run_main(train: Callable[[str, bool], object]) -> None:
     """`run_cli` with the command-line flags; exits with its code."""
     logging.set_verbosity(logging.WARNING)
