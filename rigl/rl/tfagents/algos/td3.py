@@ -126,20 +126,11 @@ def actor_sparse_method(method, settings: Td3Settings):
     period = settings.actor_update_period
     if settings.actor_mask_steps == 'train_steps':
         return method.counted_every(period)
-    schedule = method.schedule
-    if (settings.actor_mask_steps == 'actor_steps' or period == 1 or
-            schedule.update_freq is None):
+    if settings.actor_mask_steps == 'actor_steps':
         return method
     # RLx2: updates every update_freq actor steps; begin and end (the
     # cosine's horizon) at the same train steps as the critics'.
-    last = schedule.last_update_step
-    if last > 0:
-        last = max(1, last // period)
-    begin = -(-schedule.begin_step // period)
-    if last > 0:
-        begin = min(begin, last)
-    return dataclasses.replace(method, schedule=dataclasses.replace(
-        schedule, begin_step=begin, last_update_step=last))
+    return method.counted_every(period, keep_update_freq=True)
 
 
 class AnfTd3Agent(sparse_agents.SparseTd3Agent):

@@ -197,7 +197,8 @@ class SparseMethod:
                     begin_step=schedule.begin_step, end_step=schedule.end_step,
                     frequency=schedule.frequency)
 
-    def counted_every(self, period: int) -> 'SparseMethod':
+    def counted_every(self, period: int,
+                      keep_update_freq: bool = False) -> 'SparseMethod':
         """This method for an optimizer that steps every `period`-th train
         step (TD3's delayed actor: its step k is train step k * period),
         with the drop/grow schedule still in train steps: `update_freq` F
@@ -205,6 +206,8 @@ class SparseMethod:
         lcm(F, period) train steps, with the other optimizers when period
         divides F; `begin_step` the first of its steps at or after it; a
         positive `last_update_step` the last at or before it (at least 1).
+        With `keep_update_freq` (RLx2), F stays in the optimizer's own
+        steps; only begin and end move.
         """
         schedule = self.schedule
         if period == 1 or schedule.update_freq is None:
@@ -217,8 +220,8 @@ class SparseMethod:
             begin = min(begin, last)
         return dataclasses.replace(self, schedule=dataclasses.replace(
             schedule,
-            update_freq=schedule.update_freq // math.gcd(
-                schedule.update_freq, period),
+            update_freq=schedule.update_freq if keep_update_freq else
+            schedule.update_freq // math.gcd(schedule.update_freq, period),
             begin_step=begin, last_update_step=last))
 
     def make_updater(self) -> mask_updaters.MaskUpdater:
