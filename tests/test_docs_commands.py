@@ -14,7 +14,7 @@ running anything, in this process:
     the mask updater's and noise features' arguments, the environment
     (milliseconds each). Once per script and set of gin files the whole
     agent is built on its environment, as the sweep's check does
-    (`sweep.config_errors`);
+    (`config_check.config_errors`);
   - `python -m rigl.rl.distributed ...`: the same, for its --algo;
   - `python -m rigl.rl.sweep ...`: flags parse, the study file and gin files
     exist, the study expands into runs, every binding parses, and every
@@ -202,9 +202,11 @@ def package():
     import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
     from rigl.rl import sweep
     from rigl.rl import view
+    from rigl.rl.study import config_check
     from rigl.rl.tfagents import train
     from rigl.rl.tfagents.run import console
-    return dict(sweep=sweep, view=view, train=train, console=console)
+    return dict(sweep=sweep, view=view, train=train, console=console,
+                config_check=config_check)
 
 
 def absl_flags(path: str):
@@ -343,8 +345,9 @@ def quick_config_check(script: str, gin_files, bindings) -> None:
 def full_config_problems(script: str, gin_files: Tuple[str, ...],
                          bindings: Tuple[str, ...]) -> Tuple[str, ...]:
     """The training script's whole check, the agent built on its
-    environment (`sweep.config_errors`; a few tenths of a second)."""
-    errors = package()['sweep'].config_errors(
+    environment (`config_check.config_errors`; a few tenths of a
+    second)."""
+    errors = package()['config_check'].config_errors(
         script, [{'gin_files': list(gin_files), 'bindings': list(bindings)}])
     return (f'{script} config: {errors[0]}',) if errors[0] else ()
 

@@ -8,12 +8,20 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from rigl.rl import report
 from rigl.rl import sweep
+from rigl.rl.layout import FINAL_METRIC_FILE, SWEEP_COMMAND_FILE
+from rigl.rl.study.config_check import check_binding_syntax
+from rigl.rl.study.local import (
+    available_cores, default_threads, default_workers)
+from rigl.rl.study.runs import Run, expand, is_finished, write_plan
+from rigl.rl.study.spec import PACKAGE_ROOT, Study, load_study, parse_grid_flag
+from rigl.rl.study.status import status_table
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 STUDIES = os.path.join(REPO, 'studies')
@@ -123,8 +131,8 @@ def test_study_files_expand_to_the_papers_grids(tmp_path):
     for name, script, envs in (('sac_mujoco', 'sac', 5),
                                ('ppo_mujoco', 'ppo', 5),
                                ('dqn_classic_control', 'dqn', 3)):
-        study = sweep.load_study(os.path.join(STUDIES, f'{name}.toml'))
-        runs = sweep.expand(study, str(tmp_path))
+        study = load_study(os.path.join(STUDIES, f'{name}.toml'))
+        runs = expand(study, str(tmp_path))
         assert study.script == script
         # Dense has no sparsity; 4 sparse methods x 5 sparsities; 10 seeds.
         assert len(runs) == envs * (1 + 4 * 5) * 10, name
@@ -147,8 +155,8 @@ def test_study_files_expand_to_the_papers_grids(tmp_path):
 
 
 def test_mini_study_fits_an_afternoon(tmp_path):
-    study = sweep.load_study(os.path.join(STUDIES, 'sac_mini.toml'))
-    runs = sweep.expand(study, str(tmp_path))
+    study = load_study(os.path.join(STUDIES, 'sac_mini.toml'))
+    runs = expand(study, str(tmp_path))
     assert sorted({r.group for r in runs}) == [
         f'method={m}' + (',sparsity=0.9' if m != 'dense' else '')
         for m in ('dense', 'prune', 'rigl', 'set', 'static')]
@@ -157,17 +165,17 @@ def test_mini_study_fits_an_afternoon(tmp_path):
 
 
 def test_grid_flags_names_and_errors(tmp_path):
-    assert sweep.parse_grid_flag("mask_updater.update_alg=['set', 'rigl']") == (
+    assert parse_grid_flag("mask_updater.update_alg=['set', 'rigl']") == (
         'mask_updater.update_alg', ['set', 'rigl'])
     for bad in ('nothing', 'a.b=set', 'a.b=[]', "a.b=['x'"):
         with pytest.raises(ValueError):
-            sweep.parse_grid_flag(bad)
-    study = sweep.Study(script='sac', grid={
+            parse_grid_flag(bad)
+    study = Study(script='sac', grid={
         'init_masks.sparsity': [0.8, 0.9],
         'wrap_all_layers.sparsity': [0.5],   # same last component
         'mask_updater.update_alg': ['', 'rigl'],
         'train_eval.actor_fc_layers': [[16, 16]]}, seeds=2)
-    runs = sweep.expand(study, str(tmp_path))
+    runs = expand(study, str(tmp_path))
     assert len(runs) == 2 * 2 * 2
     assert runs[0].group == ('init_masks.sparsity=0.8,wrap_all_layers.'
                              'sparsity=0.5,update_alg=empty,'
@@ -175,16 +183,15 @@ def test_grid_flags_names_and_errors(tmp_path):
     assert "train_eval.actor_fc_layers = (16, 16)" in runs[0].bindings
     assert "mask_updater.update_alg = ''" in runs[0].bindings
     with pytest.raises(ValueError, match='neither a gin binding'):
-        sweep.expand(sweep.Study(script='sac', grid={'width': [1]}), '/x')
+        expand(Study(script='sac', grid={'width': [1]}), '/x')
     with pytest.raises(ValueError, match='no such method'):
-        sweep.expand(sweep.Study(script='sac', grid={'method': ['x']}), '/x')
+        expand(Study(script='sac', grid={'method': ['x']}), '/x')
     with pytest.raises(ValueError, match='share the directory name'):
-        sweep.expand(sweep.Study(script='sac', grid={'a.b': ['x/y', 'x_y']}),
-                     '/x')
-    assert sweep.default_threads(1) >= 1 and sweep.default_threads(64) == 1
+        expand(Study(script='sac', grid={'a.b': ['x/y', 'x_y']}), '/x')
+    assert default_threads(1) >= 1 and default_threads(64) == 1
     # By default one run per core, one thread each.
-    assert sweep.default_workers() == sweep.available_cores()
-    assert sweep.default_threads(sweep.default_workers()) == 1
+    assert default_workers() == available_cores()
+    assert default_threads(default_workers()) == 1
 
 
 @pytest.mark.parametrize('text, message', [
@@ -214,7 +221,7 @@ def test_wrongly_typed_study_files_are_refused(tmp_path, text, message):
     path = tmp_path / 'study.toml'
     path.write_text(text)
     with pytest.raises(ValueError, match=message) as caught:
-        sweep.load_study(str(path))
+        load_study(str(path))
     assert str(caught.value).startswith(f'{path}: ')
     assert len(str(caught.value).splitlines()) == 1
 
@@ -224,18 +231,18 @@ def test_method_axis_values_must_be_names(tmp_path):
     path.write_text('script = "sac"\n[grid]\nmethod = [[1]]\n'
                     '[methods.dense]\n')
     with pytest.raises(ValueError, match='methods are named by strings'):
-        sweep.expand(sweep.load_study(str(path)), str(tmp_path))
+        expand(load_study(str(path)), str(tmp_path))
 
 
 def test_binding_syntax_is_checked_alone():
-    sweep.check_binding_syntax(["a.b = 'x'", 'a.c = (16, 16)', 'a.d = @e'])
+    check_binding_syntax(["a.b = 'x'", 'a.c = (16, 16)', 'a.d = @e'])
     for binding, message in (
             ('a.b = (', "'a.b = \\(': an unclosed bracket or quote"),
             ('a.b = rigl', "quote strings, e.g. a.b='rigl'"),
             ('a.b 3', "expected ':' or '='")):
         with pytest.raises(ValueError, match=message):
-            sweep.check_binding_syntax(['a.ok = 1', binding,
-                                        'train_eval.seed = 0'])
+            check_binding_syntax(['a.ok = 1', binding,
+                                  'train_eval.seed = 0'])
 
 
 def test_root_dir_checks(tmp_path):
@@ -338,14 +345,14 @@ def test_the_local_backend_and_the_report_never_import_ray():
 
 
 def test_status_table_names_the_node_of_each_running_run():
-    runs = [sweep.Run('g', seed, f'/r/g/seed_{seed}', [], [])
+    runs = [Run('g', seed, f'/r/g/seed_{seed}', [], [])
             for seed in range(4)]
     runs[0].status = 'done'
     for run, node, attempts in ((runs[1], 'b (10.0.0.2)', 1),
                                 (runs[2], 'a (10.0.0.1)', 2)):
         run.status, run.node, run.attempts = 'running', node, attempts
-        run.started = sweep.time.time()
-    table = sweep.status_table(runs, 2).splitlines()
+        run.started = time.time()
+    table = status_table(runs, 2).splitlines()
     assert table[2:5] == [
         'total        1        2        0        1',
         'running on a (10.0.0.1): g/seed_2 (attempt 2)',
@@ -354,7 +361,7 @@ def test_status_table_names_the_node_of_each_running_run():
     for run in runs:
         run.node = ''
     assert not any(line.startswith('running on')
-                   for line in sweep.status_table(runs, 2).splitlines())
+                   for line in status_table(runs, 2).splitlines())
 
 
 def test_bad_fixed_binding_value_is_refused_before_any_run(tmp_path):
@@ -496,14 +503,14 @@ def test_planned_seeds_without_results_make_a_group_partial(tmp_path):
                   [0, 100 + seed])
         write_run(f'{root}/rigl/seed_{seed}', metadata('rigl', 0.9, seed),
                   [0, 90 + seed])
-    plan = ([sweep.Run('dense', s, f'{root}/dense/seed_{s}', [], [])
+    plan = ([Run('dense', s, f'{root}/dense/seed_{s}', [], [])
              for s in range(3)] +
-            [sweep.Run('rigl', s, f'{root}/rigl/seed_{s}', [], [])
+            [Run('rigl', s, f'{root}/rigl/seed_{s}', [], [])
              for s in range(2)] +
-            [sweep.Run('set', s, f'{root}/set/seed_{s}', [], [])
+            [Run('set', s, f'{root}/set/seed_{s}', [], [])
              for s in range(3)])
-    sweep.write_plan(root, plan[:4])
-    sweep.write_plan(root, plan[4:])  # a second sweep into the same root
+    write_plan(root, plan[:4])
+    write_plan(root, plan[4:])  # a second sweep into the same root
     built = report.build_report(root, reps=200, curve_reps=100,
                                 log=lambda _: None)
     status = {g.method: (g.stats['n'], g.not_started, g.status)
@@ -605,23 +612,23 @@ def test_tiny_study_end_to_end(tmp_path):
 def test_finished_runs_are_found_from_another_clone(tmp_path):
     """The command record names the package's gin files relative to its
     root, so moving or recloning the repository does not rerun a study."""
-    inside = os.path.join(sweep.PACKAGE_ROOT, 'rigl', 'rl', 'tfagents',
+    inside = os.path.join(PACKAGE_ROOT, 'rigl', 'rl', 'tfagents',
                           'configs', 'sac_mujoco_dense_config.gin')
     outside = str(tmp_path / 'mine.gin')
-    run = sweep.Run(group='method=dense', seed=0,
-                    root_dir=str(tmp_path / 'run'), gin_files=[inside, outside],
-                    bindings=['train_eval.seed = 0'])
+    run = Run(group='method=dense', seed=0,
+              root_dir=str(tmp_path / 'run'), gin_files=[inside, outside],
+              bindings=['train_eval.seed = 0'])
     assert run.record()['gin_files'] == [
         os.path.join('rigl', 'rl', 'tfagents', 'configs',
                      'sac_mujoco_dense_config.gin'), outside]
     os.makedirs(run.root_dir)
-    with open(os.path.join(run.root_dir, sweep.COMMAND_FILE), 'w') as f:
+    with open(os.path.join(run.root_dir, SWEEP_COMMAND_FILE), 'w') as f:
         json.dump(run.record(), f)
-    with open(os.path.join(run.root_dir, sweep.FINAL_METRIC_FILE), 'w') as f:
+    with open(os.path.join(run.root_dir, FINAL_METRIC_FILE), 'w') as f:
         f.write('{}')
-    assert sweep.is_finished(run)
+    assert is_finished(run)
     changed = dataclasses.replace(run, bindings=['train_eval.seed = 1'])
-    assert not sweep.is_finished(changed)
+    assert not is_finished(changed)
 
 
 # 5. Bad report inputs ---------------------------------------------------------

@@ -43,7 +43,15 @@ os.environ.setdefault('RAY_AUTH_MODE', 'token')
 
 import ray  # noqa: E402  pylint: disable=wrong-import-position
 
-from rigl.rl import sweep  # noqa: E402  pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+from rigl.rl.study.process import (  # noqa: E402
+    command, log_tail, open_run_log, thread_environment, threads_for_cpus)
+from rigl.rl.study.runs import (  # noqa: E402
+    Run, is_finished, run_name, skip_finished)
+from rigl.rl.study.spec import PACKAGE_ROOT  # noqa: E402
+from rigl.rl.study.status import (  # noqa: E402
+    failure_message, format_seconds, list_failures, status_table)
+# pylint: enable=wrong-import-position
 
 # Started in front of the training command: the training process gets
 # SIGKILL when the worker that started it dies (PR_SET_PDEATHSIG = 1 is kept
@@ -99,8 +107,8 @@ def _attempt(script: str, fields: Dict[str, Any], index: int, threads: int,
     """One attempt at a run, inside a Ray worker.
 
     Args:
-        script: the training script's name (sweep.SCRIPTS).
-        fields: the run's `sweep.Run` fields; gin files inside the package
+        script: the training script's name (`spec.SCRIPTS`).
+        fields: the run's `Run` fields; gin files inside the package
             are found again under this node's checkout.
         index: the run's index, for the start report.
         threads: TF_NUM_INTRAOP_THREADS and OMP_NUM_THREADS of the run.
@@ -112,26 +120,26 @@ def _attempt(script: str, fields: Dict[str, Any], index: int, threads: int,
         attempt's length, 'tail': the log's last lines, 'note': '' or why
         nothing ran}.
     """
-    run = sweep.Run(**fields)
+    run = Run(**fields)
     run.gin_files = [path if os.path.isabs(path) else
-                     os.path.join(sweep.PACKAGE_ROOT, path)
+                     os.path.join(PACKAGE_ROOT, path)
                      for path in run.record()['gin_files']]
     node = node_name()
     board.started.remote(index, node)
     start = time.time()
-    if sweep.is_finished(run):  # an earlier attempt finished it
+    if is_finished(run):  # an earlier attempt finished it
         return {'code': 0, 'node': node, 'seconds': 0.0, 'tail': '',
                 'note': 'finished by an earlier attempt'}
-    args = sweep.command(script, run)
-    env = dict(os.environ, **sweep.thread_environment(threads))
+    args = command(script, run)
+    env = dict(os.environ, **thread_environment(threads))
     if hide_gpus:
         env['CUDA_VISIBLE_DEVICES'] = ''
-    with sweep.open_run_log(run, args, f'ray task on {node}, worker pid '
-                            f'{os.getpid()}') as log:
+    with open_run_log(run, args, f'ray task on {node}, worker pid '
+                      f'{os.getpid()}') as log:
         process = subprocess.Popen(
             [args[0], '-c', _DIE_WITH_PARENT, str(os.getpid())] + args,
             stdout=log, stderr=subprocess.STDOUT, env=env,
-            cwd=sweep.PACKAGE_ROOT)
+            cwd=PACKAGE_ROOT)
         try:
             # Polled, not waited for: a cancelled task's KeyboardInterrupt
             # arrives between Python bytecodes.
@@ -142,7 +150,7 @@ def _attempt(script: str, fields: Dict[str, Any], index: int, threads: int,
             raise
     return {'code': process.returncode, 'node': node,
             'seconds': time.time() - start,
-            'tail': sweep.log_tail(run.log_path),
+            'tail': log_tail(run.log_path),
             'note': ''}
 
 
@@ -211,7 +219,7 @@ def capacity(cpus: float, gpus: float) -> Tuple[int, int]:
     return total, alive
 
 
-def _failure(error: Exception, run: sweep.Run) -> Tuple[str, str]:
+def _failure(error: Exception, run: Run) -> Tuple[str, str]:
     """(the run's note, the message's detail) for a task that raised."""
     if isinstance(error, ray.exceptions.RayTaskError):  # our own code
         lines = str(error.cause if getattr(error, 'cause', None) else
@@ -223,7 +231,7 @@ def _failure(error: Exception, run: sweep.Run) -> Tuple[str, str]:
             '    ' + (lines[0] if lines else type(error).__name__))
 
 
-def run_study(script: str, runs: List[sweep.Run], cpus_per_run: float,
+def run_study(script: str, runs: List[Run], cpus_per_run: float,
               gpus_per_run: float, max_retries: int,
               poll_seconds: float = 1.0, status_every: float = 600.0,
               out=None) -> int:
@@ -239,8 +247,8 @@ def run_study(script: str, runs: List[sweep.Run], cpus_per_run: float,
         print(text, file=out, flush=True)
 
     connect(None)
-    threads = sweep.threads_for_cpus(cpus_per_run)
-    skipped = sweep.skip_finished(runs)
+    threads = threads_for_cpus(cpus_per_run)
+    skipped = skip_finished(runs)
     slots, nodes = capacity(cpus_per_run, gpus_per_run)
     gpu_text = f' and {gpus_per_run:g} GPU(s)' if gpus_per_run else ''
     say(f'{len(runs)} runs: {skipped} finished before (skipped), '
@@ -263,7 +271,7 @@ def run_study(script: str, runs: List[sweep.Run], cpus_per_run: float,
             ref = task.options(
                 num_cpus=cpus_per_run, num_gpus=gpus_per_run,
                 max_retries=max_retries, retry_exceptions=False,
-                name=f'sweep {sweep.run_name(run)}').remote(
+                name=f'sweep {run_name(run)}').remote(
                     script, fields, index, threads, not gpus_per_run, board)
             pending[ref] = index
 
@@ -278,7 +286,7 @@ def run_study(script: str, runs: List[sweep.Run], cpus_per_run: float,
     try:
         while pending:
             if show_table or time.time() - last_table > status_every:
-                say(sweep.status_table(runs, workers()))
+                say(status_table(runs, workers()))
                 show_table, last_table = False, time.time()
             ready, _ = ray.wait(list(pending), num_returns=len(pending),
                                 timeout=poll_seconds)
@@ -297,11 +305,11 @@ def run_study(script: str, runs: List[sweep.Run], cpus_per_run: float,
             runs[index].status, runs[index].node = 'to do', ''
         raise
     if show_table:
-        say(sweep.status_table(runs, workers()))
-    return sweep.list_failures(runs, say)
+        say(status_table(runs, workers()))
+    return list_failures(runs, say)
 
 
-def _take_starts(board: Any, runs: Sequence[sweep.Run], max_retries: int,
+def _take_starts(board: Any, runs: Sequence[Run], max_retries: int,
                  say: Callable[[str], None]) -> bool:
     """Marks the runs whose task started (again) running on their node;
     True when there were any."""
@@ -314,7 +322,7 @@ def _take_starts(board: Any, runs: Sequence[sweep.Run], max_retries: int,
         if run.status in ('done', 'failed'):
             continue
         if run.attempts:
-            say(f'retry {run.attempts} of {max_retries}: {sweep.run_name(run)}'
+            say(f'retry {run.attempts} of {max_retries}: {run_name(run)}'
                 f' on {node} (its worker or node died on {run.node}); it '
                 'resumes from its newest checkpoint.')
         run.attempts += 1
@@ -322,7 +330,7 @@ def _take_starts(board: Any, runs: Sequence[sweep.Run], max_retries: int,
     return bool(events)
 
 
-def _finish(ref: Any, run: sweep.Run, say: Callable[[str], None]) -> None:
+def _finish(ref: Any, run: Run, say: Callable[[str], None]) -> None:
     """Records a finished task's outcome in `run` and says it."""
     try:
         result = ray.get(ref)
@@ -330,20 +338,20 @@ def _finish(ref: Any, run: sweep.Run, say: Callable[[str], None]) -> None:
         run.status = 'failed'
         run.seconds = time.time() - run.started if run.started else 0.0
         run.note, detail = _failure(error, run)
-        say(sweep.failure_message(run, run.note, detail,
-                                  f' on {run.node}' if run.node else ''))
+        say(failure_message(run, run.note, detail,
+                            f' on {run.node}' if run.node else ''))
         return
     run.node = result['node']
     run.seconds = result['seconds']
     if result['code'] == 0:
         run.status = 'done'
-        say(f'done: {sweep.run_name(run)} in '
-            f'{sweep.format_seconds(run.seconds)} on {run.node}' +
+        say(f'done: {run_name(run)} in '
+            f'{format_seconds(run.seconds)} on {run.node}' +
             (f' ({result["note"]})' if result['note'] else ''))
     else:
         run.status, run.note = 'failed', f'exit {result["code"]}'
-        say(sweep.failure_message(run, run.note, result['tail'],
-                                  f' on {run.node}'))
+        say(failure_message(run, run.note, result['tail'],
+                            f' on {run.node}'))
 
 
 def _cancel(refs: List[Any]) -> None:
