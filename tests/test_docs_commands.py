@@ -313,7 +313,7 @@ def quick_config_check(script: str, gin_files, bindings) -> None:
     # pylint: disable=import-outside-toplevel
     import gin
     from rigl.rl.tfagents import envs
-    from rigl.rl.tfagents import mask_updaters
+    from rigl.rl.tfagents.sparsity import updaters
     from rigl.rl.tfagents import noise_features
     from rigl.rl.tfagents.run import settings as settings_lib
     from rigl.rl.tfagents.sparsity import spec
@@ -328,7 +328,7 @@ def quick_config_check(script: str, gin_files, bindings) -> None:
         settings = settings_lib.build(train.ALGORITHMS[script].Settings,
                                       params, script.upper())
         spec.from_gin(settings)
-        mask_updaters.mask_updater()
+        updaters.mask_updater()
         env = envs.create_environment(env_name=settings.env_name, seed=0)
         try:
             size = int(np.prod(env.observation_spec().shape))

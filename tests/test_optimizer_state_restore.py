@@ -22,7 +22,8 @@ import rigl  # noqa: F401
 import gin
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
-from rigl.rl.tfagents import envs, mask_updaters
+from rigl.rl.tfagents import envs
+from rigl.rl.tfagents.sparsity import masked_optimizer
 from rigl.rl.tfagents.algos import sac, td3
 from rigl.rl.tfagents.run.replay import make_replay_buffer
 
@@ -56,8 +57,8 @@ for optimizer_name, masked in algorithm.masked_optimizers.items():
     for network_name, network in algorithm.networks.items():
         for index, variable in enumerate(network.trainable_variables):
             try:
-                slots = mask_updaters.optimizer_slots(masked.optimizer,
-                                                      variable)
+                slots = masked_optimizer.optimizer_slots(masked.optimizer,
+                                                         variable)
             except KeyError:
                 continue  # another optimizer's variable
             moments[f'{optimizer_name}:{network_name}/{index}:'

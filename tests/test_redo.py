@@ -14,7 +14,7 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
 import helpers
-from rigl.rl.tfagents import mask_updaters
+from rigl.rl.tfagents.sparsity import masked_optimizer
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import train_hooks
 from rigl.rl.tfagents.algos import base
@@ -124,7 +124,7 @@ def _view(layer, optimizer):
     """(kernel, mask, slots, bias) of a kernel layer as dense numpy."""
     sparse = isinstance(layer, sparse_layers.SPARSE_LAYER_TYPES)
     variable = layer.weights_variable if sparse else layer.kernel
-    slots = mask_updaters.optimizer_slots(optimizer, variable)
+    slots = masked_optimizer.optimizer_slots(optimizer, variable)
     to_dense = layer.to_dense if sparse else tf.convert_to_tensor
     inner = layer.layer if isinstance(layer, sparse_layers.MaskedLayer) \
         else layer
@@ -151,7 +151,7 @@ def test_recycle_by_hand(build):
     before = [_view(layer, optimizer) for layer in layers]
     neurons = [tf.constant([1.0, 0, 0, 1, 0]), tf.constant([0.0, 1, 0, 0])]
     seeds = [tf.constant([3, 4], tf.int64), tf.constant([5, 6], tf.int64)]
-    redo.recycle(layers, neurons, lambda v: mask_updaters.optimizer_slots(
+    redo.recycle(layers, neurons, lambda v: masked_optimizer.optimizer_slots(
         optimizer, v), seeds)
     after = [_view(layer, optimizer) for layer in layers]
     for index, ((kernel, mask, slots, bias), (new_kernel, new_mask,
@@ -209,7 +209,7 @@ def test_recycle_follows_a_flatten():
     optimizer = tf.keras.optimizers.Adam()
     optimizer.build(model.trainable_variables)
     redo.recycle(layers, [tf.constant([0.0, 1, 0])],
-                 lambda v: mask_updaters.optimizer_slots(optimizer, v),
+                 lambda v: masked_optimizer.optimizer_slots(optimizer, v),
                  [tf.constant([1, 2], tf.int64)])
     new_conv, new_head = [layer.kernel.numpy() for layer in layers]
     np.testing.assert_array_equal(new_conv[..., [0, 2]], conv[..., [0, 2]])

@@ -11,7 +11,7 @@ import rigl  # noqa: F401  (before TensorFlow's Keras is picked)
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from rigl.rl.tfagents import mask_updaters
+from rigl.rl.tfagents.sparsity import updaters
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.run import settings as settings_lib
@@ -78,7 +78,7 @@ def test_dense_static_and_pruning_methods():
         'prune', 0.95, None)
     assert pruning.schedule.end_step == 50
     assert isinstance(pruning.make_updater(),
-                      mask_updaters.MagnitudePruning)
+                      updaters.MagnitudePruning)
 
 
 def test_conflicting_and_bad_methods_fail_in_one_line():
@@ -107,7 +107,7 @@ def test_counted_every_keeps_the_schedule_in_train_steps():
     assert method.counted_every(1) is method
 
 
-class _GrowWhereMomentIsLargest(mask_updaters.MaskUpdater):
+class _GrowWhereMomentIsLargest(updaters.MaskUpdater):
     """A toy rule: regrow where Adam's first moment is largest (the grow
     hook sees the optimizer state)."""
 
@@ -117,7 +117,7 @@ class _GrowWhereMomentIsLargest(mask_updaters.MaskUpdater):
 
 def test_a_new_rule_is_one_registered_class(tmp_path):
     name = 'grow_by_moment'
-    mask_updaters.register(name)(_GrowWhereMomentIsLargest)
+    updaters.register(name)(_GrowWhereMomentIsLargest)
     try:
         code, out, err = helpers.run_in_process(
             'sac', tmp_path / 'run', SAC_SPARSE, TINY + [
@@ -130,7 +130,7 @@ def test_a_new_rule_is_one_registered_class(tmp_path):
         assert (row['method'], row['update_alg']) == (name, name)
         assert row['sparse_method']['schedule']['update_freq'] == 20
     finally:
-        del mask_updaters.UPDATERS[name]
+        del updaters.UPDATERS[name]
 
 
 def test_algorithm_builds_masks_and_updaters_from_the_method():
@@ -150,7 +150,7 @@ def test_algorithm_builds_masks_and_updaters_from_the_method():
         assert zeros / sum(m.size for m in masks) == pytest.approx(
             expected, abs=0.02)
     for optimizer in algorithm.masked_optimizers.values():
-        assert isinstance(optimizer.updater, mask_updaters.SETUpdater)
+        assert isinstance(optimizer.updater, updaters.SETUpdater)
         assert optimizer.updater.update_freq == 7
         assert optimizer.updater._seed is not None  # the run's stream
     seeds = {o.updater._seed for o in algorithm.masked_optimizers.values()}

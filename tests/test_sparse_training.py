@@ -16,7 +16,8 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
 from rigl import sparse_utils
-from rigl.rl.tfagents import mask_updaters
+from rigl.rl.tfagents.sparsity import masked_optimizer
+from rigl.rl.tfagents.sparsity import updaters
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
@@ -51,7 +52,7 @@ def sparse_mlp(units=(16, 16, 3), input_size=6, sparsity=0.75, seed=0,
 def make_trainer(model, updater, optimizer=None, input_shape=(6,)):
     """A graph-mode regression train step through a MaskedOptimizer."""
     optimizer = optimizer or tf.keras.optimizers.Adam(1e-2)
-    masked = mask_updaters.MaskedOptimizer(optimizer, [model], updater)
+    masked = masked_optimizer.MaskedOptimizer(optimizer, [model], updater)
     step = masked.steps
     inputs = tf.random.stateless_normal([32, *input_shape], [1, 2])
     targets = tf.random.stateless_normal([32, model.layers[-1].layer.units
@@ -94,9 +95,9 @@ def assert_masked_zero(model):
     ('static', 'adam'), ('set', 'adam'), ('rigl', 'adam'), ('rigl', 'adamw')])
 def test_masked_weights_zero_and_counts_constant(alg, optimizer):
     model = sparse_mlp()
-    updater = mask_updaters.mask_updater(alg, update_freq=3,
-                                         init_drop_fraction=0.5,
-                                         schedule_alg='constant')
+    updater = updaters.mask_updater(alg, update_freq=3,
+                                    init_drop_fraction=0.5,
+                                    schedule_alg='constant')
     train_step, step, _ = make_trainer(
         model, updater, tf.keras.optimizers.AdamW(1e-2, weight_decay=0.1)
         if optimizer == 'adamw' else None)
@@ -147,7 +148,7 @@ def reference_mask_update(mask, weight, moments, grow_score,
     ('rigl', False), ('rigl', True), ('set', False)])
 def test_mask_update_follows_the_original_rule(alg, reinit_when_same):
     model = sparse_mlp(sparsity=0.5, seed=2)
-    updater = mask_updaters.mask_updater(
+    updater = updaters.mask_updater(
         alg, update_freq=1000, init_drop_fraction=0.3,
         schedule_alg='constant', seed=5, reinit_when_same=reinit_when_same)
     train_step, _, masked = make_trainer(model, updater)
@@ -159,7 +160,7 @@ def test_mask_update_follows_the_original_rule(alg, reinit_when_same):
     # Ties in the drop score: three active weights exactly 0.
     weight[np.nonzero(mask)[0][:3], np.nonzero(mask)[1][:3]] = 0.0
     layer.kernel.assign(weight)
-    slots = mask_updaters.optimizer_slots(masked.optimizer, layer.kernel)
+    slots = masked_optimizer.optimizer_slots(masked.optimizer, layer.kernel)
     moments = [rng.uniform(0.5, 1.0, weight.shape).astype(np.float32) * mask
                for _ in slots]
     for slot, moment in zip(slots, moments):
@@ -203,7 +204,7 @@ def test_grown_connections_share_one_value_within_anf_bounds(grow_init,
     values = {}
     for step in (0, 1000, 0):
         model = sparse_mlp(sparsity=0.5, seed=3)
-        updater = mask_updaters.mask_updater(
+        updater = updaters.mask_updater(
             'set', init_drop_fraction=0.3, schedule_alg='constant', seed=11,
             grow_init=grow_init)
         layers = sparse_layers.masked_layers(model)
@@ -239,13 +240,13 @@ def test_grown_connections_share_one_value_within_anf_bounds(grow_init,
 def test_grow_init_rejects_unknown_names():
     with pytest.raises(ValueError, match="grow_init is 'normal'; allowed: "
                        "zero, unif, xavier"):
-        mask_updaters.mask_updater('set', grow_init='normal')
+        updaters.mask_updater('set', grow_init='normal')
 
 
 def test_rigl_grows_where_dense_gradient_is_largest():
     model = sparse_mlp(sparsity=0.5)
-    updater = mask_updaters.mask_updater('rigl', init_drop_fraction=0.25,
-                                         schedule_alg='constant')
+    updater = updaters.mask_updater('rigl', init_drop_fraction=0.25,
+                                    schedule_alg='constant')
     layer = sparse_layers.masked_layers(model)[1]
     old_mask = layer.mask.numpy()
     inactive = np.flatnonzero(old_mask.reshape(-1) == 0)
@@ -265,8 +266,8 @@ def test_set_grows_only_outside_kept_and_is_seeded():
     results = []
     for _ in range(2):
         model = sparse_mlp(sparsity=0.5, seed=5)
-        updater = mask_updaters.mask_updater('set', init_drop_fraction=0.5,
-                                             schedule_alg='constant', seed=7)
+        updater = updaters.mask_updater('set', init_drop_fraction=0.5,
+                                        schedule_alg='constant', seed=7)
         layer = sparse_layers.masked_layers(model)[1]
         layer.kernel.assign(tf.reshape(tf.range(1.0, 257.0), [16, 16]) *
                             layer.mask)
@@ -285,44 +286,44 @@ def test_set_grows_only_outside_kept_and_is_seeded():
 
 
 def test_drop_fraction_schedules():
-    cosine = mask_updaters.mask_updater('set', init_drop_fraction=0.5,
-                                        schedule_alg='cosine',
-                                        last_update_step=1000)
+    cosine = updaters.mask_updater('set', init_drop_fraction=0.5,
+                                   schedule_alg='cosine',
+                                   last_update_step=1000)
     values = [float(cosine.drop_fraction(tf.constant(t, tf.int64)))
               for t in (0, 250, 500, 1000, 2000)]
     # 0.5 * 0.5 * (1 + cos(pi * t / 1000)): 0.5, 0.4268, 0.25, 0, 0.
     np.testing.assert_allclose(
         values, [0.5, 0.25 * (1 + math.cos(math.pi / 4)), 0.25, 0.0, 0.0],
         atol=1e-6)
-    constant = mask_updaters.mask_updater('rigl', init_drop_fraction=0.2,
-                                          schedule_alg='constant')
+    constant = updaters.mask_updater('rigl', init_drop_fraction=0.2,
+                                     schedule_alg='constant')
     assert float(constant.drop_fraction(tf.constant(900, tf.int64))) == \
         pytest.approx(0.2)
     # The learning-rate schedule: lr decays 1e-3 -> 1e-4 linearly over 100.
     schedule = tf.keras.optimizers.schedules.PolynomialDecay(1e-3, 100, 1e-4)
-    updater = mask_updaters.mask_updater('set', init_drop_fraction=0.4,
-                                         schedule_alg='learning_rate')
+    updater = updaters.mask_updater('set', init_drop_fraction=0.4,
+                                    schedule_alg='learning_rate')
     model = sparse_mlp()
-    mask_updaters.MaskedOptimizer(tf.keras.optimizers.Adam(schedule), [model],
-                                  updater)
+    masked_optimizer.MaskedOptimizer(tf.keras.optimizers.Adam(schedule),
+                                     [model], updater)
     # At step 50 lr = 5.5e-4 -> d = 0.4 * 0.55 = 0.22.
     assert float(updater.drop_fraction(tf.constant(50, tf.int64))) == \
         pytest.approx(0.22, rel=1e-5)
 
 
 def test_update_steps():
-    updater = mask_updaters.mask_updater('rigl', update_freq=100,
-                                         begin_step=200, last_update_step=500)
+    updater = updaters.mask_updater('rigl', update_freq=100,
+                                    begin_step=200, last_update_step=500)
     steps = [t for t in range(0, 800, 50)
              if bool(updater.is_update_step(tf.constant(t, tf.int64)))]
     assert steps == [200, 300, 400, 500]
-    static = mask_updaters.mask_updater('')
+    static = updaters.mask_updater('')
     assert not bool(static.is_update_step(tf.constant(0, tf.int64)))
     # As the original's is_update_iter: 0 never updates, < 0 has no end.
-    never = mask_updaters.mask_updater('set', schedule_alg='constant',
-                                       last_update_step=0)
-    endless = mask_updaters.mask_updater('set', schedule_alg='constant',
-                                         last_update_step=-1, update_freq=10)
+    never = updaters.mask_updater('set', schedule_alg='constant',
+                                  last_update_step=0)
+    endless = updaters.mask_updater('set', schedule_alg='constant',
+                                    last_update_step=-1, update_freq=10)
     assert not any(bool(never.is_update_step(tf.constant(t, tf.int64)))
                    for t in (0, 1000))
     assert [t for t in (0, 5, 10, 10 ** 9)
@@ -330,16 +331,16 @@ def test_update_steps():
                 0, 10, 10 ** 9]
     with pytest.raises(ValueError, match="'cosine' anneals to 0 at "
                        'last_update_step, which must be positive; got -1'):
-        mask_updaters.mask_updater('set', last_update_step=-1)
+        updaters.mask_updater('set', last_update_step=-1)
 
 
 def test_before_step_timing_applies_the_step_under_the_new_masks():
     # DQN's and PPO's timing: the update uses the step's gradients, then the
     # step moves the grown connections off 0 at once.
     model = sparse_mlp(sparsity=0.5, seed=1)
-    updater = mask_updaters.mask_updater('rigl', update_freq=1000,
-                                         init_drop_fraction=0.5,
-                                         schedule_alg='constant')
+    updater = updaters.mask_updater('rigl', update_freq=1000,
+                                    init_drop_fraction=0.5,
+                                    schedule_alg='constant')
     train_step, _, _ = make_trainer(model, updater)
     before = masks_of(model)
     train_step()  # step 0: update, then the step
@@ -355,10 +356,10 @@ def test_after_step_timing_updates_with_recomputed_gradients():
     # SAC's timing: apply_gradients only notes that the update is due; the
     # update then uses gradients computed at the stepped weights.
     model = sparse_mlp(sparsity=0.5, seed=1)
-    updater = mask_updaters.mask_updater('rigl', update_freq=2,
-                                         init_drop_fraction=0.25,
-                                         schedule_alg='constant')
-    masked = mask_updaters.MaskedOptimizer(
+    updater = updaters.mask_updater('rigl', update_freq=2,
+                                    init_drop_fraction=0.25,
+                                    schedule_alg='constant')
+    masked = masked_optimizer.MaskedOptimizer(
         tf.keras.optimizers.Adam(1e-2), [model], updater,
         update_timing='after_step')
     layers = sparse_layers.masked_layers(model)
@@ -411,7 +412,7 @@ def test_gradual_pruning_schedule():
     model = sparse_mlp(sparsity=0.0, mode='prune', initial_sparsity=0.0,
                        final_sparsity=0.8, mask_init_method='uniform',
                        begin_step=4, end_step=12, frequency=4)
-    train_step, step, _ = make_trainer(model, mask_updaters.mask_updater(''))
+    train_step, step, _ = make_trainer(model, updaters.mask_updater(''))
     sizes = [6 * 16, 16 * 16, 16 * 3]
     for _ in range(4):  # steps 0..3: nothing pruned
         train_step()
@@ -679,7 +680,7 @@ def test_stats_of_network():
 ])
 def test_bad_updater_configs(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        mask_updaters.mask_updater(**kwargs)
+        updaters.mask_updater(**kwargs)
 
 
 def test_bad_sparsity_and_mode():
@@ -696,9 +697,9 @@ def test_bad_sparsity_and_mode():
                                       mode='prune', begin_step=0, end_step=10,
                                       frequency=3)
     with pytest.raises(ValueError, match="learning_rate' needs an optimizer"):
-        mask_updaters.MaskedOptimizer(
+        masked_optimizer.MaskedOptimizer(
             tf.keras.optimizers.Adam(1e-3), [model],
-            mask_updaters.mask_updater('set', schedule_alg='learning_rate'))
+            updaters.mask_updater('set', schedule_alg='learning_rate'))
 
 
 def conv_chain():
@@ -725,9 +726,9 @@ def test_conv_chain_wrapping_masks_and_rigl():
     # uniform 0.75: floor(0.75 * 72) = 54 and floor(0.75 * 1152) = 864 zeros.
     assert [int((m == 0).sum()) for m in masks_of(model)] == [54, 864]
     train_step, _, _ = make_trainer(
-        model, mask_updaters.mask_updater('rigl', update_freq=2,
-                                          init_drop_fraction=0.5,
-                                          schedule_alg='constant'),
+        model, updaters.mask_updater('rigl', update_freq=2,
+                                     init_drop_fraction=0.5,
+                                     schedule_alg='constant'),
         input_shape=(6, 6, 2))
 
     initial = masks_of(model)
