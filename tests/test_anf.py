@@ -1,4 +1,5 @@
-"""ANF: network-side noise features and the tutorial's configs."""
+"""ANF (`rigl.rl.tfagents.anf`): noise features on either side, their gin
+vocabulary and its old names, the samplers, and the tutorial's configs."""
 
 import os
 
@@ -12,8 +13,8 @@ import rigl  # noqa: F401
 
 import helpers
 from helpers import latest_checkpoint, results
+from rigl.rl.tfagents import anf
 from rigl.rl.tfagents import envs
-from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.run import settings as settings_lib
 
@@ -23,11 +24,13 @@ OBS = tensor_spec.BoundedTensorSpec((3,), tf.float32, -1, 1)
 ACT = tensor_spec.BoundedTensorSpec((1,), tf.float32, -2, 2)
 
 
-@pytest.fixture
-def noisy_sac():
+@pytest.fixture(params=['new', 'old'])
+def noisy_sac(request):
     gin.clear_config()
-    gin.parse_config(['NetworkNoise.noise_fraction = 0.9',
-                      'NetworkNoise.permute = True'])
+    gin.parse_config(
+        ['noise_features.fraction = 0.9', 'noise_features.permute = True']
+        if request.param == 'new' else
+        ['NetworkNoise.noise_fraction = 0.9', 'NetworkNoise.permute = True'])
     settings = settings_lib.build(sac.SacSettings, dict(
         actor_fc_layers=(8,), critic_joint_fc_layers=(8,),
         train_mode_actor='sparse', train_mode_value='sparse'), 'SAC')
@@ -48,7 +51,7 @@ def test_noise_is_fresh_every_pass_with_one_shared_layout(noisy_sac):
     layout = noisy_sac.noise_layout
     # 3 real features at 90% noise: ceil(3 / 0.1) = 30 inputs.
     assert (layout.num_real, layout.num_noise, layout.total) == (3, 27, 30)
-    assert all(isinstance(layer, noise_features.NoiseFeatureLayer) and
+    assert all(isinstance(layer, anf.NoiseFeatureLayer) and
                layer.layout is layout for layer in first_layers(noisy_sac))
     observation = tf.constant([[0.1, 0.2, 0.3]] * 4)
     first, second = layout.apply(observation), layout.apply(observation)
@@ -94,9 +97,9 @@ def test_anf_run_eval_and_saved_policy_use_the_training_layout(tmp_path):
             'train_eval.critic_joint_fc_layers = (16, 16)',
             'train_eval.batch_size = 16', 'train_eval.eval_interval = 100',
             'train_eval.eval_episodes = 1', 'train_eval.seed = 0',
-            'NetworkNoise.adjust_period = 150',
-            'NetworkNoise.empty_buffer_on_change = True',
-            'NetworkNoise.refill_timesteps = 20'])
+            'noise_features.adjust_period = 150',
+            'noise_features.empty_buffer_on_change = True',
+            'noise_features.refill_timesteps = 20'])
     assert code == 0, err[-2000:]
     assert 'noise features permuted anew at env step 150' in out
     # The tutorial's per-episode lines and evaluation blocks.
@@ -169,9 +172,9 @@ def test_histogram_noise_stays_in_the_imitated_feature_range(tmp_path):
          f'--output={path}'], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert '3 features x 10 bins from 500 steps' in completed.stdout
-    config = noise_features.NetworkNoise(noise_fraction=0.5,
-                                         histogram_file=str(path))
-    layout = noise_features.NoiseLayout(3, config, seed=1)
+    config = anf.NoiseConfig(fraction=0.5, distribution='histogram',
+                             histogram_file=str(path))
+    layout = anf.NoiseLayout(3, config, seed=1)
     noise = layout.apply(tf.zeros([2000, 3])).numpy()[:, 3:]
     with np.load(path) as histograms:
         edges = histograms['bin_edges']
@@ -183,21 +186,230 @@ def test_histogram_noise_stays_in_the_imitated_feature_range(tmp_path):
         assert noise[:, index].std() > 0.05 * (high - low)
 
 
-@pytest.mark.parametrize('binding, fraction', [
-    ('NetworkNoise.noise_fraction = 0.9', 0.9),
-    ('create_environment.noise_fraction = 0.75', 0.75),
-    ('NetworkNoise.permute = True', 0.0)])
-def test_metadata_records_the_noise_fraction_of_either_side(binding,
+@pytest.mark.parametrize('bindings, fraction', [
+    (['NetworkNoise.noise_fraction = 0.9'], 0.9),
+    (['create_environment.noise_fraction = 0.75'], 0.75),
+    (['NetworkNoise.permute = True'], 0.0),
+    (['noise_features.fraction = 0.9'], 0.9),
+    (["noise_features.where = 'env'", 'noise_features.fraction = 0.75'],
+     0.75),
+    # An old binding overrides the new vocabulary on its side (a study's
+    # `NetworkNoise.noise_fraction` over sac_anf_config.gin).
+    (['noise_features.fraction = 0.9', 'NetworkNoise.noise_fraction = 0.98'],
+     0.98),
+    (['noise_features.fraction = 0.9', 'NetworkNoise.noise_fraction = 0.0',
+      'create_environment.noise_fraction = 0.5'], 0.5)])
+def test_metadata_records_the_noise_fraction_of_either_side(bindings,
                                                             fraction):
     from rigl.rl.tfagents.run import run_dir
     gin.clear_config()
     try:
-        gin.parse_config([binding])
+        gin.parse_config(bindings)
         # As a run does: the configurables in use enter the operative config.
-        noise_features.NetworkNoise()
+        anf.make_layout(3, 0)
         envs.create_environment('Pendulum-v1', seed=0)
         settings = settings_lib.build(sac.SacSettings, {}, 'SAC')
         record = run_dir.config_record('sac', settings)
     finally:
         gin.clear_config()
     assert run_dir.metadata(record, seed=0)['noise_fraction'] == fraction
+
+
+# --------------------------------------------------------------------------
+# One vocabulary (`noise_features.*`), the old names as aliases
+
+
+def _with_bindings(bindings, function):
+    gin.clear_config()
+    try:
+        gin.parse_config(bindings)
+        return function()
+    finally:
+        gin.clear_config()
+
+
+def _env_observations(bindings):
+    def observe():
+        env = envs.create_environment('Pendulum-v1', seed=4)
+        observations = [env.reset().observation] + [
+            env.step(np.zeros(1, np.float32)).observation for _ in range(9)]
+        return np.stack(observations), envs.noise_feature_mask(env)
+    return _with_bindings(bindings, observe)
+
+
+NEW_NETWORK = [
+    'noise_features.fraction = 0.9', 'noise_features.std = 2.0',
+    "noise_features.distribution = 'histogram'",
+    "noise_features.histogram_file = 'h.npz'",
+    'noise_features.adjust_period = 5',
+    'noise_features.empty_buffer_on_change = True',
+    'noise_features.refill_timesteps = 3',
+    "noise_features.refill_mode = 'policy'"]
+OLD_NETWORK = [
+    'NetworkNoise.noise_fraction = 0.9', 'NetworkNoise.noise_std = 2.0',
+    "NetworkNoise.histogram_file = 'h.npz'", 'NetworkNoise.adjust_period = 5',
+    'NetworkNoise.empty_buffer_on_change = True',
+    'NetworkNoise.refill_timesteps = 3', "NetworkNoise.refill_mode = 'policy'"]
+
+
+def test_old_network_bindings_are_aliases_of_the_new_ones():
+    new = _with_bindings(NEW_NETWORK, anf.network_config)
+    assert new == _with_bindings(OLD_NETWORK, anf.network_config)
+    assert (new.where, new.fraction, new.distribution, new.adjust_period) == (
+        'network', 0.9, 'histogram', 5)
+    # An old binding overrides its setting on the new config ...
+    mixed = _with_bindings(NEW_NETWORK + ['NetworkNoise.noise_fraction = 0.5'],
+                           anf.network_config)
+    assert mixed.fraction == 0.5 and mixed.std == 2.0
+    # ... even back to its default: no network-side noise at all.
+    assert _with_bindings(['noise_features.fraction = 0.9',
+                           'NetworkNoise.noise_fraction = 0.0'],
+                          anf.network_config) is None
+    assert _with_bindings([], anf.network_config) is None
+
+
+def test_old_environment_bindings_are_aliases_of_the_new_ones():
+    new_observations, new_mask = _env_observations([
+        "noise_features.where = 'env'", 'noise_features.fraction = 0.5',
+        'noise_features.permute = True', 'noise_features.adjust_period = 4'])
+    old_observations, old_mask = _env_observations([
+        'create_environment.noise_fraction = 0.5',
+        'create_environment.permute_features = True',
+        'create_environment.adjust_env_period = 4'])
+    assert new_observations.shape == (10, 6)
+    np.testing.assert_array_equal(new_observations, old_observations)
+    np.testing.assert_array_equal(new_mask, old_mask)
+    # The network side's new settings leave the environment alone.
+    observations, mask = _env_observations(['noise_features.fraction = 0.5'])
+    assert observations.shape == (10, 3) and mask is None
+
+
+@pytest.mark.parametrize('bindings, message', [
+    (['noise_features.fraction = 1.5'], 'noise_features.fraction=1.5'),
+    (["noise_features.where = 'both'"], "noise_features.where='both'"),
+    (["noise_features.histogram_file = 'h.npz'"],
+     "noise_features.distribution='histogram'"),
+    (["noise_features.distribution = 'histogram'"], 'needs a file'),
+    (['noise_features.std = 0.0'], 'noise_features.std=0.0'),
+    (["noise_features.where = 'env'",
+      'noise_features.empty_buffer_on_change = True'],
+     "need noise_features.where='network'"),
+    (['noise_features.fraction = 0.5', 'NetworkNoise.noise_fraction = -1.0'],
+     'NetworkNoise.noise_fraction=-1.0'),
+    (['NetworkNoise.refill_mode = "later"'],
+     "NetworkNoise.refill_mode='later'"),
+])
+def test_bad_noise_bindings_name_the_binding(bindings, message):
+    with pytest.raises(ValueError, match=message):
+        _with_bindings(bindings, anf.network_config)
+
+
+def test_an_old_default_next_to_new_environment_noise_names_the_new_one():
+    bindings = ["noise_features.where = 'env'",
+                'noise_features.fraction = 0.5',
+                'create_environment.noise_fraction = 0.0']
+    with pytest.raises(ValueError, match='bind noise_features.fraction'):
+        _with_bindings(bindings, anf.bound_values)
+    # A default that agrees with the new setting says nothing new: fine.
+    values = _with_bindings(bindings[:2] + [
+        'create_environment.noise_std = 1.0'], anf.bound_values)
+    # The record then names the environment's noise as it was made.
+    assert values == {'create_environment.noise_fraction': 0.5,
+                      'create_environment.noise_std': 1.0,
+                      'create_environment.noise_histogram_file': None,
+                      'create_environment.permute_features': False,
+                      'create_environment.adjust_env_period': None}
+
+
+def _record(bindings):
+    from rigl.rl.tfagents.run import run_dir
+
+    def record():
+        anf.make_layout(3, 0)
+        envs.create_environment('Pendulum-v1', seed=0)
+        return run_dir.config_record('sac', settings_lib.build(
+            sac.SacSettings, {}, 'SAC'))
+    return _with_bindings(bindings, record)
+
+
+def test_records_of_either_vocabulary():
+    # The old names alone record exactly as before `noise_features`.
+    old = _record(['NetworkNoise.noise_fraction = 0.9'])['settings']
+    assert not any(key.startswith('noise_features.') for key in old)
+    assert old['NetworkNoise.noise_fraction'] == 0.9
+    assert old['NetworkNoise.noise_std'] == 1.0
+    # The new ones record themselves and any old one bound beside them.
+    new = _record(['noise_features.fraction = 0.9',
+                   'NetworkNoise.permute = True'])['settings']
+    assert new['noise_features.fraction'] == 0.9
+    assert new['noise_features.where'] == 'network'
+    assert new['NetworkNoise.permute'] is True
+    assert 'NetworkNoise.noise_std' not in new
+    network, env = anf.resolve(new)
+    assert (network.fraction, network.permute, env) == (0.9, True, None)
+
+
+def test_the_viewer_rebuilds_environment_noise_of_the_new_vocabulary():
+    from rigl.rl import loading
+    record = _record(["noise_features.where = 'env'",
+                      'noise_features.fraction = 0.5',
+                      'noise_features.permute = True'])
+    assert anf.noise_fraction(record['settings']) == 0.5
+    kwargs = loading.environment_kwargs({'config': record})
+    assert (kwargs['noise_fraction'], kwargs['permute_features']) == (0.5,
+                                                                      True)
+    env = envs.create_environment('Pendulum-v1', seed=0, **kwargs)
+    assert env.observation_spec().shape == (6,)
+
+
+def test_a_run_resumes_with_its_noise_named_in_the_other_vocabulary(tmp_path):
+    from rigl.rl.tfagents.run import run_dir
+    saved = _record(['NetworkNoise.noise_fraction = 0.9'])
+    same = _record(['noise_features.fraction = 0.9'])
+    directory = run_dir.RunDir(str(tmp_path))
+    directory.check_resume(saved, same, allow_change=False)
+    other = _record(['noise_features.fraction = 0.8'])
+    with pytest.raises(ValueError, match='noise_fraction 0.9 -> 0.8'):
+        directory.check_resume(saved, other, allow_change=True)
+
+
+# --------------------------------------------------------------------------
+# Samplers: one object per distribution, numpy and TF paths
+
+
+def _histogram_sampler():
+    edges = np.array([[0.0, 1.0, 2.0, 3.0], [10.0, 20.0, 30.0, 40.0]])
+    probabilities = np.array([[0.5, 0.0, 0.5], [0.2, 0.3, 0.5]])
+    return anf.HistogramSampler(edges, probabilities, num_noise=4), (
+        edges, probabilities)
+
+
+def test_histogram_sampler_paths_map_uniforms_alike():
+    sampler, _ = _histogram_sampler()
+    uniforms = np.random.default_rng(0).random((2, 4, 500))
+    from_tf = sampler.from_uniforms_tf(
+        tf.constant(uniforms, tf.float32)).numpy()
+    from_numpy = np.stack([sampler.from_uniforms(uniforms[:, :, column])
+                           for column in range(500)])
+    assert from_tf.shape == from_numpy.shape == (500, 4)
+    np.testing.assert_allclose(from_tf, from_numpy, rtol=1e-5, atol=1e-5)
+
+
+def test_both_sampler_paths_draw_the_same_distribution():
+    sampler, (edges, probabilities) = _histogram_sampler()
+    rng = np.random.default_rng(1)
+    from_numpy = np.stack([sampler.sample(rng) for _ in range(4000)])
+    from_tf = sampler.sample_tf(tf.random.Generator.from_seed(1),
+                                tf.constant(4000)).numpy()
+    for draws in (from_numpy, from_tf):
+        for index in range(4):
+            counts, _ = np.histogram(draws[:, index], bins=edges[index % 2])
+            np.testing.assert_allclose(counts / len(draws),
+                                       probabilities[index % 2], atol=0.03)
+    gaussian = anf.GaussianSampler(num_noise=50, std=2.0)
+    numpy_draws = np.stack([gaussian.sample(rng) for _ in range(200)])
+    tf_draws = gaussian.sample_tf(tf.random.Generator.from_seed(1),
+                                  tf.constant(200)).numpy()
+    for draws in (numpy_draws, tf_draws):
+        assert draws.shape == (200, 50)
+        assert abs(draws.std() - 2.0) < 0.06 and abs(draws.mean()) < 0.06

@@ -314,7 +314,7 @@ def quick_config_check(script: str, gin_files, bindings) -> None:
     import gin
     from rigl.rl.tfagents import envs
     from rigl.rl.tfagents.sparsity import updaters
-    from rigl.rl.tfagents import noise_features
+    from rigl.rl.tfagents import anf as noise_features
     from rigl.rl.tfagents.run import settings as settings_lib
     from rigl.rl.tfagents.sparsity import spec
 

@@ -473,3 +473,38 @@ def test_old_style_atari_ids_are_refused_with_the_ale_id(env_name):
 def test_an_atari_name_without_ale_suggests_the_ale_id_first():
     with pytest.raises(ValueError, match='Did you mean: ALE/Pong-v5, '):
         envs.create_environment('Pong-v5', seed=0)
+
+
+def test_gin_noise_features_on_the_environment_side():
+    import gin
+    gin.clear_config()
+    try:
+        gin.parse_config(["noise_features.where = 'env'",
+                          'noise_features.fraction = 0.5',
+                          'noise_features.permute = True'])
+        from_gin = envs.create_environment('Pendulum-v1', seed=2)
+    finally:
+        gin.clear_config()
+    explicit = envs.create_environment('Pendulum-v1', seed=2,
+                                       noise_fraction=0.5,
+                                       permute_features=True)
+    np.testing.assert_array_equal(from_gin.reset().observation,
+                                  explicit.reset().observation)
+    np.testing.assert_array_equal(envs.noise_feature_mask(from_gin),
+                                  envs.noise_feature_mask(explicit))
+
+
+def test_environment_state_names_the_noise_wrapper_as_checkpoints_do():
+    from rigl.rl.tfagents.run import env_state
+    env = envs.create_environment('Pendulum-v1', seed=0, noise_fraction=0.5)
+    env.reset()
+    record = env_state.capture(env)
+    # The name it had before it moved to `anf.env`: older checkpoints
+    # restore, and newer ones in older code.
+    assert record['layers'][0]['type'] == 'rigl.rl.tfagents.envs.NoiseFeatures'
+    copy = envs.create_environment('Pendulum-v1', seed=5, noise_fraction=0.5)
+    copy.reset()
+    env_state.restore(copy, record)
+    action = np.zeros(1, np.float32)
+    np.testing.assert_array_equal(copy.step(action).observation,
+                                  env.step(action).observation)

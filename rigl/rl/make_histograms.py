@@ -7,8 +7,8 @@ r"""Per-feature observation histograms for ANF's histogram noise features.
 Runs the environment (random actions, or a saved policy's greedy actions
 with --policy_dir, which gives the states a trained agent visits), then
 writes per real feature the bin edges and probabilities that
-`NetworkNoise.histogram_file` and `create_environment.noise_histogram_file`
-read.
+`noise_features.histogram_file` reads (with
+`noise_features.distribution = 'histogram'`).
 """
 
 import sys
@@ -19,6 +19,7 @@ from absl import flags
 import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
 import numpy as np
 
+from rigl.rl.tfagents import anf
 from rigl.rl.tfagents import envs
 
 FLAGS = flags.FLAGS
@@ -66,10 +67,10 @@ def main(_) -> None:
     try:
         observations = record_observations(FLAGS.env_name, FLAGS.steps,
                                            FLAGS.seed, FLAGS.policy_dir)
-        edges, probabilities = envs.make_feature_histograms(observations,
-                                                            FLAGS.bins)
-        path = envs.save_feature_histograms(FLAGS.output, edges,
-                                            probabilities)
+        edges, probabilities = anf.make_feature_histograms(observations,
+                                                           FLAGS.bins)
+        path = anf.save_feature_histograms(FLAGS.output, edges,
+                                           probabilities)
     except (ValueError, OSError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)

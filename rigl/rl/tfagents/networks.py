@@ -16,7 +16,7 @@ from tf_agents.networks import nest_map
 from tf_agents.networks import normal_projection_network
 from tf_agents.networks import sequential
 
-from rigl.rl.tfagents import noise_features
+from rigl.rl.tfagents import anf
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import tf_agents_private as tfa_private
 
@@ -138,7 +138,7 @@ def _input_layers(noise_layout, with_action: bool = False) -> List:
     """ANF's network-side noise-feature layer, when there is a layout."""
     if noise_layout is None:
         return []
-    return [noise_features.NoiseFeatureLayer(noise_layout, with_action)]
+    return [anf.NoiseFeatureLayer(noise_layout, with_action)]
 
 
 def _observation_size(observation_spec, noise_layout) -> int:

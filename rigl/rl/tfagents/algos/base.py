@@ -17,9 +17,9 @@ from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
+from rigl.rl.tfagents import anf
 from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import networks
-from rigl.rl.tfagents import noise_features
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import tf_agents_private as tfa_private
@@ -71,7 +71,7 @@ class Algorithm:
         self.agent = None
         self.networks: Dict[str, tf.Module] = {}
         self.masked_optimizers: Dict[str, mask_updaters.MaskedOptimizer] = {}
-        self.noise_layout: Optional[noise_features.NoiseLayout] = None
+        self.noise_layout: Optional[anf.NoiseLayout] = None
         # The sparse method: read once from the config, then passed down.
         self.sparse_method = sparsity_spec.from_gin(settings)
         # Training-step hooks (e.g. ReDo): configured now, bound to the
@@ -623,7 +623,7 @@ class OffPolicyAlgorithm(Algorithm):
                 f'{self.name.upper()} needs continuous actions; '
                 f'{settings.env_name} has {action_spec}. Use PPO (or DQN) for '
                 'discrete ones.')
-        self.noise_layout = noise_features.make_layout(
+        self.noise_layout = anf.make_layout(
             observation_spec.shape.num_elements(),
             seeding.derive(seed, 'network_noise'))
         inputs = (self.noise_layout.total if self.noise_layout is not None

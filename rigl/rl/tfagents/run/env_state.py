@@ -11,7 +11,7 @@ of the same kind.
 What is saved per layer:
   - our adapter: the current time step (TF-Agents' auto-reset reads it) and
     the seed of its next reset;
-  - `envs.NoiseFeatures` (ANF): its noise stream, step count and
+  - `anf.NoiseFeatures` (ANF): its noise stream, step count and
     permutation (`rng_state`);
   - every other gymnasium wrapper (time limit, order enforcing, env checker,
     Atari preprocessing, episodic life, frame stack, ...): each of its own
@@ -43,6 +43,7 @@ import gymnasium
 import numpy as np
 
 from rigl.rl.tfagents import envs
+from rigl.rl.tfagents.anf import env as anf_env
 
 VERSION = 1
 
@@ -192,11 +193,19 @@ def _kind(layer: Any) -> str:
         'knows how to save')
 
 
+def _type_name(layer: Any) -> str:
+    """The layer's class as records name it; the noise wrapper keeps the
+    name it had before it moved to `anf.env`, so that checkpoints of either
+    version restore."""
+    if isinstance(layer, anf_env.NoiseFeatures):
+        return 'rigl.rl.tfagents.envs.NoiseFeatures'
+    return f'{type(layer).__module__}.{type(layer).__name__}'
+
+
 def _capture_layer(layer: Any) -> Dict:
     kind = _kind(layer)
-    record = {'type': f'{type(layer).__module__}.{type(layer).__name__}',
-              'kind': kind}
-    if isinstance(layer, envs.NoiseFeatures):
+    record = {'type': _type_name(layer), 'kind': kind}
+    if isinstance(layer, anf_env.NoiseFeatures):
         record['noise'] = encode(layer.rng_state())
         return record
     record['attributes'] = _data_attributes(layer)
@@ -292,8 +301,7 @@ def restore(env: 'envs.GymnasiumEnvironment', record: Dict) -> None:
             f'reads version {VERSION}')
     layers = _layers(env)
     saved_types = [saved.get('type') for saved in record['layers']]
-    types = [f'{type(layer).__module__}.{type(layer).__name__}'
-             for layer in layers]
+    types = [_type_name(layer) for layer in layers]
     if saved_types != types:
         raise UnsupportedEnvironment(
             f'the saved environment is {" > ".join(map(str, saved_types))}, '

@@ -25,6 +25,7 @@ from gin import config_parser
 
 from rigl.rl.layout import (FINAL_METRIC_FILE, LOCK_FILE, OUTPUTS,
                              STARTED_FILE, SUMMARY_DIRS)
+from rigl.rl.tfagents import anf
 from rigl.rl.tfagents import train_hooks
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import settings as settings_lib
@@ -83,7 +84,9 @@ class RunDir:
             raise ValueError(
                 f'root_dir {self.root_dir} holds a {saved.get("algorithm")} '
                 f'run; this is {current["algorithm"]}. Use another root_dir.')
-        changes = config_changes(saved['settings'], current['settings'])
+        # Noise features named in another vocabulary are no change.
+        changes = config_changes(*anf.config.without_same_noise(
+            saved['settings'], current['settings']))
         fixed = [f'{key} {old!r} -> {new!r}' for key, old, new in (
             (key, metadata(saved, 0)[key], metadata(current, 0)[key])
             for key in FIXED_BY_CHECKPOINT) if old != new]
@@ -188,9 +191,10 @@ def gin_parameters() -> Dict[str, Any]:
 def config_record(algorithm: str, settings) -> Dict:
     """The run's full config, JSON-ready, with a short hash of it."""
     # The sparse method's parameters as bound: its configurables may be
-    # called with explicit arguments, which the operative config omits.
+    # called with explicit arguments, which the operative config omits;
+    # so are old ANF noise bindings next to new ones (`anf.config`).
     values = {**settings_lib.as_bindings(settings), **gin_parameters(),
-              **sparsity_spec.bound_values()}
+              **sparsity_spec.bound_values(), **anf.bound_values()}
     values = {key: values[key] for key in sorted(values)}
     digest = hashlib.sha256(json.dumps(
         [algorithm, values], sort_keys=True).encode()).hexdigest()[:12]
@@ -246,10 +250,9 @@ SETTINGS_FIXED_BY_CHECKPOINT = ('train_eval.sparse_execution',
 
 def noise_fraction(values: Dict) -> float:
     """The fraction of ANF noise features in the input, whichever side
-    draws them (networks: `NetworkNoise`, environment:
-    `create_environment`)."""
-    return float(values.get('NetworkNoise.noise_fraction') or
-                 values.get('create_environment.noise_fraction') or 0.0)
+    draws them (`noise_features.*`, or the old `NetworkNoise.*` and
+    `create_environment.*` bindings)."""
+    return anf.noise_fraction(values)
 
 
 def metadata(record: Dict, seed: int,
