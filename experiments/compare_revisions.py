@@ -95,13 +95,14 @@ CASES: Dict[str, Case] = {
         'log_snr.freq = 2',
         'train_eval.seed = 3']),
     # ANF: network-side noise, permutations redrawn every 70 env steps with
-    # the replay emptied and refilled by the policy.
+    # the replay emptied and refilled by the policy (the `noise_features`
+    # vocabulary: revisions from aab40da on).
     'anf': Case('sac_train_eval.py', 'sac_anf_config.gin',
                 _OFF_POLICY + _PENDULUM + [
-                    'NetworkNoise.adjust_period = 70',
-                    'NetworkNoise.empty_buffer_on_change = True',
-                    'NetworkNoise.refill_timesteps = 20',
-                    "NetworkNoise.refill_mode = 'policy'",
+                    'noise_features.adjust_period = 70',
+                    'noise_features.empty_buffer_on_change = True',
+                    'noise_features.refill_timesteps = 20',
+                    "noise_features.refill_mode = 'policy'",
                     'mask_updater.update_freq = 20']),
     # RLx2: delayed 3-step targets and the dynamic replay capacity.
     'rlx2': Case('td3_train_eval.py', 'td3_rlx2_config.gin',

@@ -18,8 +18,11 @@
                  done
 
 Actors need no sparsity code: masks are policy variables and masked kernels
-are exactly zero. Everything around the learner's loop (resume, results,
-checkpoints, evaluation) is the single-process `Session`.
+are exactly zero. The learner's periodic work is `IntervalTrigger`s, as in
+the single-process loops; an actor steps its environment through a
+`Collector` whose sinks are the n-step accumulator in front of its Reverb
+writer and its episode statistics. Everything around the learner's loop
+(resume, results, checkpoints, evaluation) is the single-process `Session`.
 """
 
 import dataclasses
@@ -37,14 +40,18 @@ from tf_agents.experimental.distributed import reverb_variable_container
 
 from rigl.rl import layout
 from rigl.rl.tfagents import envs
+from rigl.rl.tfagents.loops.collector import Collector
+from rigl.rl.tfagents.loops.collector import EpisodeStats
+from rigl.rl.tfagents.loops.collector import ReplaySink
 from rigl.rl.tfagents.loops.session import Session
+from rigl.rl.tfagents.loops.triggers import IntervalTrigger
+from rigl.rl.tfagents.loops.triggers import Triggers
 from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import n_step
 from rigl.rl.tfagents.run import reverb_replay
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run import summaries
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,78 +103,127 @@ def check_supported(algorithm) -> None:
                          'runs: each actor would draw its own.')
 
 
-def learn(session: Session, options: Options) -> Dict:
-    """Trains from the Reverb server; returns the final metric."""
-    algorithm, settings = session.algorithm, session.settings
-    check_supported(algorithm)
-    # Before the run directory is touched: an unreachable server is an
-    # error, not a run that waits forever.
-    client = reverb_replay.connect(options.address, options.connect_timeout)
-    session.start()
-    container = reverb_variable_container.ReverbVariableContainer(
-        options.address, table_names=[reverb_replay.VARIABLES_TABLE])
-    variables = reverb_replay.policy_variables(algorithm)
-    container.push(variables)
-    iterator = iter(reverb_replay.batched_dataset(options.address,
-                                                  settings.batch_size))
-    state = session.state
-    step = session.step
-    stats = reverb_replay.table_stats(client)
-    console.log(f'learner: replay at {options.address} holds {stats.size:,} '
-                f'transitions; training waits for '
-                f'{settings.initial_collect_steps:,}.')
-    progress = console.Progress(settings.num_iterations, step)
-    flops_per_step = algorithm.training_flops()
-    snr_freq = summaries.log_snr()
-    last_inserts, last_time = stats.inserts, time.time()
+class Learner:
+    """The learner of a distributed run: trains from the Reverb server.
 
-    def sync_env_steps() -> reverb_replay.TableStats:
-        current = reverb_replay.table_stats(client)
-        state.env_steps = current.inserts
+    Args:
+        session: the run's session.
+        options: how the run's processes work together.
+    """
+
+    def __init__(self, session: Session, options: Options):
+        self.session = session
+        self.options = options
+        self.algorithm = session.algorithm
+        self.settings = session.settings
+        check_supported(self.algorithm)
+        # Before the run directory is touched: an unreachable server is an
+        # error, not a run that waits forever.
+        self.client = reverb_replay.connect(options.address,
+                                            options.connect_timeout)
+        self.container = None
+        self.variables = reverb_replay.policy_variables(self.algorithm)
+        # The newest train step's batch and losses (for summaries).
+        self.batch = self.loss_info = None
+        self.flops_per_step = 0.0
+        self.progress = None
+        self._last_inserts, self._last_time = 0, 0.0
+
+    def run(self) -> Dict:
+        """Trains num_iterations steps; returns the final metric."""
+        session, settings, options = self.session, self.settings, self.options
+        state = session.state
+        session.start()
+        self.container = reverb_variable_container.ReverbVariableContainer(
+            options.address, table_names=[reverb_replay.VARIABLES_TABLE])
+        self.container.push(self.variables)
+        iterator = iter(reverb_replay.batched_dataset(options.address,
+                                                      settings.batch_size))
+        step = session.step
+        stats = reverb_replay.table_stats(self.client)
+        console.log(f'learner: replay at {options.address} holds '
+                    f'{stats.size:,} transitions; training waits for '
+                    f'{settings.initial_collect_steps:,}.')
+        triggers = self._triggers(step)
+        self.flops_per_step = self.algorithm.training_flops()
+        self._last_inserts, self._last_time = stats.inserts, time.time()
+        while step < settings.num_iterations:
+            self.batch = next(iterator)
+            self.loss_info = self.algorithm.train(self.batch)
+            step += 1
+            state.train_flops += self.flops_per_step
+            triggers(step)
+        self.container.push(self.variables)  # actors see the end and stop
+        self._write_stats(step)
+        return session.finish()
+
+    def _triggers(self, step: int) -> Triggers:
+        """The periodic work after each train step, in order."""
+        settings, session = self.settings, self.session
+        self.progress = console.Progress(settings.num_iterations, step)
+        last = settings.num_iterations
+        return Triggers(
+            IntervalTrigger(self.options.push_period, lambda _: (
+                self.container.push(self.variables)), start=step),
+            IntervalTrigger(settings.summary_interval, lambda _: (
+                session.write_train_summaries(
+                    self.loss_info, self.progress.steps_per_second)),
+                start=step),
+            IntervalTrigger(summaries.log_snr(),
+                            lambda _: session.write_snr(self.batch),
+                            start=step),
+            IntervalTrigger(settings.log_interval, self._log_progress,
+                            start=step),
+            IntervalTrigger(settings.eval_interval, self._evaluate,
+                            last=last, start=step),
+            IntervalTrigger(settings.checkpoint_interval, self._checkpoint,
+                            last=last, start=step))
+
+    def _sync_env_steps(self) -> reverb_replay.TableStats:
+        """The run's env steps are the transitions the actors inserted."""
+        current = reverb_replay.table_stats(self.client)
+        self.session.state.env_steps = current.inserts
         return current
 
-    while step < settings.num_iterations:
-        batch = next(iterator)
-        loss_info = algorithm.train(batch)
-        step += 1
-        state.train_flops += flops_per_step
-        if step % options.push_period == 0:
-            container.push(variables)
-        if step % settings.summary_interval == 0:
-            session.write_train_summaries(loss_info, progress.steps_per_second)
-        if snr_freq and step % snr_freq == 0:
-            session.write_snr(batch)
-        if step % settings.log_interval == 0:
-            current = sync_env_steps()
-            now = time.time()
-            env_rate = (current.inserts - last_inserts) / max(
-                now - last_time, 1e-9)
-            last_inserts, last_time = current.inserts, now
-            console.log(progress.line(
-                step, actor_returns(session.root_dir),
-                extra=f'env steps {current.inserts:,} '
-                      f'({env_rate:.1f}/s) | '))
-        last = step == settings.num_iterations
-        if step % settings.eval_interval == 0 or last:
-            sync_env_steps()
-            session.evaluate()
-            flops_per_step = algorithm.training_flops()
-        if step % settings.checkpoint_interval == 0 or last:
-            sync_env_steps()
-            # Reverb's tables first: a learner checkpoint then always has
-            # replay data at least as new (Reverb keeps its newest).
-            client.checkpoint()
-            session.checkpoint()
-    container.push(variables)
-    final = reverb_replay.table_stats(client)
-    checkpoints.write_atomically(
-        os.path.join(session.root_dir, layout.DISTRIBUTED_STATS_FILE),
-        json.dumps(dict(
-            train_steps=step, batch_size=settings.batch_size,
-            samples=final.samples, inserts=final.inserts,
-            samples_per_insert=final.samples_per_insert,
-            actors=actor_stats(session.root_dir)), indent=2))
-    return session.finish()
+    def _log_progress(self, step: int) -> None:
+        current = self._sync_env_steps()
+        now = time.time()
+        env_rate = (current.inserts - self._last_inserts) / max(
+            now - self._last_time, 1e-9)
+        self._last_inserts, self._last_time = current.inserts, now
+        console.log(self.progress.line(
+            step, actor_returns(self.session.root_dir),
+            extra=f'env steps {current.inserts:,} ({env_rate:.1f}/s) | '))
+
+    def _evaluate(self, step: int) -> None:
+        del step
+        self._sync_env_steps()
+        self.session.evaluate()
+        self.flops_per_step = self.algorithm.training_flops()
+
+    def _checkpoint(self, step: int) -> None:
+        del step
+        self._sync_env_steps()
+        # Reverb's tables first: a learner checkpoint then always has
+        # replay data at least as new (Reverb keeps its newest).
+        self.client.checkpoint()
+        self.session.checkpoint()
+
+    def _write_stats(self, step: int) -> None:
+        final = reverb_replay.table_stats(self.client)
+        checkpoints.write_atomically(
+            os.path.join(self.session.root_dir,
+                         layout.DISTRIBUTED_STATS_FILE),
+            json.dumps(dict(
+                train_steps=step, batch_size=self.settings.batch_size,
+                samples=final.samples, inserts=final.inserts,
+                samples_per_insert=final.samples_per_insert,
+                actors=actor_stats(self.session.root_dir)), indent=2))
+
+
+def learn(session: Session, options: Options) -> Dict:
+    """Trains from the Reverb server; returns the final metric."""
+    return Learner(session, options).run()
 
 
 def actor_stats(root_dir: str) -> Dict[str, Dict]:
@@ -202,85 +258,104 @@ def act(algorithm, settings, seed: int, index: int, attempt: int,
                          f'{options.num_actors - 1} (--num_actors='
                          f'{options.num_actors}).')
     client = reverb_replay.connect(options.address, options.connect_timeout)
-    stream = ('actor', index, attempt)
-    # The training env's feature layout (ANF noise and permutation), with
-    # this actor's own environment stream.
-    reference = envs.create_environment(
-        env_name=settings.env_name, seed=seeding.derive(seed, 'env', 0))
-    env = envs.create_environment(
-        env_name=settings.env_name, seed=seeding.derive(seed, 'env', *stream),
-        feature_layout_from=reference)
-    reference.close()
-    algorithm.agent.sample_rng.reset_from_seed(
-        seeding.derive(seed, 'action', *stream))
-    rng = np.random.default_rng(seeding.derive(seed, 'loop', *stream))
-    container = reverb_variable_container.ReverbVariableContainer(
-        options.address, table_names=[reverb_replay.VARIABLES_TABLE])
-    variables = reverb_replay.policy_variables(algorithm)
-    writer = reverb_replay.TransitionWriter(client)
-    # n-step transitions are formed here, before they reach the table.
-    transitions = n_step.NStepAccumulator(settings.n_step, settings.gamma,
-                                          writer.add)
-    directory = layout.actor_dir(root_dir, index)
-    os.makedirs(directory, exist_ok=True)
-    summary_writer = tf.summary.create_file_writer(directory)
-    random_steps = math.ceil(settings.initial_collect_steps /
-                             options.num_actors)
-    counters = {'env_steps': 0, 'episodes': 0, 'recent_returns': [],
-                'restarts': attempt, 'policy_train_step': 0}
+    return Actor(algorithm, settings, seed, index, attempt, options,
+                 root_dir, client).run()
 
-    def pull() -> bool:
+
+class Actor:
+    """One actor of a distributed run (see `act`)."""
+
+    def __init__(self, algorithm, settings, seed: int, index: int,
+                 attempt: int, options: Options, root_dir: str, client):
+        self.algorithm, self.settings = algorithm, settings
+        self.index, self.options = index, options
+        stream = ('actor', index, attempt)
+        # The training env's feature layout (ANF noise and permutation),
+        # with this actor's own environment stream.
+        reference = envs.create_environment(
+            env_name=settings.env_name, seed=seeding.derive(seed, 'env', 0))
+        self.env = envs.create_environment(
+            env_name=settings.env_name,
+            seed=seeding.derive(seed, 'env', *stream),
+            feature_layout_from=reference)
+        reference.close()
+        algorithm.agent.sample_rng.reset_from_seed(
+            seeding.derive(seed, 'action', *stream))
+        self.rng = np.random.default_rng(seeding.derive(seed, 'loop',
+                                                        *stream))
+        self.container = reverb_variable_container.ReverbVariableContainer(
+            options.address, table_names=[reverb_replay.VARIABLES_TABLE])
+        self.variables = reverb_replay.policy_variables(algorithm)
+        self.writer = reverb_replay.TransitionWriter(client)
+        # n-step transitions are formed here, before they reach the table.
+        transitions = n_step.NStepAccumulator(settings.n_step, settings.gamma,
+                                              self.writer.add)
+        self.collector = Collector([self.env], [
+            ReplaySink(transitions, marks_first=False),
+            EpisodeStats(1, on_end=self._episode_done)])
+        self.directory = layout.actor_dir(root_dir, index)
+        os.makedirs(self.directory, exist_ok=True)
+        self.summary_writer = tf.summary.create_file_writer(self.directory)
+        self.random_steps = math.ceil(settings.initial_collect_steps /
+                                      options.num_actors)
+        self.counters = {'env_steps': 0, 'episodes': 0, 'recent_returns': [],
+                         'restarts': attempt, 'policy_train_step': 0}
+
+    def run(self) -> int:
+        """Collects until the learner is done; returns the env steps."""
+        collector, counters = self.collector, self.counters
+        done = self._pull()
+        console.log(f'actor {self.index}: collecting for '
+                    f'{self.options.address} (learner at train step '
+                    f'{counters["policy_train_step"]}).')
+        collector.reset()
+        while not done:
+            collector.step(self._action()[None])
+            counters['env_steps'] = collector.steps
+            while not self.writer.wait(timeout_ms=2000) and not done:
+                done = self._pull()  # held back by the rate limiter: over?
+            if collector.steps % self.options.pull_period == 0 and not done:
+                done = self._pull()
+                self._write_stats()
+        self._write_stats()
+        self.writer.close()
+        self.env.close()
+        console.log(f'actor {self.index}: the learner is done; '
+                    f'{collector.steps:,} env steps.')
+        return collector.steps
+
+    def _action(self) -> np.ndarray:
+        """Random until the learner trains (for this actor's share of the
+        initial collection), then the policy's exploration action."""
+        if (self.counters['policy_train_step'] == 0 and
+                self.collector.steps < self.random_steps):
+            return self.algorithm.random_action(self.rng)
+        return self.algorithm.act(self.collector.observation).numpy()
+
+    def _pull(self) -> bool:
         """Pulls the newest variables; True once the learner is done."""
-        container.update(variables)
-        counters['policy_train_step'] = int(algorithm.train_step.numpy())
-        return counters['policy_train_step'] >= settings.num_iterations
+        self.container.update(self.variables)
+        self.counters['policy_train_step'] = int(
+            self.algorithm.train_step.numpy())
+        return (self.counters['policy_train_step'] >=
+                self.settings.num_iterations)
 
-    def write_stats() -> None:
-        counters['inserted'] = writer.inserted
-        checkpoints.write_atomically(os.path.join(directory,
-                                                  layout.ACTOR_STATS_FILE),
-                                     json.dumps(counters))
+    def _write_stats(self) -> None:
+        self.counters['inserted'] = self.writer.inserted
+        checkpoints.write_atomically(
+            os.path.join(self.directory, layout.ACTOR_STATS_FILE),
+            json.dumps(self.counters))
 
-    done = pull()
-    console.log(f'actor {index}: collecting for {options.address} (learner '
-                f'at train step {counters["policy_train_step"]}).')
-    time_step = env.reset()
-    episode_return, episode_length = 0.0, 0
-    steps = 0
-    while not done:
-        if counters['policy_train_step'] == 0 and steps < random_steps:
-            action = algorithm.random_action(rng)
-        else:
-            action = algorithm.act(time_step.observation[None]).numpy()
-        next_step = env.step(action)
-        transitions.add(time_step.observation, action, next_step.reward,
-                        next_step.discount, next_step.observation)
-        steps += 1
-        episode_return += float(next_step.reward)
-        episode_length += 1
-        if next_step.is_last():
-            transitions.end_episode()
-            counters['episodes'] += 1
-            counters['recent_returns'] = (counters['recent_returns'] +
-                                          [episode_return])[-10:]
-            with summary_writer.as_default():
-                summaries.write_episode(counters['policy_train_step'],
-                                        episode_return, episode_length)
-            if settings.log_episodes:
-                console.log(f'actor {index}: episode {counters["episodes"]} '
-                            f'return {episode_return:.1f} length '
-                            f'{episode_length} (env steps {steps:,})')
-            episode_return, episode_length = 0.0, 0
-            next_step = env.reset()
-        time_step = next_step
-        counters['env_steps'] = steps
-        while not writer.wait(timeout_ms=2000) and not done:
-            done = pull()  # held back by the rate limiter: is it over?
-        if steps % options.pull_period == 0 and not done:
-            done = pull()
-            write_stats()
-    write_stats()
-    writer.close()
-    env.close()
-    console.log(f'actor {index}: the learner is done; {steps:,} env steps.')
-    return steps
+    def _episode_done(self, episode_return: float, length: int) -> None:
+        counters = self.counters
+        counters['episodes'] += 1
+        counters['recent_returns'] = (counters['recent_returns'] +
+                                      [float(episode_return)])[-10:]
+        with self.summary_writer.as_default():
+            summaries.write_episode(counters['policy_train_step'],
+                                    episode_return, length)
+        if self.settings.log_episodes:
+            console.log(f'actor {self.index}: episode '
+                        f'{counters["episodes"]} return '
+                        f'{episode_return:.1f} length {length} (env steps '
+                        f'{self.collector.steps:,})')

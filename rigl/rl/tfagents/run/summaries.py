@@ -106,23 +106,6 @@ def write_sparsity_summaries(named_networks: Dict[str, tf.Module],
     return totals
 
 
-def evaluate(env, action_fn: Callable, num_episodes: int) -> Dict:
-    """Mean/std return and mean length of `num_episodes` greedy episodes."""
-    returns, lengths = [], []
-    for _ in range(num_episodes):
-        time_step = env.reset()
-        total, length = 0.0, 0
-        while not time_step.is_last():
-            time_step = env.step(action_fn(time_step.observation))
-            total += float(time_step.reward)
-            length += 1
-        returns.append(total)
-        lengths.append(length)
-    return {'return_mean': float(np.mean(returns)),
-            'return_std': float(np.std(returns)),
-            'episode_length': float(np.mean(lengths))}
-
-
 def record_evaluation(writer, results: Results, step: int, env_steps: int,
                       metrics: Dict, named_networks: Dict, noise_mask,
                       train_flops: float, wall_time: float, **extra) -> Dict:
