@@ -426,6 +426,13 @@ def dense_forward(networks: Sequence[tf.keras.layers.Layer]):
         yield
 
 
+def _reachable_variables(module: tf.Module) -> List[tf.Variable]:
+    """Every variable a checkpoint of `module` would hold, those of random
+    generators included (which `module.variables` leaves out)."""
+    return [item for item in tf.train.TrackableView(module).descendants()
+            if isinstance(item, tf.Variable)]
+
+
 def compress_network(network: tf.keras.layers.Layer,
                      rebuild: Callable[[List[np.ndarray]],
                                        tf.keras.layers.Layer],
@@ -444,9 +451,17 @@ def compress_network(network: tf.keras.layers.Layer,
         weights, every other variable copied.
     """
     old_layers = kernel_layers(network)
+    before = {variable.ref(): variable.numpy()
+              for variable in _reachable_variables(network)}
     twin = rebuild([layer.mask.numpy() for layer in old_layers
                     if isinstance(layer, MaskedLayer)])
     twin.create_variables(input_spec)
+    # Building the twin ran it once: state it shares with the network (ANF's
+    # noise stream) goes back to where it was, as if the twin were the
+    # network built once.
+    for variable in _reachable_variables(twin):
+        if variable.ref() in before:
+            variable.assign(before[variable.ref()])
     new_layers = kernel_layers(twin)
     if len(new_layers) != len(old_layers):
         raise ValueError(f'{network.name}: its sparse-execution twin has '
