@@ -3,9 +3,8 @@
 A sparse agent (1) wraps each optimizer in `MaskedOptimizer`, which masks
 gradients, keeps masked weights at 0 and runs the mask updater inside the
 train step, and (2) re-zeroes the masked weights of its target networks after
-a mask change of their online network (`SparseTargetsMixin`): TF-Agents' soft
-update copies non-trainable variables (the masks) with tau = 1 but blends
-kernels, so newly masked target weights would otherwise only decay to 0.
+a mask change of their online network, or prunes them by magnitude (ANF),
+with `sparsity.targets.SparseTargetsMixin`.
 
 Sampling in the train step draws its seeds from `sample_rng`, a
 `tf.random.Generator` that is checkpointed with the agent, so a resumed run
@@ -14,7 +13,7 @@ continues the random stream instead of replaying its start.
 
 import logging
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from absl import logging as absl_logging
 import tensorflow as tf
@@ -31,176 +30,15 @@ from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.run import seeding
+from rigl.rl.tfagents.sparsity import clipping
+from rigl.rl.tfagents.sparsity import targets
+# TARGET_SPARSITY_MODES is re-exported for the settings' checks.
+from rigl.rl.tfagents.sparsity.targets import (TARGET_SPARSITY_MODES,
+                                               SparseTargetsMixin)
 
 
-TARGET_SPARSITY_MODES = ('mask', 'magnitude')
-
-
-class SparseTargetsMixin:
-    """Keeps target networks as sparse as their online networks.
-
-    Subclasses list `masked_targets()`: pairs of (the MaskedOptimizer of the
-    online networks, their target networks, in the same order) and call
-    `_init_sparse_targets()` with their target update period at the end of
-    `__init__`; the targets are made sparse after each train step. Two modes:
-
-    * 'mask' (default): a target carries its online network's mask. Polyak
-      averaging copies masks (tau 1 for non-trainable variables) but blends
-      kernels, so after a mask change the targets are re-masked on every
-      train step until a target update has copied the new masks.
-    * 'magnitude' (ANF): after every train step each target layer with more
-      non-zeros than k, its online layer's active weights, loses its
-      smallest |weights| down to k, so a target never holds more non-zeros
-      than its online network; its mask marks its non-zeros.
-    """
-
-    def masked_targets(self) -> Sequence[Tuple[mask_updaters.MaskedOptimizer,
-                                               Sequence[tf.Module]]]:
-        raise NotImplementedError
-
-    @property
-    def target_networks(self) -> List[tf.Module]:
-        return [network for _, targets in self.masked_targets()
-                for network in targets]
-
-    def _compressed_pairs(self) -> List[Tuple[int, List[Tuple]]]:
-        """Per masked optimizer with 'sparse'-execution layers: its index
-        and the (online, target) `CompressedDense` pairs of its targets."""
-        pairs = []
-        for index, (optimizer, targets) in enumerate(self.masked_targets()):
-            target_layers = [layer for network in targets
-                             for layer in sparse_layers.masked_layers(network)]
-            layers = [(online, target) for online, target in
-                      zip(optimizer.layers, target_layers)
-                      if isinstance(online, sparse_layers.CompressedDense)]
-            if layers:
-                pairs.append((index, layers))
-        return pairs
-
-    def _get_target_updater(self, tau=1.0, period=1):
-        """TF-Agents' target update; with 'sparse'-execution layers, each
-        update first moves a target layer's values onto its online layer's
-        positions if they changed since the last update (the masked
-        equivalent: Polyak averaging, then the copied mask zeroes the
-        rest), so Polyak averaging acts on matching values."""
-        compressed = self._compressed_pairs()
-        if not compressed:
-            return super()._get_target_updater(tau, period)
-        update_every_call = super()._get_target_updater(tau, 1)
-        self._positions_synced_at = [
-            tf.Variable(-1, dtype=tf.int64, trainable=False)
-            for _ in compressed]
-
-        def adopt_positions_then_update():
-            ops = []
-            for synced_at, (index, layers) in zip(self._positions_synced_at,
-                                                  compressed):
-                optimizer = self.masked_targets()[index][0]
-
-                def adopt(layers=layers, synced_at=synced_at,
-                          optimizer=optimizer):
-                    moved = [target.adopt_positions(online)
-                             for online, target in layers]
-                    with tf.control_dependencies(moved):
-                        return synced_at.assign(optimizer.last_mask_change).op
-
-                ops.append(tf.cond(tf.not_equal(optimizer.last_mask_change,
-                                                synced_at), adopt, tf.no_op))
-            with tf.control_dependencies(ops):
-                return update_every_call()
-
-        return common.Periodically(adopt_positions_then_update, period,
-                                   'update_targets_sparse_execution')
-
-    def _init_sparse_targets(self, mode: str,
-                             target_update_period: int) -> None:
-        """Sets the target sparsity `mode` (`TARGET_SPARSITY_MODES`); after
-        a mask change the targets are re-masked for `target_update_period`
-        train steps (until a target update has copied the new masks)."""
-        if mode not in TARGET_SPARSITY_MODES:
-            raise ValueError(f'target sparsity mode is {mode!r}; allowed: '
-                             f'{", ".join(TARGET_SPARSITY_MODES)}.')
-        if mode == 'magnitude' and self._compressed_pairs():
-            raise ValueError(
-                "ANF's magnitude-pruned targets (target_sparsity="
-                "'magnitude') keep their own positions, which "
-                "sparse_execution='sparse' does not support; use "
-                "train_eval.sparse_execution='masked'.")
-        self._target_sparsity = mode
-        self._sparse_targets_period = target_update_period
-        # Per optimizer: its last_mask_change when last seen, and the train
-        # step at which a new change was first seen.
-        self._seen_mask_change = [
-            tf.Variable(-1, dtype=tf.int64, trainable=False)
-            for _ in self.masked_targets()]
-        self._mask_change_seen_at = [
-            tf.Variable(-10 ** 9, dtype=tf.int64, trainable=False)
-            for _ in self.masked_targets()]
-
-    def _train(self, experience, weights=None):
-        loss_info = super()._train(experience, weights)
-        with tf.control_dependencies([self._sparsify_targets(
-                loss_info, self._sparse_targets_period)]):
-            return tf.nest.map_structure(tf.identity, loss_info)
-
-    def _sparsify_targets(self, after, target_update_period: int):
-        """Re-masks or prunes the targets (after the ops in `after`)."""
-        step = tf.cast(self.train_step_counter, tf.int64)
-        ops = []
-        with tf.control_dependencies(tf.nest.flatten(after)):
-            for index, (optimizer, targets) in enumerate(
-                    self.masked_targets()):
-                if self._target_sparsity == 'magnitude':
-                    ops.append(_prune_targets_by_magnitude(
-                        optimizer.layers, targets))
-                    continue
-                seen, seen_at = (self._seen_mask_change[index],
-                                 self._mask_change_seen_at[index])
-                changed = tf.not_equal(optimizer.last_mask_change, seen)
-                at = seen_at.assign(tf.where(changed, step, seen_at))
-                with tf.control_dependencies([at]):
-                    noted = seen.assign(optimizer.last_mask_change)
-                with tf.control_dependencies([noted]):
-                    ops.append(tf.cond(
-                        step - at <= target_update_period,
-                        lambda targets=targets: sparse_layers.apply_masks(
-                            targets), tf.no_op))
-        return tf.group(ops)
-
-
-def _prune_targets_by_magnitude(online_layers, targets) -> tf.Operation:
-    """ANF's sparse targets: a target layer holding more non-zeros than the k
-    active weights of its online layer loses its smallest |w| down to k.
-
-    Most steps need no pruning (the target's support equals the online
-    mask's between mask updates), so only the count is computed then, and
-    the target's mask follows its non-zeros; pruning selects the few
-    smallest among the non-zeros (a top-k over the excess, which is cheap,
-    rather than over the k kept).
-    """
-    target_layers = [layer for network in targets
-                     for layer in sparse_layers.masked_layers(network)]
-    ops = []
-    for online, target in zip(online_layers, target_layers):
-        nonzero = tf.cast(tf.not_equal(target.kernel, 0.0), tf.float32)
-        excess = tf.cast(tf.reduce_sum(nonzero) - tf.reduce_sum(online.mask),
-                         tf.int32)
-
-        def prune(target=target, nonzero=nonzero, excess=excess):
-            flat = tf.reshape(target.kernel, [-1])
-            smallest_first = tf.where(tf.reshape(nonzero, [-1]) > 0,
-                                      -tf.abs(flat), -float('inf'))
-            _, drop = tf.math.top_k(smallest_first, k=excess)
-            keep = tf.reshape(nonzero, [-1]) - tf.scatter_nd(
-                drop[:, None], tf.ones_like(drop, tf.float32), tf.shape(flat))
-            keep = tf.reshape(keep, tf.shape(target.mask))
-            return tf.group(target.mask.assign(keep),
-                            target.kernel.assign(target.kernel * keep))
-
-        ops.append(tf.cond(excess > 0, prune,
-                           lambda target=target, nonzero=nonzero:
-                           tf.group(target.mask.assign(nonzero))))
-    return tf.group(ops)
+# The name tests and older code use.
+_prune_targets_by_magnitude = targets.prune_targets_by_magnitude
 
 
 class AfterStepMaskUpdatesMixin:
@@ -346,6 +184,7 @@ class SparseSacAgent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
             actor_optimizer, critic_optimizer, actor_network,
             [critic_network, critic_network_2], actor_updater,
             critic_updater, seed)
+        self._target_sparsity = target_sparsity  # read by the target updater
         super().__init__(
             time_step_spec, action_spec, critic_network=critic_network,
             actor_network=actor_network, actor_optimizer=actor_optimizer,
@@ -435,6 +274,25 @@ class SparseSacAgent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
 
 
 
+def _clipping_optimizer(optimizer, networks, updater, seed: int,
+                        gradient_clipping: Optional[float],
+                        per_variable: bool) -> Tuple[
+                            mask_updaters.MaskedOptimizer, Optional[float]]:
+    """The `MaskedOptimizer` of `networks`, and the gradient clipping left to
+    TF-Agents: with 'sparse'-execution layers the optimizer clips instead,
+    counting their dense gradients as masked execution's norm does
+    (`clipping.DenseNormClippingOptimizer`)."""
+    compressed = any(isinstance(layer, sparse_layers.CompressedDense)
+                     for network in networks
+                     for layer in sparse_layers.masked_layers(network))
+    if not gradient_clipping or not compressed:
+        return (mask_updaters.MaskedOptimizer(optimizer, networks, updater,
+                                              seed=seed), gradient_clipping)
+    return (clipping.DenseNormClippingOptimizer(
+        optimizer, networks, updater, seed=seed, clip_norm=gradient_clipping,
+        per_variable=per_variable), None)
+
+
 class _WrappedOptimizerWarningFilter(logging.Filter):
     """Drops PPOAgent's warning about a non-Keras optimizer: MaskedOptimizer
     wraps a Keras optimizer and exposes the learning rate PPO summarises."""
@@ -454,6 +312,10 @@ class SparsePPOAgent(ppo_clip_agent.PPOClipAgent):
     one mask updater serve both; every minibatch gradient step is a step of
     that optimizer, for the updater and for gradual pruning.
 
+    With 'sparse'-execution layers, gradient clipping moves from TF-Agents
+    into the optimizer (`_clipping_optimizer`), and the L2 term counts
+    compressed layers' values.
+
     Args:
         updater: mask updater (gin `mask_updater()` if None).
         seed: seeds the updater's stream (collection samples from the loop's
@@ -465,12 +327,40 @@ class SparsePPOAgent(ppo_clip_agent.PPOClipAgent):
                  value_net,
                  updater: Optional[mask_updaters.MaskUpdater] = None,
                  seed: int = 0, **kwargs):
+        masked_optimizer, kwargs['gradient_clipping'] = _clipping_optimizer(
+            optimizer, [actor_net, value_net], updater,
+            seeding.derive(seed, 'updater'),
+            kwargs.get('gradient_clipping'), per_variable=False)
         super().__init__(
-            time_step_spec, action_spec,
-            optimizer=mask_updaters.MaskedOptimizer(
-                optimizer, [actor_net, value_net], updater,
-                seed=seeding.derive(seed, 'updater')),
+            time_step_spec, action_spec, optimizer=masked_optimizer,
             actor_net=actor_net, value_net=value_net, **kwargs)
+        # Our copy of the L2 coefficients (TF-Agents keeps its private).
+        self._l2_coefficients = (kwargs.get('policy_l2_reg') or 0.0,
+                                 kwargs.get('value_function_l2_reg') or 0.0)
+
+    def l2_regularization_loss(self, debug_summaries: bool = False
+                               ) -> tf.Tensor:
+        """TF-Agents' L2 term, sum of reg * sum(w^2) over each network's
+        kernels, with a compressed layer's values counted as its kernel
+        (TF-Agents picks kernels by variable name; they are zero elsewhere,
+        so the sum is the masked layer's)."""
+        compressed = {
+            layer.weights_variable.ref()
+            for network in (self.actor_net, tfa_private.value_net(self))
+            for layer in sparse_layers.masked_layers(network)
+            if isinstance(layer, sparse_layers.CompressedDense)}
+        coefficients = self._l2_coefficients
+        if not compressed or not any(c > 0 for c in coefficients):
+            return super().l2_regularization_loss(debug_summaries)
+        losses = [
+            common.aggregate_losses(
+                regularization_loss=tf.square(variable)).regularization
+            * coefficient
+            for network, coefficient in zip(
+                (self.actor_net, tfa_private.value_net(self)), coefficients)
+            for variable in network.trainable_weights
+            if 'kernel' in variable.name or variable.ref() in compressed]
+        return tf.add_n(losses, name='l2_loss')
 
 
 class SparseTd3Agent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
@@ -500,6 +390,7 @@ class SparseTd3Agent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
             actor_optimizer, critic_optimizer, actor_network,
             [critic_network, critic_network_2], actor_updater,
             critic_updater, seed)
+        self._target_sparsity = target_sparsity  # read by the target updater
         super().__init__(
             time_step_spec, action_spec, actor_network=actor_network,
             critic_network=critic_network, actor_optimizer=actor_optimizer,
@@ -530,7 +421,9 @@ class SparseTd3Agent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
 class SparseDqnAgent(SparseTargetsMixin, dqn_agent.DqnAgent):
     """DQN with a sparse Q-network whose target carries its masks.
 
-    Epsilon-greedy exploration is done by the algorithm (`algos.dqn`) with
+    Gradient clipping, if any, moves into the optimizer with
+    'sparse'-execution layers (`_clipping_optimizer`). Epsilon-greedy
+    exploration is done by the algorithm (`algos.dqn`) with
     seeds from `sample_rng`.
 
     Args:
@@ -542,13 +435,13 @@ class SparseDqnAgent(SparseTargetsMixin, dqn_agent.DqnAgent):
     def __init__(self, time_step_spec, action_spec, q_network, optimizer,
                  updater: Optional[mask_updaters.MaskUpdater] = None,
                  seed: int = 0, target_update_period: int = 1, **kwargs):
+        masked_optimizer, kwargs['gradient_clipping'] = _clipping_optimizer(
+            optimizer, [q_network], updater, seeding.derive(seed, 'updater'),
+            kwargs.get('gradient_clipping'), per_variable=True)
         super().__init__(
             time_step_spec, action_spec, q_network=q_network,
             target_update_period=target_update_period,
-            optimizer=mask_updaters.MaskedOptimizer(
-                optimizer, [q_network], updater,
-                seed=seeding.derive(seed, 'updater')),
-            **kwargs)
+            optimizer=masked_optimizer, **kwargs)
         self.sample_rng = tf.random.Generator.from_seed(
             seeding.derive(seed, 'dqn_exploration'))
         self._init_sparse_targets('mask', target_update_period)

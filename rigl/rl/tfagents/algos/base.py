@@ -352,10 +352,12 @@ def resolve_sparse_execution(algorithm_class, settings,
                              saved_settings: Optional[Dict] = None) -> str:
     """The run's sparse execution: `train_eval.sparse_execution` unless
     'auto'. 'auto' keeps a resumed run's own (a record without one ran
-    masked); a new run runs 'sparse' on a CPU-only machine when the method
-    keeps a fixed active count, its targets follow their online networks
-    and the kernels build here (measured faster there:
-    benchmarks/sparse_speed.py), else 'masked' (on a GPU: unmeasured).
+    masked); a new off-policy run runs 'sparse' on a CPU-only machine when
+    the method keeps a fixed active count and the kernels build here
+    (measured faster there: benchmarks/sparse_speed.py), whichever its
+    target sparsity (ANF's magnitude-pruned targets included), else
+    'masked' (on a GPU: unmeasured; PPO: runs sparse when asked, not
+    measured faster).
 
     Raises:
         ValueError: an unknown value.
@@ -371,8 +373,7 @@ def resolve_sparse_execution(algorithm_class, settings,
     method = sparsity_spec.from_gin(settings)
     if (tf.config.list_physical_devices('GPU') or not method.is_sparse
             or method.method == sparsity_spec.PRUNE
-            or algorithm_class.loop != OFF_POLICY
-            or getattr(settings, 'target_sparsity', 'mask') != 'mask'):
+            or algorithm_class.loop != OFF_POLICY):
         return 'masked'
     return 'sparse' if csr.available() else 'masked'
 

@@ -17,7 +17,8 @@ the variables' shapes never change.
 """
 
 import contextlib
-from typing import Callable, Optional, Sequence
+import functools
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -68,6 +69,44 @@ def _numpy_structure(positions: np.ndarray, shape) -> csr.Structure:
                          row_by_col=rows[by_col], which_by_col=by_col)
 
 
+def _polyak(target: tf.Tensor, online: tf.Tensor, tau: float) -> tf.Tensor:
+    """TF-Agents' soft update of one variable, with its arithmetic
+    (`common.soft_variables_update`), so equal inputs give equal bits."""
+    return (1 - tau) * target + tau * online
+
+
+def _magnitude_union(target: 'CompressedDense', online: 'CompressedDense',
+                     blend: Callable) -> Tuple[tf.Tensor, tf.Tensor]:
+    """`CompressedDense.magnitude_average` where the positions differ."""
+    n_out = target.kernel_shape[1]
+    size = target.kernel_shape[0] * n_out
+
+    def flat(layer):
+        return (layer.positions[:, 0] * n_out + layer.positions[:, 1])[:, None]
+
+    def scattered(layer, vector):
+        return tf.scatter_nd(flat(layer), vector, [size])
+
+    member = (scattered(target, tf.ones_like(target.values)) +
+              scattered(online, tf.ones_like(online.values)))
+    union = tf.where(member > 0)[:, 0]  # ascending: row-major
+    averaged = blend(tf.gather(scattered(target, target.values), union),
+                     tf.gather(scattered(online, online.values), union))
+    # Dropped first: zeros, then the smallest |w|, ties to the lower index
+    # (top_k's order among equal keys).
+    drop_first = tf.where(tf.not_equal(averaged, 0.0), -tf.abs(averaged),
+                          tf.ones_like(averaged))
+    excess = tf.shape(union)[0] - target.active_count
+    _, dropped = tf.math.top_k(drop_first, k=excess)
+    kept = tf.equal(tf.scatter_nd(dropped[:, None], tf.ones_like(dropped),
+                                  tf.shape(union)), 0)
+    kept_flat = tf.boolean_mask(union, kept)
+    positions = tf.stack([kept_flat // n_out, kept_flat % n_out], axis=1)
+    values = tf.boolean_mask(averaged, kept)
+    return (tf.ensure_shape(values, target.values.shape),
+            tf.ensure_shape(positions, target.positions.shape))
+
+
 class CompressedDense(tf.keras.layers.Layer):
     """A Keras Dense layer whose kernel is stored as its active weights.
 
@@ -94,6 +133,9 @@ class CompressedDense(tf.keras.layers.Layer):
         self._dense_kernel: Optional[tf.Tensor] = None
         self._capture_when: Optional[Callable[[], tf.Tensor]] = None
         self._captured: Optional[_Untracked] = None
+        # A magnitude-pruned target (ANF): its mask marks its non-zeros, as
+        # a masked target's does, not every position it holds.
+        self.mask_marks_nonzeros = False
 
     def build(self, input_shape):
         n_in = int(input_shape[-1])
@@ -172,6 +214,9 @@ class CompressedDense(tf.keras.layers.Layer):
 
     @property
     def mask(self) -> tf.Tensor:
+        if self.mask_marks_nonzeros:
+            return self.to_dense(tf.cast(tf.not_equal(self.values, 0.0),
+                                         self.values.dtype))
         return self.to_dense(tf.ones_like(self.values))
 
     def apply_mask(self) -> tf.Operation:
@@ -231,6 +276,40 @@ class CompressedDense(tf.keras.layers.Layer):
                    self.positions.assign(source.positions)]
             ops += [mine.assign(theirs) for mine, theirs in
                     zip(self._structure, source._structure)]
+        return tf.group(ops)
+
+    def magnitude_average(self, online: 'CompressedDense',
+                          tau: float) -> Tuple[tf.Tensor, tf.Tensor]:
+        """ANF's target update of this (target) layer, on its own positions:
+        (1 - tau) * target + tau * online over the union of both layers'
+        positions, keeping the layer's active count k by magnitude.
+
+        The masked computation (`sparsity.targets.prune_targets_by_magnitude`)
+        drops the smallest non-zeros beyond k, ties to the lower row-major
+        index; here the union's zeros go first, then the same non-zeros in
+        the same order, so both keep the same weights. Fewer than k
+        non-zeros keep some of the union's zeros as padding (values 0), so
+        the dense kernel is the same either way. While both layers hold the
+        same positions (most steps), only the values are averaged.
+
+        Returns:
+            (values [k], positions [k, 2]), row-major: what
+            `assign_positions` takes.
+        """
+        blend = functools.partial(_polyak, tau=tau)
+        same = tf.reduce_all(tf.equal(self.positions, online.positions))
+        return tf.cond(
+            same, lambda: (blend(self.values, online.values),
+                           tf.identity(online.positions)),
+            lambda: _magnitude_union(self, online, blend))
+
+    def assign_positions(self, values: tf.Tensor,
+                         positions: tf.Tensor) -> tf.Operation:
+        """Sets values [k] at row-major positions [k, 2] (and the index
+        arrays the products read)."""
+        ops = [self.values.assign(values), self.positions.assign(positions)]
+        ops += [variable.assign(value) for variable, value in zip(
+            self._structure, csr.structure(positions, self.kernel_shape))]
         return tf.group(ops)
 
     def set_weights_from(self, kernel: np.ndarray,
