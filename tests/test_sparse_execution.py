@@ -204,6 +204,48 @@ def test_dqn_same_training_as_masked(update_alg):
     assert changed > 0
 
 
+def test_dqn_gradient_clipping_as_masked():
+    """DQN's per-kernel gradient clipping counts a compressed layer's dense
+    gradient, as masked execution's dense kernels do: the same masks and
+    weights, with a clip that acts."""
+    runs = [layer_arrays(trained(
+        dqn.Dqn, 'rigl', execution, train_mode='sparse',
+        fc_layer_params=(64, 64), gradient_clipping=clip)[0].networks.values())
+        for execution, clip in (('masked', 0.01), ('sparse', 0.01),
+                                ('masked', 0.0))]
+    for (mask_m, kernel_m), (mask_s, kernel_s), (_, unclipped) in zip(*runs):
+        np.testing.assert_array_equal(mask_m, mask_s)
+        np.testing.assert_allclose(kernel_m, kernel_s, atol=1e-5)
+    assert max(np.abs(kernel - unclipped).max() for (_, kernel), (
+        _, unclipped) in zip(runs[0], runs[2])) > 1e-3
+
+
+def test_sparse_twin_leaves_the_noise_stream_alone():
+    """Building a network's sparse-execution twin runs it once; the noise
+    stream it shares with the masked network (ANF's network-side noise
+    features) is where a masked run leaves it, so both runs draw the same
+    noise."""
+    gin.clear_config()
+    gin.parse_config(['NetworkNoise.noise_fraction = 0.9',
+                      'init_masks.sparsity = 0.8',
+                      'wrap_all_layers.compress_min_sparsity = 0.5'])
+    observation = tensor_spec.BoundedTensorSpec((3,), tf.float32, -1, 1)
+    action = tensor_spec.BoundedTensorSpec((1,), tf.float32, -2, 2)
+    states = []
+    for execution in ('masked', 'sparse'):
+        settings = settings_lib.build(sac.Sac.Settings, dict(
+            actor_fc_layers=(8,), critic_joint_fc_layers=(8,),
+            train_mode_actor='sparse', train_mode_value='sparse',
+            sparse_execution=execution), 'sac')
+        algorithm = sac.Sac(settings, observation, action, seed=0)
+        states.append(algorithm.noise_layout.rng.state.numpy())
+    gin.clear_config()
+    assert any(isinstance(layer, sparse_layers.CompressedDense)
+               for layer in sparse_layers.masked_layers(
+                   algorithm.networks['actor']))
+    np.testing.assert_array_equal(states[0], states[1])
+
+
 SAC_SPARSE_RUN = SAC_TINY + [
     "train_eval.train_mode_actor = 'sparse'",
     "train_eval.train_mode_value = 'sparse'",
@@ -277,13 +319,14 @@ def test_numpy_actor_exports_a_sparse_execution_actor():
     # A new sparse off-policy run with a fixed active count: sparse.
     (["mask_updater.update_alg = 'rigl'"],
      dict(train_mode_actor='sparse'), sac.Sac, None, 'sparse'),
-    # Dense networks, pruning, ANF's magnitude targets: masked.
+    # ANF's magnitude-pruned targets too.
+    (["mask_updater.update_alg = 'set'"],
+     dict(train_mode_actor='sparse', target_sparsity='magnitude'), sac.Sac,
+     None, 'sparse'),
+    # Dense networks, pruning: masked.
     ([], {}, sac.Sac, None, 'masked'),
     (["wrap_all_layers.mode = 'prune'"], dict(train_mode_actor='sparse'),
      sac.Sac, None, 'masked'),
-    (["mask_updater.update_alg = 'set'"],
-     dict(train_mode_actor='sparse', target_sparsity='magnitude'), sac.Sac,
-     None, 'masked'),
     # A resumed run keeps what it ran; an old record ran masked.
     (["mask_updater.update_alg = 'rigl'"], dict(train_mode_actor='sparse'),
      sac.Sac, {'train_eval.sparse_execution': 'masked'}, 'masked'),
