@@ -31,10 +31,10 @@ import tensorflow as tf
 from tf_agents.policies import policy_saver
 
 from rigl.rl import layout
+from rigl.rl.tfagents.anf import connectivity
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.loops.run_directory import RunState
 from rigl.rl.tfagents.run import checkpoints
-from rigl.rl.tfagents.run import connectivity
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import summaries
 from rigl.rl.tfagents.run.results import Results
