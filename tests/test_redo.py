@@ -17,8 +17,8 @@ import helpers
 from rigl.rl.tfagents.sparsity import masked_optimizer
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import train_hooks
-from rigl.rl.tfagents.algos import base
 from rigl.rl.tfagents.algos import dqn
+from rigl.rl.tfagents.algos import optimizers
 from rigl.rl.tfagents.algos import ppo
 from rigl.rl.tfagents.run import plasticity
 from rigl.rl.tfagents.run import run_dir
@@ -138,7 +138,7 @@ def _view(layer, optimizer):
 def test_recycle_by_hand(build):
     model = build()
     layers = sparse_layers.kernel_layers(model)
-    optimizer = base.make_optimizer(1e-2)
+    optimizer = optimizers.make_optimizer(1e-2)
     variables = model.trainable_variables
     optimizer.build(variables)
     grads = [tf.random.stateless_normal(v.shape, [i, 7])

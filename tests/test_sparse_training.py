@@ -575,7 +575,7 @@ def test_coupled_weight_decay_acts_on_its_variables(mode, decay, moved):
     """A coupled L2 penalty adds factor * weight_decay * w to the gradients
     of exactly its variables: with zero loss gradients, Adam's first step
     moves those by lr towards 0 and leaves the others."""
-    from rigl.rl.tfagents.algos import base
+    from rigl.rl.tfagents.algos import optimizers
     model = tf.keras.Sequential([tf.keras.layers.Dense(4),
                                  tf.keras.layers.Dense(2)])
     model.build((None, 3))
@@ -585,9 +585,9 @@ def test_coupled_weight_decay_acts_on_its_variables(mode, decay, moved):
     names = {v.ref(): f'{v.name.rsplit("/", 1)[-1].split(":")[0]}_{i // 2}'
              for i, v in enumerate(model.trainable_variables)}
     before = {names[v.ref()]: v.numpy() for v in model.trainable_variables}
-    optimizer = base.make_optimizer(1e-2, 1e-3, mode=mode,
-                                    network_list=[model], decay=decay)
-    factor = base.ANF_DECAY[1] if mode == 'anf' else decay[1]
+    optimizer = optimizers.make_optimizer(1e-2, 1e-3, mode=mode,
+                                          network_list=[model], decay=decay)
+    factor = optimizers.ANF_DECAY[1] if mode == 'anf' else decay[1]
     assert set(optimizer._l2.coefficients.values()) == {factor * 1e-3}
     optimizer.apply_gradients([(tf.zeros_like(v), v)
                                for v in model.trainable_variables])
@@ -602,24 +602,24 @@ def test_coupled_weight_decay_acts_on_its_variables(mode, decay, moved):
 
 
 def test_decoupled_weight_decay_is_adamw_and_bad_modes_fail():
-    from rigl.rl.tfagents.algos import base
-    assert isinstance(base.make_optimizer(1e-3, 1e-4, mode='decoupled'),
-                      base.FusedAdamW)
+    from rigl.rl.tfagents.algos import optimizers
+    assert isinstance(optimizers.make_optimizer(1e-3, 1e-4, mode='decoupled'),
+                      optimizers.FusedAdamW)
     with pytest.raises(ValueError, match="weight_decay_mode is 'l1'; "
                        'allowed: original, anf, decoupled'):
-        base.make_optimizer(1e-3, 1e-4, mode='l1')
+        optimizers.make_optimizer(1e-3, 1e-4, mode='l1')
 
 
 @pytest.mark.parametrize('weight_decay', [0.0, 0.01])
 def test_fused_adam_steps_as_keras_adam(weight_decay):
     """`make_optimizer`'s fused update gives Keras Adam's (AdamW's) weights
     and moments."""
-    from rigl.rl.tfagents.algos import base
+    from rigl.rl.tfagents.algos import optimizers
     keras = (tf.keras.optimizers.AdamW(1e-2, weight_decay=weight_decay)
              if weight_decay else tf.keras.optimizers.Adam(1e-2))
-    fused = base.make_optimizer(1e-2, weight_decay, mode='decoupled')
-    assert isinstance(fused, base.FusedAdamW if weight_decay
-                      else base.FusedAdam)
+    fused = optimizers.make_optimizer(1e-2, weight_decay, mode='decoupled')
+    assert isinstance(fused, optimizers.FusedAdamW if weight_decay
+                      else optimizers.FusedAdam)
     start = [tf.random.stateless_normal(shape, [0, i])
              for i, shape in enumerate([(5, 3), (3,)])]
     weights = {name: [tf.Variable(w) for w in start]

@@ -24,9 +24,10 @@ The rule:
    `OVERRIDDEN_HOOKS` and tested too: a renamed hook would silently stop
    being called.
 
-Private attributes of Keras optimizers (our Adam fork in `algos/base.py`,
-the moment resets in `mask_updaters`) are Keras', not TF-Agents', and are
-outside this file; so are our own underscore attributes.
+Private attributes of Keras optimizers (our Adam fork in
+`algos/optimizers.py`, the moment resets in `sparsity/masked_optimizer.py`)
+are Keras', not TF-Agents', and are outside this file; so are our own
+underscore attributes.
 """
 
 # Reading TF-Agents' protected members is this module's purpose.

@@ -3,8 +3,15 @@
 An algorithm owns its settings (a dataclass of `train_eval` gin bindings),
 builds its networks, masks and TF-Agents agent, and exposes only public names
 to the loops: named networks, masked optimizers, the eval policy, compiled
-act/train functions, a training-FLOP count and extra summaries. These modules
-are the only places that touch TF-Agents' private attributes.
+act/train functions, a training-FLOP count and extra summaries.
+
+`Algorithm` is that interface (with the network building every algorithm
+shares: widths, masks, sparse-execution twins); `OffPolicyAlgorithm` adds the
+compiled act-and-train call of the off-policy loop and `transition_batch`,
+which turns a replay sample into what TF-Agents' agents train on. The rest of
+the algorithm's machinery has its own module: `optimizers` (fused Adam and
+weight decay), `checks` (settings checks) and `actor_critic` (SAC and TD3's
+actor and two critics).
 """
 
 import dataclasses
@@ -18,32 +25,21 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
 from rigl.rl.tfagents import anf
-from rigl.rl.tfagents import mask_updaters
-from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
-from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents import train_hooks
+from rigl.rl.tfagents.algos import optimizers
 from rigl.rl.tfagents.run import console
-from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.sparsity import csr
+from rigl.rl.tfagents.sparsity import masked_optimizer
 from rigl.rl.tfagents.sparsity import spec as sparsity_spec
+from rigl.rl.tfagents.sparsity import updaters
 from rigl.rl.tfagents.sparsity import width as width_lib
 from rigl.rl.tfagents.run.replay import ReplayBuffer
 from rigl.rl.tfagents.run import summaries
 from rigl.rl.tfagents.run.settings import RunSettings, setting
 
 OFF_POLICY, ON_POLICY = 'off_policy', 'on_policy'
-
-# How train_eval.weight_decay acts:
-#   'original': as the algorithm's original code (`Algorithm.original_decay`);
-#   'anf': ANF's MaskAdam: weight_decay * w added to every parameter's
-#       gradient;
-#   'decoupled': AdamW: w -= learning_rate * weight_decay * w each step.
-WEIGHT_DECAY_MODES = ('original', 'anf', 'decoupled')
-# (which variables, gradient factor) of a coupled L2 penalty. 'kernels':
-# every layer's kernel; 'hidden_kernels': all but each network's last.
-ANF_DECAY = ('all', 1.0)
 
 
 class Algorithm:
@@ -54,8 +50,8 @@ class Algorithm:
     loop: str = ''
     Settings = RunSettings
     # The coupled L2 penalty of the algorithm's original code, as
-    # (variables, gradient factor): see `make_optimizer`.
-    original_decay: Tuple[str, float] = ANF_DECAY
+    # (variables, gradient factor): see `optimizers.make_optimizer`.
+    original_decay: Tuple[str, float] = optimizers.ANF_DECAY
 
     def __init__(self, settings, observation_spec, action_spec, seed: int):
         if settings.sparse_execution == 'auto' or (
@@ -70,7 +66,7 @@ class Algorithm:
         self.train_step = tf.Variable(0, dtype=tf.int64, name='train_step')
         self.agent = None
         self.networks: Dict[str, tf.Module] = {}
-        self.masked_optimizers: Dict[str, mask_updaters.MaskedOptimizer] = {}
+        self.masked_optimizers: Dict[str, masked_optimizer.MaskedOptimizer] = {}
         self.noise_layout: Optional[anf.NoiseLayout] = None
         # The sparse method: read once from the config, then passed down.
         self.sparse_method = sparsity_spec.from_gin(settings)
@@ -137,7 +133,7 @@ class Algorithm:
 
     def optimizer(self, learning_rate, network_list, epsilon: float = 1e-7):
         """Adam for `network_list` with the settings' weight decay."""
-        return make_optimizer(
+        return optimizers.make_optimizer(
             learning_rate, self.settings.weight_decay, epsilon,
             self.settings.weight_decay_mode, network_list,
             self.original_decay)
@@ -244,7 +240,7 @@ class Algorithm:
             # The last mask update, per layer (see UPDATE_STATS).
             stats = optimizer.update_stats
             for index in range(stats.shape[0]):
-                for column, stat in enumerate(mask_updaters.UPDATE_STATS):
+                for column, stat in enumerate(updaters.UPDATE_STATS):
                     tf.summary.scalar(
                         f'mask_update/{name or "networks"}/layer_{index}/'
                         f'{stat}', stats[index, column])
@@ -262,87 +258,6 @@ def _keep_initializers(source: tf.Module, twin: tf.Module) -> None:
                         sparse_layers.kernel_layers(twin)):
         inner(new).kernel_initializer = inner(old).kernel_initializer
         inner(new).bias_initializer = inner(old).bias_initializer
-
-
-class _L2Penalty:
-    """Per-variable coefficients c of a coupled L2 penalty: the optimizer
-    adds c * w to w's gradient (kept out of Keras's object tracking)."""
-
-    def __init__(self, coefficients: Dict):
-        self.coefficients = coefficients
-
-
-class _FusedAdamStep:
-    """Keras Adam's update as one `ResourceApplyAdam` kernel per variable,
-    optionally with a coupled L2 penalty.
-
-    Keras computes Adam's step with about twenty small ops per variable;
-    on a CPU their dispatch costs more than the arithmetic (SAC's step has
-    19 variables). The fused kernel computes the same update (same moments,
-    bias correction and epsilon placement), and the bias-correction scalars
-    are computed once per apply instead of once per variable. The slot
-    variables are Keras's own, so checkpoints and the mask updaters'
-    moment resets are unchanged.
-
-    Args:
-        l2_coefficients: {variable.ref(): c}: c * w is added to the gradient
-            of w (after the masking, so masked weights stay at 0), as an L2
-            term in the loss would.
-    """
-
-    _fused_scalars = None
-
-    def __init__(self, *args, l2_coefficients: Optional[Dict] = None,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self._l2 = _L2Penalty(dict(l2_coefficients or {}))
-
-    def _internal_apply_gradients(self, grads_and_vars):
-        step = tf.cast(self.iterations + 1, tf.float32)
-        beta_1 = tf.cast(self.beta_1, tf.float32)
-        beta_2 = tf.cast(self.beta_2, tf.float32)
-        self._fused_scalars = dict(
-            lr=tf.cast(self.learning_rate, tf.float32),
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-            beta1=beta_1, beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, tf.float32))
-        try:
-            return super()._internal_apply_gradients(grads_and_vars)
-        finally:
-            self._fused_scalars = None
-
-    def update_step(self, gradient, variable):
-        coefficient = self._l2.coefficients.get(variable.ref())
-        if coefficient and not isinstance(gradient, tf.IndexedSlices):
-            gradient = gradient + tf.cast(coefficient, variable.dtype) * (
-                variable)
-        if (self._fused_scalars is None or self.amsgrad
-                or isinstance(gradient, tf.IndexedSlices)
-                or variable.dtype != tf.float32):
-            return super().update_step(gradient, variable)
-        index = self._index_dict[self._var_key(variable)]
-        return tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[index].handle,
-            v=self._velocities[index].handle, grad=gradient,
-            use_locking=False, **self._fused_scalars)
-
-
-class FusedAdam(_FusedAdamStep, tf.keras.optimizers.Adam):
-    """Keras Adam with the fused update step."""
-
-
-class FusedAdamW(_FusedAdamStep, tf.keras.optimizers.AdamW):
-    """Keras AdamW (decoupled weight decay) with the fused update step; the
-    decay factor lr * weight_decay is computed once per apply."""
-
-    def _apply_weight_decay(self, variables):
-        if self.weight_decay is None:
-            return
-        decay = (tf.cast(self.learning_rate, tf.float32) *
-                 tf.cast(self.weight_decay, tf.float32))
-        for variable in variables:
-            if self._use_weight_decay(variable):
-                variable.assign_sub(variable * tf.cast(decay, variable.dtype))
 
 
 SPARSE_EXECUTIONS = ('auto',) + sparse_layers.EXECUTIONS
@@ -376,70 +291,6 @@ def resolve_sparse_execution(algorithm_class, settings,
             or algorithm_class.loop != OFF_POLICY):
         return 'masked'
     return 'sparse' if csr.available() else 'masked'
-
-
-def check_weight_decay_mode(value: str) -> None:
-    if value not in WEIGHT_DECAY_MODES:
-        raise ValueError(
-            f'train_eval.weight_decay_mode is {value!r}; allowed: '
-            f'{", ".join(WEIGHT_DECAY_MODES)}.')
-
-
-def decayed_variables(network_list, scope: str) -> list:
-    """The variables a coupled L2 penalty of `scope` acts on."""
-    chosen = []
-    for network in network_list:
-        variables = network.trainable_variables
-        if scope == 'all':
-            chosen += variables
-            continue
-        # Each kernel layer's weights: a kernel, or a compressed layer's
-        # active values ('sparse' execution), in forward order.
-        kernels = [layer.weights_variable if isinstance(
-                       layer, sparse_layers.SPARSE_LAYER_TYPES) else layer.kernel
-                   for layer in sparse_layers.kernel_layers(network)]
-        chosen += kernels[:-1] if scope == 'hidden_kernels' else kernels
-    return chosen
-
-
-def make_optimizer(learning_rate, weight_decay: float = 0.0,
-                   epsilon: float = 1e-7, mode: str = 'decoupled',
-                   network_list=(), decay=ANF_DECAY):
-    """Adam with the fused update step, and `weight_decay` applied by `mode`.
-
-    Args:
-        learning_rate: a float or a Keras learning-rate schedule.
-        weight_decay: 0 for none.
-        mode: 'decoupled' (AdamW), or coupled L2 ('original', 'anf') on
-            `decayed_variables(network_list, scope)` with gradient
-            factor * weight_decay * w, where (scope, factor) is `decay`
-            ('original') or `ANF_DECAY` ('anf').
-    """
-    check_weight_decay_mode(mode)
-    if not weight_decay:
-        return FusedAdam(learning_rate=learning_rate, epsilon=epsilon)
-    if mode == 'decoupled':
-        return FusedAdamW(learning_rate=learning_rate,
-                          weight_decay=weight_decay, epsilon=epsilon)
-    scope, factor = decay if mode == 'original' else ANF_DECAY
-    return FusedAdam(learning_rate=learning_rate, epsilon=epsilon,
-                     l2_coefficients={
-                         v.ref(): factor * weight_decay
-                         for v in decayed_variables(network_list, scope)})
-
-
-def parse_float_list(text: str, name: str, count: int) -> Optional[list]:
-    """'0.9,0.8' -> [0.9, 0.8]; '' -> None."""
-    if not text:
-        return None
-    try:
-        values = [float(part) for part in text.split(',')]
-    except ValueError:
-        values = []
-    if len(values) != count:
-        raise ValueError(f'{name} must be {count} comma-separated numbers, got '
-                         f'{text!r}.')
-    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -477,18 +328,6 @@ class OffPolicySettings(RunSettings):
                 f'train_eval.replay_capacity {self.replay_capacity}.')
 
 
-def check_train_modes(*pairs: Tuple[str, str]) -> None:
-    for name, value in pairs:
-        networks.check_train_mode(value, f'train_eval.{name}')
-
-
-def check_target_sparsity(value: str) -> None:
-    if value not in sparse_agents.TARGET_SPARSITY_MODES:
-        raise ValueError(
-            f'train_eval.target_sparsity is {value!r}; allowed: '
-            f'{", ".join(sparse_agents.TARGET_SPARSITY_MODES)}.')
-
-
 def transition_batch(batch: Dict[str, np.ndarray]) -> trajectory.Transition:
     """A replay sample as the Transition TF-Agents' off-policy agents train on."""
     size = batch['reward'].shape[0]
@@ -512,9 +351,6 @@ class OffPolicyAlgorithm(Algorithm):
 
     loop = OFF_POLICY
     Settings = OffPolicySettings
-    # Actor outputs per action dimension (SAC: a mean and a std).
-    actor_output_factor = 1
-
     def explore(self, time_step):
         """Exploration actions for a batch of time steps (in graph)."""
         return sparse_agents.sample_action(
@@ -590,89 +426,6 @@ class OffPolicyAlgorithm(Algorithm):
         parts['reward'] = parts['reward'][:, 0]
         parts['discount'] = parts['discount'][:, 0]
         return parts
-
-    def network_losses(self, batch) -> list:
-        """The actor-critic agents' losses, as their mask updates use them
-        (critic loss for both critics, actor loss for the actor)."""
-        losses_of = getattr(self.agent, '_mask_update_losses', None)
-        if losses_of is None:
-            return super().network_losses(batch)
-        transition = transition_batch(
-            {name: tf.convert_to_tensor(value) for name, value in batch.items()})
-        pairs = losses_of(transition.time_step, transition.action_step.action,
-                          transition.next_time_step, None)
-        names = {id(optimizer): [n for n in self.networks if n.startswith(key)]
-                 for key, optimizer in self.masked_optimizers.items()}
-        return [(names[id(optimizer)], loss) for optimizer, loss in pairs]
-
-    def _build_actor_critics(self, create_actor, widths=None,
-                             initializer: str = 'tf_agents'
-                             ) -> Dict[str, tf.Module]:
-        """An actor and two critics (SAC, TD3) with their masks, and the
-        network-side noise layout they share (if configured).
-
-        Args:
-            create_actor: the actor builder of `networks`.
-            widths: (actor, critics) width multipliers (default: `width`).
-            initializer: the critics' `networks.INITIALIZERS` name (the
-                actor's is `create_actor`'s own).
-        """
-        settings, seed = self.settings, self.seed
-        observation_spec, action_spec = self.observation_spec, self.action_spec
-        if not action_spec.dtype.is_floating:
-            raise ValueError(
-                f'{self.name.upper()} needs continuous actions; '
-                f'{settings.env_name} has {action_spec}. Use PPO (or DQN) for '
-                'discrete ones.')
-        self.noise_layout = anf.make_layout(
-            observation_spec.shape.num_elements(),
-            seeding.derive(seed, 'network_noise'))
-        inputs = (self.noise_layout.total if self.noise_layout is not None
-                  else observation_spec.shape.num_elements())
-        actions = action_spec.shape.num_elements()
-        widths = self.widths(
-            {'actor': [inputs, *settings.actor_fc_layers,
-                       self.actor_output_factor * actions],
-             'critic': [inputs + actions, *settings.critic_joint_fc_layers,
-                        1]},
-            dict(zip(('actor', 'critic'), widths or [settings.width] * 2)))
-        def actor(extra):
-            return create_actor(
-                observation_spec, action_spec, settings.actor_fc_layers,
-                self.train_mode(settings.train_mode_actor),
-                settings.sparse_output_layer, widths['actor'],
-                self.noise_layout,
-                wrap_kwargs={**self.sparse_method.wrap_kwargs('actor'),
-                             **extra})
-
-        def critic(extra):
-            return networks.create_sac_critic_network(
-                observation_spec, action_spec, settings.critic_joint_fc_layers,
-                self.train_mode(settings.train_mode_value),
-                settings.sparse_output_layer, widths['critic'],
-                self.noise_layout, initializer,
-                wrap_kwargs={**self.sparse_method.wrap_kwargs('critic'),
-                             **extra})
-
-        named = {}
-        for name, build in (('actor', actor), ('critic_1', critic),
-                            ('critic_2', critic)):
-            group = 'actor' if name == 'actor' else 'critic'
-            named[name] = self.build_network(
-                build, observation_spec if name == 'actor' else
-                (observation_spec, action_spec), group,
-                seeding.derive(seed, 'masks', name))
-        return named
-
-    def _finish_actor_critic(self, named: Dict[str, tf.Module]) -> None:
-        """Initializes the built actor-critic agent and exposes its networks
-        and masked optimizers to the loop."""
-        self.agent.initialize()
-        self.networks = named
-        self.masked_optimizers = {
-            'actor': tfa_private.actor_optimizer(self.agent),
-            'critic': tfa_private.critic_optimizer(self.agent)}
-        self._compile()
 
     def random_action(self, rng: np.random.Generator) -> np.ndarray:
         """A uniform random action (initial collection)."""

@@ -20,6 +20,7 @@ from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.algos import base
+from rigl.rl.tfagents.algos import checks
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import setting
 
@@ -62,14 +63,14 @@ class DqnSettings(base.OffPolicySettings):
     sparse_output_layer: bool = False
     width: float = setting(1.0, low=0, low_open=True)
     weight_decay: float = setting(1e-6, low=0)
-    weight_decay_mode: str = 'original'  # base.WEIGHT_DECAY_MODES
+    weight_decay_mode: str = 'original'  # checks.WEIGHT_DECAY_MODES
     # Atari conv padding: 'same' (the original's Dopamine network), 'valid'.
     atari_padding: str = 'same'
 
     def check(self) -> None:
         super().check()
-        base.check_weight_decay_mode(self.weight_decay_mode)
-        base.check_train_modes(('train_mode', self.train_mode))
+        checks.check_weight_decay_mode(self.weight_decay_mode)
+        checks.check_train_modes(('train_mode', self.train_mode))
         if self.atari_padding not in networks.ATARI_PADDINGS:
             raise ValueError(
                 f'train_eval.atari_padding is {self.atari_padding!r}; '

@@ -9,7 +9,7 @@ one train step (and one step of the masked optimizer).
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -26,6 +26,8 @@ from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.algos import base
+from rigl.rl.tfagents.algos import checks
+from rigl.rl.tfagents.algos import optimizers
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import RunSettings, setting
 
@@ -63,7 +65,7 @@ class PpoSettings(RunSettings):
     normalize_rewards: bool = True
     gradient_clipping: float = setting(0.5, low=0)
     weight_decay: float = setting(0.0, low=0)
-    weight_decay_mode: str = 'original'  # base.WEIGHT_DECAY_MODES
+    weight_decay_mode: str = 'original'  # checks.WEIGHT_DECAY_MODES
     # 'original' mode only: True puts TF-Agents' L2 term wd * sum(w^2) over
     # the kernels in the loss, as the original (gradient 2 * wd * w, clipped
     # with the loss gradient); False has the optimizer add 2 * wd * w to
@@ -96,21 +98,21 @@ class PpoSettings(RunSettings):
         return max(1, math.ceil(self.num_environment_steps / self.batch_steps))
 
     def check(self) -> None:
-        base.check_weight_decay_mode(self.weight_decay_mode)
+        checks.check_weight_decay_mode(self.weight_decay_mode)
         networks.check_ppo_initializer(self.network_initializer,
                                        'train_eval.network_initializer')
         if self.value_activation not in VALUE_ACTIVATIONS:
             raise ValueError(
                 f'train_eval.value_activation is {self.value_activation!r}; '
                 f'allowed: {", ".join(VALUE_ACTIVATIONS)}.')
-        base.check_train_modes(('train_mode_actor', self.train_mode_actor),
-                               ('train_mode_value', self.train_mode_value))
+        checks.check_train_modes(('train_mode_actor', self.train_mode_actor),
+                                 ('train_mode_value', self.train_mode_value))
         if self.minibatch_size > self.batch_steps:
             raise ValueError(
                 f'train_eval.minibatch_size {self.minibatch_size} exceeds the '
                 f'{self.batch_steps} steps collected per iteration.')
-        base.parse_float_list(self.actor_value_sparsities_str,
-                              'train_eval.actor_value_sparsities_str', 2)
+        checks.parse_float_list(self.actor_value_sparsities_str,
+                                'train_eval.actor_value_sparsities_str', 2)
 
 
 class NumpyCollectPolicy:
@@ -256,7 +258,7 @@ class Ppo(base.Algorithm):
         # The original's L2 term in the loss, or a decay in the optimizer.
         l2 = (settings.weight_decay if settings.weight_decay_in_loss and
               settings.weight_decay_mode == 'original' else 0.0)
-        optimizer = base.make_optimizer(
+        optimizer = optimizers.make_optimizer(
             learning_rate, 0.0 if l2 else settings.weight_decay,
             settings.adam_epsilon, settings.weight_decay_mode,
             [actor, value], self.original_decay)

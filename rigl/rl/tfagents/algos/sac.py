@@ -20,7 +20,8 @@ from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import tf_agents_private as tfa_private
-from rigl.rl.tfagents.algos import base
+from rigl.rl.tfagents.algos import actor_critic
+from rigl.rl.tfagents.algos import checks
 from rigl.rl.tfagents.algos import rlx2
 from rigl.rl.tfagents.run.settings import setting
 
@@ -47,7 +48,7 @@ class SacSettings(rlx2.ReplaySettings):
     sparse_output_layer: bool = False
     width: float = setting(1.0, **POSITIVE)
     weight_decay: float = setting(0.0, low=0)
-    weight_decay_mode: str = 'original'  # base.WEIGHT_DECAY_MODES
+    weight_decay_mode: str = 'original'  # checks.WEIGHT_DECAY_MODES
     actor_critic_sparsities_str: str = ''
     actor_critic_widths_str: str = ''
     # Every kernel Glorot-uniform, as the original (networks.INITIALIZERS).
@@ -57,17 +58,17 @@ class SacSettings(rlx2.ReplaySettings):
         super().check()
         networks.check_initializer(self.network_initializer,
                                    'train_eval.network_initializer')
-        base.check_weight_decay_mode(self.weight_decay_mode)
-        base.check_train_modes(('train_mode_actor', self.train_mode_actor),
-                               ('train_mode_value', self.train_mode_value))
-        base.check_target_sparsity(self.target_sparsity)
-        base.parse_float_list(self.actor_critic_sparsities_str,
-                              'train_eval.actor_critic_sparsities_str', 2)
-        base.parse_float_list(self.actor_critic_widths_str,
-                              'train_eval.actor_critic_widths_str', 2)
+        checks.check_weight_decay_mode(self.weight_decay_mode)
+        checks.check_train_modes(('train_mode_actor', self.train_mode_actor),
+                                 ('train_mode_value', self.train_mode_value))
+        checks.check_target_sparsity(self.target_sparsity)
+        checks.parse_float_list(self.actor_critic_sparsities_str,
+                                'train_eval.actor_critic_sparsities_str', 2)
+        checks.parse_float_list(self.actor_critic_widths_str,
+                                'train_eval.actor_critic_widths_str', 2)
 
 
-class Sac(rlx2.PolicyActionsMixin, base.OffPolicyAlgorithm):
+class Sac(rlx2.PolicyActionsMixin, actor_critic.ActorCriticAlgorithm):
     """SAC: actor, two critics (own masks each), two target critics."""
 
     name = 'sac'
@@ -79,7 +80,7 @@ class Sac(rlx2.PolicyActionsMixin, base.OffPolicyAlgorithm):
     def __init__(self, settings: SacSettings, observation_spec, action_spec,
                  seed: int):
         super().__init__(settings, observation_spec, action_spec, seed)
-        widths = base.parse_float_list(
+        widths = checks.parse_float_list(
             settings.actor_critic_widths_str, 'actor_critic_widths_str', 2)
         named = self._build_actor_critics(
             functools.partial(networks.create_sac_actor_network,

@@ -24,23 +24,21 @@ n-step target and a dynamic-capacity replay (`algos.rlx2`).
 """
 
 import dataclasses
-import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import nest_utils
 
-from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_agents
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import tf_agents_private as tfa_private
-from rigl.rl.tfagents.algos import base
+from rigl.rl.tfagents.algos import actor_critic
+from rigl.rl.tfagents.algos import checks
 from rigl.rl.tfagents.algos import rlx2
 from rigl.rl.tfagents.algos.dqn import TD_LOSSES
-from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run.settings import setting
 
 POSITIVE = dict(low=0, low_open=True)
@@ -95,17 +93,17 @@ class Td3Settings(rlx2.ReplaySettings):
     target_sparsity: str = 'mask'
     width: float = setting(1.0, **POSITIVE)
     weight_decay: float = setting(2e-4, low=0)
-    # base.WEIGHT_DECAY_MODES; TD3's original is ANF's MaskAdam.
+    # checks.WEIGHT_DECAY_MODES; TD3's original is ANF's MaskAdam.
     weight_decay_mode: str = 'original'
 
     def check(self) -> None:
         super().check()
-        base.check_weight_decay_mode(self.weight_decay_mode)
-        base.check_train_modes(('train_mode_actor', self.train_mode_actor),
-                               ('train_mode_value', self.train_mode_value))
-        base.check_target_sparsity(self.target_sparsity)
-        base.parse_float_list(self.actor_critic_sparsities_str,
-                              'train_eval.actor_critic_sparsities_str', 2)
+        checks.check_weight_decay_mode(self.weight_decay_mode)
+        checks.check_train_modes(('train_mode_actor', self.train_mode_actor),
+                                 ('train_mode_value', self.train_mode_value))
+        checks.check_target_sparsity(self.target_sparsity)
+        checks.parse_float_list(self.actor_critic_sparsities_str,
+                                'train_eval.actor_critic_sparsities_str', 2)
         for name, allowed in (('td_errors_loss', tuple(TD_LOSSES)),
                               ('actor_mask_steps', ACTOR_MASK_STEPS)):
             value = getattr(self, name)
@@ -206,7 +204,7 @@ class AnfTd3Agent(sparse_agents.SparseTd3Agent):
             return tf.reduce_mean(loss)
 
 
-class Td3(rlx2.PolicyActionsMixin, base.OffPolicyAlgorithm):
+class Td3(rlx2.PolicyActionsMixin, actor_critic.ActorCriticAlgorithm):
     """TD3: deterministic actor, two critics, three target networks."""
 
     name = 'td3'
