@@ -11,7 +11,7 @@ each method, prints a table and draws one figure:
 
 Each NAME=DIR takes every `seed_*` run under DIR (or DIR itself if it is a
 run). The statistics are those of the last mask update before each summary
-step (see `mask_updaters.UPDATE_STATS`).
+step (see `sparsity.updaters.UPDATE_STATS`).
 """
 
 import argparse

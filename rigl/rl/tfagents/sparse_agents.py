@@ -26,15 +26,14 @@ from tf_agents.trajectories import policy_step
 from tf_agents.utils import common
 from tf_agents.utils import nest_utils
 
-from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.sparsity import clipping
 from rigl.rl.tfagents.sparsity import targets
-# TARGET_SPARSITY_MODES is re-exported for the settings' checks.
-from rigl.rl.tfagents.sparsity.targets import (TARGET_SPARSITY_MODES,
-                                               SparseTargetsMixin)
+from rigl.rl.tfagents.sparsity.masked_optimizer import MaskedOptimizer
+from rigl.rl.tfagents.sparsity.targets import SparseTargetsMixin
+from rigl.rl.tfagents.sparsity.updaters import MaskUpdater
 
 
 # The name tests and older code use.
@@ -55,9 +54,9 @@ class AfterStepMaskUpdatesMixin:
 
     _mask_update_batch = None
 
-    def _mask_update_losses(self, time_steps, actions, next_time_steps,
-                            weights) -> Sequence[Tuple[
-                                mask_updaters.MaskedOptimizer, Callable]]:
+    def _mask_update_losses(
+            self, time_steps, actions, next_time_steps,
+            weights) -> Sequence[Tuple[MaskedOptimizer, Callable]]:
         """(optimizer, loss function) pairs, in update order."""
         raise NotImplementedError
 
@@ -104,11 +103,11 @@ def masked_actor_critic_optimizers(actor_optimizer, critic_optimizer,
     """The actor's and the critics' MaskedOptimizers ('after_step' mask
     updates, see `AfterStepMaskUpdatesMixin`), each with its own updater
     stream derived from `seed`."""
-    return (mask_updaters.MaskedOptimizer(
+    return (MaskedOptimizer(
                 actor_optimizer, [actor_network], actor_updater,
                 seed=seeding.derive(seed, 'actor_updater'),
                 update_timing='after_step'),
-            mask_updaters.MaskedOptimizer(
+            MaskedOptimizer(
                 critic_optimizer,
                 [network for network in critic_networks if network],
                 critic_updater, seed=seeding.derive(seed, 'critic_updater'),
@@ -177,8 +176,8 @@ class SparseSacAgent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
     def __init__(self, time_step_spec, action_spec, critic_network,
                  actor_network, actor_optimizer, critic_optimizer,
                  alpha_optimizer, critic_network_2=None,
-                 actor_updater: Optional[mask_updaters.MaskUpdater] = None,
-                 critic_updater: Optional[mask_updaters.MaskUpdater] = None,
+                 actor_updater: Optional[MaskUpdater] = None,
+                 critic_updater: Optional[MaskUpdater] = None,
                  seed: int = 0, target_sparsity: str = 'mask', **kwargs):
         actor_optimizer, critic_optimizer = masked_actor_critic_optimizers(
             actor_optimizer, critic_optimizer, actor_network,
@@ -276,8 +275,8 @@ class SparseSacAgent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
 
 def _clipping_optimizer(optimizer, networks, updater, seed: int,
                         gradient_clipping: Optional[float],
-                        per_variable: bool) -> Tuple[
-                            mask_updaters.MaskedOptimizer, Optional[float]]:
+                        per_variable: bool
+                        ) -> Tuple[MaskedOptimizer, Optional[float]]:
     """The `MaskedOptimizer` of `networks`, and the gradient clipping left to
     TF-Agents: with 'sparse'-execution layers the optimizer clips instead,
     counting their dense gradients as masked execution's norm does
@@ -286,8 +285,8 @@ def _clipping_optimizer(optimizer, networks, updater, seed: int,
                      for network in networks
                      for layer in sparse_layers.masked_layers(network))
     if not gradient_clipping or not compressed:
-        return (mask_updaters.MaskedOptimizer(optimizer, networks, updater,
-                                              seed=seed), gradient_clipping)
+        return (MaskedOptimizer(optimizer, networks, updater, seed=seed),
+                gradient_clipping)
     return (clipping.DenseNormClippingOptimizer(
         optimizer, networks, updater, seed=seed, clip_norm=gradient_clipping,
         per_variable=per_variable), None)
@@ -325,7 +324,7 @@ class SparsePPOAgent(ppo_clip_agent.PPOClipAgent):
 
     def __init__(self, time_step_spec, action_spec, optimizer, actor_net,
                  value_net,
-                 updater: Optional[mask_updaters.MaskUpdater] = None,
+                 updater: Optional[MaskUpdater] = None,
                  seed: int = 0, **kwargs):
         masked_optimizer, kwargs['gradient_clipping'] = _clipping_optimizer(
             optimizer, [actor_net, value_net], updater,
@@ -383,8 +382,8 @@ class SparseTd3Agent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
     def __init__(self, time_step_spec, action_spec, actor_network,
                  critic_network, actor_optimizer, critic_optimizer,
                  critic_network_2=None,
-                 actor_updater: Optional[mask_updaters.MaskUpdater] = None,
-                 critic_updater: Optional[mask_updaters.MaskUpdater] = None,
+                 actor_updater: Optional[MaskUpdater] = None,
+                 critic_updater: Optional[MaskUpdater] = None,
                  seed: int = 0, target_sparsity: str = 'mask', **kwargs):
         actor_optimizer, critic_optimizer = masked_actor_critic_optimizers(
             actor_optimizer, critic_optimizer, actor_network,
@@ -433,7 +432,7 @@ class SparseDqnAgent(SparseTargetsMixin, dqn_agent.DqnAgent):
     """
 
     def __init__(self, time_step_spec, action_spec, q_network, optimizer,
-                 updater: Optional[mask_updaters.MaskUpdater] = None,
+                 updater: Optional[MaskUpdater] = None,
                  seed: int = 0, target_update_period: int = 1, **kwargs):
         masked_optimizer, kwargs['gradient_clipping'] = _clipping_optimizer(
             optimizer, [q_network], updater, seeding.derive(seed, 'updater'),

@@ -24,7 +24,7 @@ from typing import Callable, List
 
 import tensorflow as tf
 
-from rigl.rl.tfagents import mask_updaters
+from rigl.rl.tfagents.sparsity import masked_optimizer
 from rigl.rl.tfagents.sparsity.compressed import CompressedDense
 
 
@@ -49,7 +49,7 @@ def _norm(tensor: tf.Tensor) -> tf.Tensor:
                     squares)
 
 
-class DenseNormClippingOptimizer(mask_updaters.MaskedOptimizer):
+class DenseNormClippingOptimizer(masked_optimizer.MaskedOptimizer):
     """A `MaskedOptimizer` that first clips the gradients by the norm masked
     execution would compute: their global norm (`tf.clip_by_global_norm`,
     PPO) or each one's own (`tf.clip_by_norm`, DQN's `per_variable`), with

@@ -3,7 +3,7 @@
 A run's sparsity is configured by gin bindings of several configurables
 (`train_eval.train_mode*`, `init_masks`, `wrap_all_layers`, `mask_updater`,
 the per-network sparsity strings). `SparseMethod` gathers them once: the
-method (a name in `mask_updaters.UPDATERS`, or 'dense'), the sparsity and
+method (a name in `sparsity.updaters.UPDATERS`, or 'dense'), the sparsity and
 its distribution, per-network overrides, the drop/grow or pruning schedule
 and the grow rule. It is printed at the start of a run, recorded whole in
 `run.json` and the results metadata, and builds the mask updaters, so no
@@ -21,9 +21,9 @@ from typing import Any, Dict, Optional, Tuple
 import gin
 
 from rigl import sparse_utils
-from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.run import settings as settings_lib
+from rigl.rl.tfagents.sparsity import updaters
 
 DENSE = 'dense'
 # A dense network at the width whose parameter count matches a sparse
@@ -52,7 +52,7 @@ def _defaults(function) -> Dict[str, Any]:
 _DEFAULTS = {
     'init_masks': _defaults(sparse_layers.init_masks),
     'wrap_all_layers': _defaults(sparse_layers.wrap_all_layers),
-    'mask_updater': _defaults(mask_updaters.mask_updater),
+    'mask_updater': _defaults(updaters.mask_updater),
 }
 
 
@@ -92,7 +92,7 @@ class SparseMethod:
     """What makes a run sparse, and how its masks evolve.
 
     Attributes:
-        method: 'dense' or a `mask_updaters.UPDATERS` name ('static', 'set',
+        method: 'dense' or an `updaters.UPDATERS` name ('static', 'set',
             'rigl', 'prune', ...).
         sparsity: the target sparsity (the final one for pruning).
         distribution: how it spreads over layers (`sparse_utils.METHODS`).
@@ -100,7 +100,7 @@ class SparseMethod:
         overrides: (group, sparsity) pairs replacing `sparsity` for a group.
         sparse_output_layer: whether output layers are sparse too.
         schedule: when masks change.
-        grow_init: value of grown connections (`mask_updaters.GROW_INITS`).
+        grow_init: value of grown connections (`updaters.GROW_INITS`).
         reinit_when_same: restart connections dropped and regrown at once.
         fixed_sparse_init: weights redrawn with the mask's real fan-in.
         input_layer_sparsity: a fixed first-layer sparsity, or None.
@@ -135,7 +135,7 @@ class SparseMethod:
     keep_active_count: bool = False
 
     def __post_init__(self):
-        allowed = (DENSE, MATCHED_DENSE) + tuple(mask_updaters.UPDATERS)
+        allowed = (DENSE, MATCHED_DENSE) + tuple(updaters.UPDATERS)
         if self.method not in allowed:
             raise ValueError(f'sparse method {self.method!r}; allowed: '
                              f'{", ".join(allowed)}.')
@@ -224,7 +224,7 @@ class SparseMethod:
             schedule.update_freq // math.gcd(schedule.update_freq, period),
             begin_step=begin, last_update_step=last))
 
-    def make_updater(self) -> mask_updaters.MaskUpdater:
+    def make_updater(self) -> updaters.MaskUpdater:
         """A fresh updater of this method (one per masked optimizer)."""
         method = 'static' if not self.is_sparse else self.method
         schedule = self.schedule
@@ -234,7 +234,7 @@ class SparseMethod:
             schedule_alg=schedule.schedule_alg,
             begin_step=schedule.begin_step,
             last_update_step=schedule.last_update_step)
-        return mask_updaters.UPDATERS[method](
+        return updaters.UPDATERS[method](
             seed=self.updater_seed, grow_init=self.grow_init,
             reinit_when_same=self.reinit_when_same,
             use_stateless=self.use_stateless, **kwargs)

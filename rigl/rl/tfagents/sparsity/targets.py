@@ -15,8 +15,8 @@ from typing import Callable, List, Sequence, Tuple
 import tensorflow as tf
 from tf_agents.utils import common
 
-from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents.sparsity import masked_optimizer
 
 
 TARGET_SPARSITY_MODES = ('mask', 'magnitude')
@@ -49,8 +49,8 @@ class SparseTargetsMixin:
     # The mode the target updater is built for (see `_init_sparse_targets`).
     _target_sparsity = 'mask'
 
-    def masked_targets(self) -> Sequence[Tuple[mask_updaters.MaskedOptimizer,
-                                               Sequence[tf.Module]]]:
+    def masked_targets(self) -> Sequence[
+            Tuple[masked_optimizer.MaskedOptimizer, Sequence[tf.Module]]]:
         raise NotImplementedError
 
     @property

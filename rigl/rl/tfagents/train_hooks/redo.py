@@ -44,12 +44,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import gin
 import tensorflow as tf
 
-from rigl.rl.tfagents import mask_updaters
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import train_hooks
 from rigl.rl.tfagents.run import plasticity
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.run import settings
+from rigl.rl.tfagents.sparsity import masked_optimizer
 
 SCHEDULES = ('constant', 'cosine')
 # Keras's VarianceScaling: the standard deviation of a N(0, 1) truncated at
@@ -246,7 +246,7 @@ def recycle(layers: Sequence[tf.keras.layers.Layer],
         neuron_masks: per hidden layer (all but the last), 1 on its
             neurons to recycle, else 0.
         slots_of: the optimizer's per-weight state of a variable
-            (`mask_updaters.optimizer_slots`).
+            (`masked_optimizer.optimizer_slots`).
         seeds: per hidden layer, a stateless seed [2] of its new weights.
     """
     if len(neuron_masks) != len(layers) - 1 or len(seeds) != len(
@@ -366,7 +366,7 @@ class ReDo(train_hooks.TrainStepHook):
 
     def after_train_step(self, batch: Dict[str, tf.Tensor]) -> tf.Operation:
         step = self._bound.algorithm.train_step.read_value() - 1
-        return tf.cond(self.is_due(step), mask_updaters.rarely(
+        return tf.cond(self.is_due(step), masked_optimizer.rarely(
             lambda: self._recycle(step, batch)), tf.no_op)
 
     def _recycle(self, step: tf.Tensor, batch: Dict[str, tf.Tensor]
@@ -386,7 +386,7 @@ class ReDo(train_hooks.TrainStepHook):
             ops.append(recycle(
                 sparse_layers.kernel_layers(network), masks,
                 lambda variable, optimizer=optimizer:
-                mask_updaters.optimizer_slots(optimizer, variable),
+                masked_optimizer.optimizer_slots(optimizer, variable),
                 [seeds[:, index] for index in range(len(masks))]))
             counts.append(tf.add_n([tf.reduce_sum(mask) for mask in masks]))
         with tf.control_dependencies(ops):
