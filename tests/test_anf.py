@@ -233,7 +233,7 @@ def _env_observations(bindings):
         env = envs.create_environment('Pendulum-v1', seed=4)
         observations = [env.reset().observation] + [
             env.step(np.zeros(1, np.float32)).observation for _ in range(9)]
-        return np.stack(observations), envs.noise_feature_mask(env)
+        return np.stack(observations), anf.noise_feature_mask(env)
     return _with_bindings(bindings, observe)
 
 

@@ -15,7 +15,7 @@ import rigl  # noqa: F401
 
 import helpers
 from helpers import results, run_in_process
-from rigl.rl.tfagents import envs
+from rigl.rl.tfagents import anf
 from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import replay as replay_lib
 
@@ -121,7 +121,7 @@ def test_checkpoint_write_error_is_an_os_error():
 def _histograms(path):
     edges = np.tile(np.linspace(-1.0, 1.0, 11), (3, 1))
     probabilities = np.full((3, 10), 0.1)
-    envs.save_feature_histograms(str(path), edges, probabilities)
+    anf.save_feature_histograms(str(path), edges, probabilities)
     with open(path, 'rb') as f:
         return f.read()
 
@@ -139,7 +139,7 @@ def test_damaged_histogram_file_is_named(tmp_path, damage, detail):
     with open(path, 'wb') as f:
         f.write(damage(data))
     with pytest.raises(ValueError) as caught:
-        envs.load_feature_histograms(str(path), num_features=3)
+        anf.load_feature_histograms(str(path), num_features=3)
     assert str(caught.value) == (
         f"histogram_file='{path}' is damaged ({detail}): write it again "
         '(python -m rigl.rl.make_histograms).')

@@ -9,6 +9,7 @@ from tf_agents.environments import tf_py_environment
 from tf_agents.environments import utils as env_utils
 from tf_agents.trajectories import time_step as ts
 
+from rigl.rl.tfagents import anf
 from rigl.rl.tfagents import envs
 
 
@@ -172,9 +173,9 @@ def test_validate_py_environment_with_noise_and_permutation():
     (3, 0.3, 2),
 ])
 def test_num_noise_features(num_real, fraction, expected_noise):
-    assert envs.num_noise_features(num_real, fraction) == expected_noise
-    wrapper = envs.NoiseFeatures(_ConstantEnv(_real_values(num_real)),
-                                 noise_fraction=fraction, seed=0)
+    assert anf.num_noise_features(num_real, fraction) == expected_noise
+    wrapper = anf.NoiseFeatures(_ConstantEnv(_real_values(num_real)),
+                                noise_fraction=fraction, seed=0)
     assert wrapper.observation_space.shape == (num_real + expected_noise,)
     observation, _ = wrapper.reset()
     assert observation.shape == (num_real + expected_noise,)
@@ -185,19 +186,19 @@ def test_halfcheetah_with_noise_fraction_0_9_has_170_features():
     env = envs.create_environment('HalfCheetah-v5', seed=0, noise_fraction=0.9)
     assert env.observation_spec().shape == (170,)
     assert env.reset().observation.shape == (170,)
-    mask = envs.noise_feature_mask(env)
+    mask = anf.noise_feature_mask(env)
     assert mask.shape == (170,) and mask.sum() == 153
     assert not mask[:17].any()
     env.close()
 
 
 def test_zero_noise_fraction_leaves_observation_unchanged():
-    wrapper = envs.NoiseFeatures(_ConstantEnv([1.0, 2.0]), noise_fraction=0.0)
+    wrapper = anf.NoiseFeatures(_ConstantEnv([1.0, 2.0]), noise_fraction=0.0)
     observation, _ = wrapper.reset(seed=0)
     np.testing.assert_array_equal(observation, [1.0, 2.0])
     assert not wrapper.noise_feature_mask.any()
     env = envs.create_environment('Pendulum-v1', seed=0)
-    assert envs.noise_feature_mask(env) is None
+    assert anf.noise_feature_mask(env) is None
     assert env.observation_spec().shape == (3,)
 
 
@@ -221,8 +222,8 @@ def test_fresh_noise_each_step_and_real_features_untouched():
 
 def test_gaussian_noise_has_requested_std():
     std = 2.5
-    wrapper = envs.NoiseFeatures(_ConstantEnv([0.0, 0.0]), noise_fraction=0.9,
-                                 noise_std=std, seed=1)
+    wrapper = anf.NoiseFeatures(_ConstantEnv([0.0, 0.0]), noise_fraction=0.9,
+                                noise_std=std, seed=1)
     wrapper.reset()
     noise = np.stack([wrapper.step(0)[0] for _ in range(500)])[:, 2:]
     assert noise.shape == (500, 18)
@@ -232,8 +233,8 @@ def test_gaussian_noise_has_requested_std():
 
 def test_noise_seed_is_reproducible():
     def noise_sample(seed):
-        wrapper = envs.NoiseFeatures(_ConstantEnv([0.0]), noise_fraction=0.75,
-                                     seed=seed)
+        wrapper = anf.NoiseFeatures(_ConstantEnv([0.0]), noise_fraction=0.75,
+                                    seed=seed)
         return wrapper.reset()[0]
 
     np.testing.assert_array_equal(noise_sample(4), noise_sample(4))
@@ -245,8 +246,8 @@ def test_histogram_noise_stays_in_bins_and_follows_probabilities(tmp_path):
     probabilities = [[0.5, 0.0, 0.5], [0.2, 0.3, 0.5]]
     path = _write_histograms(tmp_path / 'hist.npz', bin_edges, probabilities)
     # d = 2, f = 0.75 -> 6 noise features imitating features 0, 1, 0, 1, 0, 1.
-    wrapper = envs.NoiseFeatures(_ConstantEnv([0.0, 0.0]), noise_fraction=0.75,
-                                 histogram_file=path, seed=2)
+    wrapper = anf.NoiseFeatures(_ConstantEnv([0.0, 0.0]), noise_fraction=0.75,
+                                histogram_file=path, seed=2)
     wrapper.reset()
     noise = np.stack([wrapper.step(0)[0] for _ in range(2000)])[:, 2:]
     assert noise.shape == (2000, 6)
@@ -272,15 +273,15 @@ def test_make_and_save_feature_histograms(tmp_path):
     observations = np.stack([rng.normal(size=1000),
                              rng.uniform(5, 6, size=1000),
                              np.full(1000, 3.0)], axis=1)
-    bin_edges, probabilities = envs.make_feature_histograms(observations, 8)
+    bin_edges, probabilities = anf.make_feature_histograms(observations, 8)
     assert bin_edges.shape == (3, 9) and probabilities.shape == (3, 8)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
-    path = envs.save_feature_histograms(str(tmp_path / 'hist'), bin_edges,
-                                        probabilities)
+    path = anf.save_feature_histograms(str(tmp_path / 'hist'), bin_edges,
+                                       probabilities)
     assert path.endswith('.npz')
-    wrapper = envs.NoiseFeatures(_ConstantEnv([0.0, 0.0, 0.0]),
-                                 noise_fraction=0.5, histogram_file=path,
-                                 seed=0)
+    wrapper = anf.NoiseFeatures(_ConstantEnv([0.0, 0.0, 0.0]),
+                                noise_fraction=0.5, histogram_file=path,
+                                seed=0)
     noise = wrapper.reset()[0][3:]
     assert bin_edges[1, 0] <= noise[1] <= bin_edges[1, -1]
     assert abs(noise[2] - 3.0) <= 0.5  # Constant feature: one narrow range.
@@ -288,8 +289,8 @@ def test_make_and_save_feature_histograms(tmp_path):
 
 def test_permutation_is_fixed_and_mask_tracks_it():
     real = _real_values(3)
-    wrapper = envs.NoiseFeatures(_ConstantEnv(real), noise_fraction=0.5,
-                                 permute=True, seed=0)
+    wrapper = anf.NoiseFeatures(_ConstantEnv(real), noise_fraction=0.5,
+                                permute=True, seed=0)
     permutation = wrapper.permutation
     mask = wrapper.noise_feature_mask.copy()
     assert sorted(permutation) == list(range(6))
@@ -307,8 +308,8 @@ def test_permutation_is_fixed_and_mask_tracks_it():
 
 def test_adjust_env_period_redraws_permutation():
     real = _real_values(3)
-    wrapper = envs.NoiseFeatures(_ConstantEnv(real), noise_fraction=0.5,
-                                 adjust_env_period=3, seed=0)
+    wrapper = anf.NoiseFeatures(_ConstantEnv(real), noise_fraction=0.5,
+                                adjust_env_period=3, seed=0)
     wrapper.reset()
     permutations = [wrapper.permutation]
     masks = [wrapper.noise_feature_mask.copy()]
@@ -342,8 +343,8 @@ def test_eval_env_follows_training_layout():
         train_env.step(action)
         np.testing.assert_array_equal(eval_wrapper.permutation,
                                       train_wrapper.permutation)
-        np.testing.assert_array_equal(envs.noise_feature_mask(eval_env),
-                                      envs.noise_feature_mask(train_env))
+        np.testing.assert_array_equal(anf.noise_feature_mask(eval_env),
+                                      anf.noise_feature_mask(train_env))
         # Eval steps never redraw: the layout only follows training.
         before = eval_wrapper.permutation
         eval_env.step(action)
@@ -352,9 +353,9 @@ def test_eval_env_follows_training_layout():
     # The noise itself stays independent.
     assert not np.array_equal(
         train_env.current_time_step().observation[
-            envs.noise_feature_mask(train_env)],
+            anf.noise_feature_mask(train_env)],
         eval_env.current_time_step().observation[
-            envs.noise_feature_mask(eval_env)])
+            anf.noise_feature_mask(eval_env)])
     with pytest.raises(ValueError, match='has a NoiseFeatures wrapper'):
         envs.create_environment('Pendulum-v1', feature_layout_from=train_env)
     with pytest.raises(ValueError, match=r'feature counts \(3, 3\)'):
@@ -367,8 +368,8 @@ def test_noise_feature_mask_found_through_tf_environment():
                                   permute_features=True)
     expected = env.gym_env.noise_feature_mask
     tf_env = tf_py_environment.TFPyEnvironment(env)
-    np.testing.assert_array_equal(envs.noise_feature_mask(tf_env), expected)
-    np.testing.assert_array_equal(envs.noise_feature_mask(env.gym_env),
+    np.testing.assert_array_equal(anf.noise_feature_mask(tf_env), expected)
+    np.testing.assert_array_equal(anf.noise_feature_mask(env.gym_env),
                                   expected)
 
 
@@ -398,7 +399,7 @@ def test_unknown_env_id_message():
 ])
 def test_bad_noise_arguments(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
-        envs.NoiseFeatures(_ConstantEnv([0.0, 0.0]), **kwargs)
+        anf.NoiseFeatures(_ConstantEnv([0.0, 0.0]), **kwargs)
 
 
 def test_bad_histogram_files(tmp_path):
@@ -406,19 +407,19 @@ def test_bad_histogram_files(tmp_path):
     wrong_features = _write_histograms(tmp_path / 'a.npz',
                                        [[0.0, 1.0]] * 3, [[1.0]] * 3)
     with pytest.raises(ValueError, match='3 features.*has 2'):
-        envs.NoiseFeatures(env, 0.5, histogram_file=wrong_features)
+        anf.NoiseFeatures(env, 0.5, histogram_file=wrong_features)
     wrong_shape = _write_histograms(tmp_path / 'b.npz',
                                     [[0.0, 1.0, 2.0]] * 2, [[1.0]] * 2)
     with pytest.raises(ValueError, match='probabilities has shape'):
-        envs.NoiseFeatures(env, 0.5, histogram_file=wrong_shape)
+        anf.NoiseFeatures(env, 0.5, histogram_file=wrong_shape)
     not_normalized = _write_histograms(tmp_path / 'c.npz',
                                        [[0.0, 1.0, 2.0]] * 2, [[0.5, 0.6]] * 2)
     with pytest.raises(ValueError, match='sum to 1'):
-        envs.NoiseFeatures(env, 0.5, histogram_file=not_normalized)
+        anf.NoiseFeatures(env, 0.5, histogram_file=not_normalized)
     missing_key = tmp_path / 'd.npz'
     np.savez(missing_key, edges=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="'bin_edges'"):
-        envs.NoiseFeatures(env, 0.5, histogram_file=str(missing_key))
+        anf.NoiseFeatures(env, 0.5, histogram_file=str(missing_key))
 
 
 def test_create_environment_bad_arguments():
@@ -427,7 +428,7 @@ def test_create_environment_bad_arguments():
     with pytest.raises(ValueError, match='noise_std=-2'):
         envs.create_environment('Pendulum-v1', noise_std=-2)
     with pytest.raises(ValueError, match='num_bins=0'):
-        envs.make_feature_histograms(np.zeros((4, 2)), 0)
+        anf.make_feature_histograms(np.zeros((4, 2)), 0)
 
 
 class _FailingEnv(_ConstantEnv):
@@ -457,7 +458,7 @@ def test_gymnasium_environment_seed_is_checked():
     with pytest.raises(ValueError, match=r'seed=-2 is invalid'):
         envs.GymnasiumEnvironment(_ConstantEnv([0.0]), seed=-2)
     with pytest.raises(ValueError, match=r"seed='3' is invalid"):
-        envs.NoiseFeatures(_ConstantEnv([0.0]), noise_fraction=0.5, seed='3')
+        anf.NoiseFeatures(_ConstantEnv([0.0]), noise_fraction=0.5, seed='3')
     env.seed(np.int64(4))  # numpy integers are integers.
     assert env.reset().observation.shape == (1,)
 
@@ -490,8 +491,8 @@ def test_gin_noise_features_on_the_environment_side():
                                        permute_features=True)
     np.testing.assert_array_equal(from_gin.reset().observation,
                                   explicit.reset().observation)
-    np.testing.assert_array_equal(envs.noise_feature_mask(from_gin),
-                                  envs.noise_feature_mask(explicit))
+    np.testing.assert_array_equal(anf.noise_feature_mask(from_gin),
+                                  anf.noise_feature_mask(explicit))
 
 
 def test_environment_state_names_the_noise_wrapper_as_checkpoints_do():

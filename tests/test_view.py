@@ -104,6 +104,7 @@ def test_python_api_loads_and_acts(run_root):
 
 def test_environment_follows_the_run_noise_layout(tmp_path):
     """The view env has the run's noise features and feature permutation."""
+    from rigl.rl.tfagents import anf
     from rigl.rl.tfagents import envs
     from rigl.rl.tfagents.run import seeding
 
@@ -119,8 +120,8 @@ def test_environment_follows_the_run_noise_layout(tmp_path):
         'Pendulum-v1', seed=seeding.derive(3, 'env', 0), noise_fraction=0.5,
         permute_features=True)
     assert env.observation_spec().shape == (6,)
-    np.testing.assert_array_equal(envs.noise_feature_mask(env),
-                                  envs.noise_feature_mask(training))
+    np.testing.assert_array_equal(anf.noise_feature_mask(env),
+                                  anf.noise_feature_mask(training))
 
 
 @pytest.mark.parametrize('args, message', [

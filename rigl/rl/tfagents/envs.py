@@ -11,7 +11,7 @@ ignore them).
 Typical use (also configurable from gin):
 
     env = create_environment('HalfCheetah-v5', seed=0, noise_fraction=0.9)
-    mask = noise_feature_mask(env)  # True where an input feature is noise.
+    mask = anf.noise_feature_mask(env)  # True where a feature is noise.
 """
 
 import difflib
@@ -30,13 +30,9 @@ from rigl.rl.tfagents.anf import env as anf_env
 # Argument checks shared with the noise-feature wrapper.
 from rigl.rl.tfagents.anf.config import check_positive_int
 from rigl.rl.tfagents.anf.config import check_seed
-# The noise-feature names this module has always offered.
-from rigl.rl.tfagents.anf.env import NoiseFeatures  # noqa: F401
+# Still read from here by loops/session.py; its other users import
+# `anf.noise_feature_mask`.
 from rigl.rl.tfagents.anf.env import noise_feature_mask  # noqa: F401
-from rigl.rl.tfagents.anf.histograms import load_feature_histograms  # noqa: F401
-from rigl.rl.tfagents.anf.histograms import make_feature_histograms  # noqa: F401
-from rigl.rl.tfagents.anf.histograms import save_feature_histograms  # noqa: F401
-from rigl.rl.tfagents.anf.layout import num_noise_features  # noqa: F401
 
 _LIST_ENV_IDS_COMMAND = (
     'python -c "import gymnasium; print(sorted(gymnasium.registry))"')
@@ -390,7 +386,7 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
         noise_std: Standard deviation (finite, > 0) of Gaussian noise
             features.
         noise_histogram_file: Optional `.npz` to sample noise from per-feature
-            histograms instead (see `make_feature_histograms`).
+            histograms instead (see `anf.make_feature_histograms`).
         permute_features: Shuffle all features with a fixed permutation.
         adjust_env_period: Redraw the permutation every this many env steps
             (a positive integer; implies `permute_features`).
@@ -406,7 +402,8 @@ def create_environment(env_name: str = 'HalfCheetah-v5',
             episodic life and raw rewards.
 
     Returns:
-        The wrapped environment; `noise_feature_mask(env)` gives the mask.
+        The wrapped environment; `anf.noise_feature_mask(env)` gives the
+        mask.
 
     Raises:
         ValueError: On an unknown id (with suggestions), an invalid argument,
