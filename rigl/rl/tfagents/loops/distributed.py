@@ -31,7 +31,7 @@ import json
 import math
 import os
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import gin
 import numpy as np
@@ -126,7 +126,7 @@ class Learner:
         # The newest train step's batch and losses (for summaries).
         self.batch = self.loss_info = None
         self.flops_per_step = 0.0
-        self.progress = None
+        self.progress: Optional[console.Progress] = None
         self._last_inserts, self._last_time = 0, 0.0
 
     def run(self) -> Dict:
@@ -159,18 +159,15 @@ class Learner:
 
     def _triggers(self, step: int) -> Triggers:
         """The periodic work after each train step, in order."""
-        settings, session = self.settings, self.session
+        settings = self.settings
         self.progress = console.Progress(settings.num_iterations, step)
         last = settings.num_iterations
         return Triggers(
-            IntervalTrigger(self.options.push_period, lambda _: (
-                self.container.push(self.variables)), start=step),
-            IntervalTrigger(settings.summary_interval, lambda _: (
-                session.write_train_summaries(
-                    self.loss_info, self.progress.steps_per_second)),
-                start=step),
-            IntervalTrigger(summaries.log_snr(),
-                            lambda _: session.write_snr(self.batch),
+            IntervalTrigger(self.options.push_period, self._push,
+                            start=step),
+            IntervalTrigger(settings.summary_interval, self._write_summaries,
+                            start=step),
+            IntervalTrigger(summaries.log_snr(), self._write_snr,
                             start=step),
             IntervalTrigger(settings.log_interval, self._log_progress,
                             start=step),
@@ -178,6 +175,22 @@ class Learner:
                             last=last, start=step),
             IntervalTrigger(settings.checkpoint_interval, self._checkpoint,
                             last=last, start=step))
+
+    # The periodic work.
+
+    def _push(self, step: int) -> None:
+        """The policy's variables to the actors."""
+        del step
+        self.container.push(self.variables)
+
+    def _write_summaries(self, step: int) -> None:
+        del step
+        self.session.write_train_summaries(self.loss_info,
+                                           self.progress.steps_per_second)
+
+    def _write_snr(self, step: int) -> None:
+        del step
+        self.session.write_snr(self.batch)
 
     def _sync_env_steps(self) -> reverb_replay.TableStats:
         """The run's env steps are the transitions the actors inserted."""

@@ -123,7 +123,8 @@ def record_evaluation(writer, results: Results, step: int, env_steps: int,
                         **extra))
     sparsities = ' '.join(f'{name} {values["sparsity"]:.3f}'
                           for name, values in totals.items())
-    console.log(f'eval at step {step:,}: return {metrics["return_mean"]:.1f} ± '
+    console.log(f'eval at step {step:,}: return '
+                f'{metrics["return_mean"]:.1f} ± '
                 f'{metrics["return_std"]:.1f} | sparsity {sparsities}')
     return totals
 
