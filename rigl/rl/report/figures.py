@@ -79,15 +79,24 @@ class Style:
         return self._colors[self._names[group.label]]
 
     def legend(self, group: Group, sparsity: bool = False) -> str:
-        """The line's name (with its sparsity if asked), marked if partial."""
+        """The line's name (with its sparsity if asked). The same in every
+        panel, so the figure's one legend lists each line once; how many
+        runs are done goes in the panel's title (`_progress_note`)."""
         text = self.name(group)
         if sparsity and not group.is_dense and isinstance(
                 group.dims.get('sparsity'), (int, float)):
             text += f', {sparsity_text(group.dims["sparsity"])}'
-        if group.status != 'complete':
-            text += (f' ({group.status}: {len(group.finished_runs)}/'
-                     f'{len(group.runs)} done)')
         return text
+
+
+def _progress_note(members: Sequence[Group]) -> str:
+    """' (partial: 7/25 runs done)' for a panel with unfinished groups,
+    else ''."""
+    if all(g.status == 'complete' for g in members):
+        return ''
+    done = sum(len(g.finished_runs) for g in members)
+    total = sum(len(g.runs) + g.not_started for g in members)
+    return f' (partial: {done}/{total} runs done)'
 
 
 def _panel_key(group: Group) -> Tuple:
@@ -206,7 +215,7 @@ def plot_learning_curves(groups: Sequence[Group], path: str, reps: int,
         title = _task_title(key[:3])
         if key[3] is not None:
             title += f', {sparsity_text(key[3])}'
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title + _progress_note(members), fontsize=10)
         ax.set_xlabel('environment steps')
         ax.set_ylabel('eval return (IQM over seeds)')
         _steps_formatter(ax)
@@ -347,7 +356,7 @@ def plot_performance_profiles(groups: Sequence[Group], path: str, reps: int,
         title = _task_title(key[:3])
         if key[3] is not None:
             title += f', {sparsity_text(key[3])}'
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title + _progress_note(members), fontsize=10)
         ax.set_xlabel('final return / reference IQM (τ)' if normalised else
                       'final return (τ)')
         ax.set_ylabel('fraction of runs with score > τ')
