@@ -30,9 +30,6 @@ from rigl.rl.tfagents.anf import env as anf_env
 # Argument checks shared with the noise-feature wrapper.
 from rigl.rl.tfagents.anf.config import check_positive_int
 from rigl.rl.tfagents.anf.config import check_seed
-# Still read from here by loops/session.py; its other users import
-# `anf.noise_feature_mask`.
-from rigl.rl.tfagents.anf.env import noise_feature_mask  # noqa: F401
 
 _LIST_ENV_IDS_COMMAND = (
     'python -c "import gymnasium; print(sorted(gymnasium.registry))"')

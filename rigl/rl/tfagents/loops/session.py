@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
+from rigl.rl.tfagents import anf
 from rigl.rl.tfagents import envs
 from rigl.rl.tfagents.algos import base as algos_base
 from rigl.rl.tfagents.loops import run_directory
@@ -112,7 +113,7 @@ class Session:
         """True on network inputs that are ANF noise features: drawn by the
         networks, or added by the environment (None without any)."""
         mask = self.algorithm.noise_mask
-        return mask if mask is not None else envs.noise_feature_mask(self.env)
+        return mask if mask is not None else anf.noise_feature_mask(self.env)
 
     @property
     def recent_returns(self):
