@@ -351,6 +351,13 @@ def env_config(**legacy: Any) -> Optional[NoiseConfig]:
     return resolve(values)[1]
 
 
+def env_config_in_force() -> Optional[NoiseConfig]:
+    """The environment side's settings from the gin config in force alone,
+    in either vocabulary (for checks made before any environment exists).
+    None: no environment-side noise features."""
+    return env_config(**_bound('create_environment', LEGACY_ENV))
+
+
 def bound_values() -> Dict[str, Any]:
     """What a run's record adds to its operative config: the gin-bound
     `NetworkNoise.*` parameters (with `noise_features` bound, `NetworkNoise`

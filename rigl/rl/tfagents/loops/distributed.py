@@ -33,13 +33,13 @@ import os
 import time
 from typing import Dict, List, Optional
 
-import gin
 import numpy as np
 import tensorflow as tf
 from tf_agents.experimental.distributed import reverb_variable_container
 
 from rigl.rl import layout
 from rigl.rl.tfagents import envs
+from rigl.rl.tfagents.anf import config as anf_config
 from rigl.rl.tfagents.loops.collector import Collector
 from rigl.rl.tfagents.loops.collector import EpisodeStats
 from rigl.rl.tfagents.loops.collector import ReplaySink
@@ -92,15 +92,12 @@ def check_supported(algorithm) -> None:
                 'distributed runs store fixed n-step transitions in Reverb. '
                 f'Set it to 0, or train with {algorithm.name}_train_eval.py.')
     layout = algorithm.noise_layout
-    try:
-        env_redraws = gin.query_parameter(
-            'create_environment.adjust_env_period')
-    except ValueError:  # not bound
-        env_redraws = None
-    if env_redraws or (layout is not None and layout.config.adjust_period):
-        raise ValueError('noise feature redraws (adjust_env_period, '
-                         'adjust_period) are not supported in distributed '
-                         'runs: each actor would draw its own.')
+    env_side = anf_config.env_config_in_force()
+    if ((env_side is not None and env_side.adjust_period) or
+            (layout is not None and layout.config.adjust_period)):
+        raise ValueError('noise feature redraws (noise_features.adjust_period'
+                         ' > 0) are not supported in distributed runs: each '
+                         'actor would draw its own. Set it to 0.')
 
 
 class Learner:
