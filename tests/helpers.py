@@ -1,34 +1,57 @@
-"""Helpers for end-to-end tests: read a run's results and checkpoints."""
+"""Helpers for end-to-end tests: the repository's paths, running a train
+script (in a subprocess or in this process), and reading a run's results,
+checkpoints and TensorBoard summaries.
+
+Importable from every test file (tests/conftest.py's directory is on
+sys.path). TensorFlow is imported where a helper needs it, so that test
+files without TensorFlow (studies, reports, docs) stay light.
+"""
 
 import json
 import os
-
-import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 
-# A SAC run of seconds on Pendulum (checkpoints at 100 and 200).
-SAC_TINY = [
-    "train_eval.env_name = 'Pendulum-v1'",
-    'train_eval.num_iterations = 200',
-    'train_eval.initial_collect_steps = 100',
-    'train_eval.actor_fc_layers = (16, 16)',
-    'train_eval.critic_joint_fc_layers = (16, 16)',
-    'train_eval.batch_size = 16',
-    'train_eval.eval_interval = 100',
-    'train_eval.eval_episodes = 1',
-    'train_eval.checkpoint_interval = 100',
-    'train_eval.log_interval = 100',
-    'train_eval.seed = 0',
-]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+SCRIPTS = os.path.join(REPO, 'rigl', 'rl', 'tfagents')
+
+
+def script(algorithm: str) -> str:
+    """The path of `rigl/rl/tfagents/<algorithm>_train_eval.py`."""
+    return os.path.join(SCRIPTS, f'{algorithm}_train_eval.py')
+
+
+def config(name: str) -> str:
+    """The path of a config file in rigl/rl/tfagents/configs/."""
+    return os.path.join(CONFIGS, name)
+
+
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def assert_png(path):
+    """`path` is a PNG image with something drawn in it (axes, curves,
+    text: more than 10 kB)."""
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    assert head == PNG_SIGNATURE, path
+    assert os.path.getsize(path) > 10_000, path
+
+
+def _tf():
+    """TensorFlow, imported after `rigl` (which picks the Keras)."""
+    import rigl  # noqa: F401
+    import tensorflow as tf
+    return tf
 
 
 def results(root):
+    """The rows of a run's results.jsonl."""
     with open(os.path.join(root, 'results.jsonl')) as f:
         return [json.loads(line) for line in f]
 
@@ -37,7 +60,7 @@ def checkpoint_masks(path):
     """Every sparse layer's 0/1 mask in a checkpoint, by variable name: a
     masked layer's `mask`, or a sparse-execution layer's, rebuilt from its
     `positions` (its shape from its row and column pointers)."""
-    reader = tf.train.load_checkpoint(os.path.join(path, 'tf'))
+    reader = _tf().train.load_checkpoint(os.path.join(path, 'tf'))
     names = reader.get_variable_to_shape_map()
     masks = {name: reader.get_tensor(name) for name in names
              if '/mask/' in name}
@@ -54,6 +77,7 @@ def checkpoint_masks(path):
 
 
 def latest_checkpoint(root):
+    """The checkpoint directory a run's `latest` file names."""
     directory = os.path.join(root, 'checkpoints')
     with open(os.path.join(directory, 'latest')) as f:
         return os.path.join(directory, f.read().strip())
@@ -94,6 +118,7 @@ def training_command(script: str, root, gin_file: str, bindings,
 
 def run_training(script: str, root, gin_file: str, bindings,
                  timeout: float = 300, flags=()) -> subprocess.CompletedProcess:
+    """Runs a train script to its end; its output captured as text."""
     return subprocess.run(
         training_command(script, root, gin_file, bindings, flags),
         capture_output=True, text=True, timeout=timeout)
@@ -101,6 +126,7 @@ def run_training(script: str, root, gin_file: str, bindings,
 
 def summary_tags(directory) -> set:
     """Every scalar tag in the TensorBoard event files under `directory`."""
+    tf = _tf()
     tags = set()
     for name in os.listdir(directory):
         for event in tf.compat.v1.train.summary_iterator(
@@ -111,6 +137,7 @@ def summary_tags(directory) -> set:
 
 def summary_values(directory, tag: str) -> list:
     """(step, value) of every event of scalar `tag` under `directory`."""
+    tf = _tf()
     values = []
     for name in sorted(os.listdir(directory)):
         for event in tf.compat.v1.train.summary_iterator(

@@ -13,9 +13,8 @@ import tensorflow as tf
 import helpers
 from helpers import checkpoint_masks, latest_checkpoint, results
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'sac_train_eval.py')
-CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+SCRIPT = helpers.script('sac')
+CONFIGS = helpers.CONFIGS
 TINY = [
     "train_eval.env_name = 'Pendulum-v1'",
     'train_eval.num_iterations = 300',

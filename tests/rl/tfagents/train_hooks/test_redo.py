@@ -26,8 +26,7 @@ from rigl.rl.tfagents.run import settings as settings_lib
 from rigl.rl.tfagents.sparsity import csr
 from rigl.rl.tfagents.train_hooks import redo
 
-CONFIGS = os.path.join(os.path.dirname(__file__), '..', 'rigl', 'rl',
-                       'tfagents', 'configs')
+CONFIGS = helpers.CONFIGS
 
 
 @pytest.fixture(autouse=True)

@@ -24,8 +24,7 @@ from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.sparsity import targets
 from rigl.rl.tfagents.sparsity.compressed import CompressedDense
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+CONFIGS = helpers.CONFIGS
 N_IN, N_OUT, ACTIVE = 9, 7, 20
 
 

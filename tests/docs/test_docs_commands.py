@@ -66,7 +66,8 @@ from unittest import mock
 import numpy as np
 import pytest
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+from helpers import REPO
+
 DOCS = ['README.md'] + sorted(
     os.path.relpath(path, REPO)
     for path in glob.glob(os.path.join(REPO, 'docs', '*.md')))
@@ -478,8 +479,9 @@ def check_command(command: Command, monkeypatch) -> List[str]:
                 if not os.path.isfile(resolve(name))]
     if program in EXTERNAL:
         return []
-    return [f'no rule for {argv[0]!r}: add one to tests/test_docs_commands.py '
-            f'or mark the block with {SKIP_MARKER}']
+    return [f'no rule for {argv[0]!r}: add one to '
+            f'tests/docs/test_docs_commands.py or mark the block with '
+            f'{SKIP_MARKER}']
 
 
 COMMANDS = all_commands()

@@ -22,9 +22,7 @@ from rigl.rl.tfagents.algos import ppo
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.sparsity.compressed import CompressedDense
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-CONFIG = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs',
-                      'ppo_mujoco_sparse_config.gin')
+CONFIG = helpers.config('ppo_mujoco_sparse_config.gin')
 METHOD = [
     "init_masks.mask_init_method = 'erdos_renyi_kernel'",
     'init_masks.sparsity = 0.9',

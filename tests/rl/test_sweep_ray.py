@@ -23,7 +23,8 @@ if importlib.util.find_spec('ray') is None:
 psutil = pytest.importorskip('psutil')
 
 from rigl.rl import report  # noqa: E402
-from test_study import REPO, SAC_SPARSE, TINY  # noqa: E402
+import tiny  # noqa: E402
+from helpers import REPO  # noqa: E402
 
 GRID = "--grid=mask_updater.update_alg=['set','rigl']"
 # Longer runs, to kill or interrupt after their first checkpoint (250),
@@ -68,9 +69,9 @@ def cluster():
 
 def sweep_command(root, *extra, backend=('--backend=ray',)):
     return ([sys.executable, '-m', 'rigl.rl.sweep', '--script=sac',
-             f'--gin_file={SAC_SPARSE}', f'--root_dir={root}',
+             f'--gin_file={tiny.SAC_SWEEP_CONFIG}', f'--root_dir={root}',
              '--status_every=1000', '--nocheck_configs', *backend] +
-            [f'--gin_bindings={b}' for b in TINY] + list(extra))
+            [f'--gin_bindings={b}' for b in tiny.SAC_SWEEP] + list(extra))
 
 
 def start(args):

@@ -15,9 +15,8 @@ import rigl  # noqa: F401
 import helpers
 from rigl.rl import view
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-SAC_CONFIG = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs',
-                          'sac_mujoco_dense_config.gin')
+REPO = helpers.REPO
+SAC_CONFIG = helpers.config('sac_mujoco_dense_config.gin')
 PRETRAINED = os.path.join(REPO, 'pretrained')
 TINY = [
     "train_eval.env_name = 'Pendulum-v1'",

@@ -13,12 +13,12 @@ import tensorflow as tf
 import rigl  # noqa: F401
 
 import helpers
+import tiny
 from helpers import checkpoint_masks, latest_checkpoint, results
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'td3_train_eval.py')
-CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
-TINY = helpers.SAC_TINY
+SCRIPT = helpers.script('td3')
+CONFIGS = helpers.CONFIGS
+TINY = tiny.SAC
 
 
 def td3(root, config, *extra, allow=False):

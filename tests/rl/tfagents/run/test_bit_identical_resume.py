@@ -25,8 +25,7 @@ import tensorflow as tf
 
 import helpers
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+CONFIGS = helpers.CONFIGS
 # Fields of a results row that measure time, not the run.
 TIMINGS = {'wall_time', 'loop_seconds', 'train_call_seconds',
            'collect_seconds', 'train_seconds', 'steps_per_second'}

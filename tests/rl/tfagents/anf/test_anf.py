@@ -18,8 +18,7 @@ from rigl.rl.tfagents import envs
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.run import settings as settings_lib
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+CONFIGS = helpers.CONFIGS
 OBS = tensor_spec.BoundedTensorSpec((3,), tf.float32, -1, 1)
 ACT = tensor_spec.BoundedTensorSpec((1,), tf.float32, -2, 2)
 

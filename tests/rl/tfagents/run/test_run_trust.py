@@ -17,16 +17,15 @@ import pytest
 import rigl  # noqa: F401
 
 import helpers
+import tiny
 from helpers import latest_checkpoint, results, run_in_process, snapshot
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+CONFIGS = helpers.CONFIGS
 SAC_DENSE = os.path.join(CONFIGS, 'sac_mujoco_dense_config.gin')
 SAC_SPARSE = os.path.join(CONFIGS, 'sac_mujoco_sparse_config.gin')
 SAC_PRUNING = os.path.join(CONFIGS, 'sac_mujoco_pruning_config.gin')
 PPO_CARTPOLE = os.path.join(CONFIGS, 'ppo_classic_control_config.gin')
-SAC_SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'sac_train_eval.py')
-SAC_TINY = helpers.SAC_TINY
+SAC_SCRIPT = helpers.script('sac')
 PPO_TINY = [
     'train_eval.num_iterations = 2',
     'train_eval.collect_sequence_length = 64',
@@ -43,7 +42,7 @@ SET = ["mask_updater.update_alg = 'set'", 'mask_updater.update_freq = 25']
 
 
 def sac(root, *extra, config=SAC_SPARSE, allow=False):
-    return run_in_process('sac', root, config, SAC_TINY + list(extra), allow)
+    return run_in_process('sac', root, config, tiny.SAC + list(extra), allow)
 
 
 def ok(outcome):
@@ -73,8 +72,8 @@ def copy_of(finished, tmp_path):
 # 1. Reproducibility -------------------------------------------------------
 
 @pytest.mark.parametrize('algorithm, config, extra', [
-    ('sac', SAC_DENSE, SAC_TINY),
-    ('sac', SAC_SPARSE, SAC_TINY + SET),
+    ('sac', SAC_DENSE, tiny.SAC),
+    ('sac', SAC_SPARSE, tiny.SAC + SET),
     ('ppo', PPO_CARTPOLE, PPO_TINY),
 ])
 def test_same_seed_gives_the_same_run(tmp_path, algorithm, config, extra):
@@ -204,7 +203,7 @@ def test_damaged_checkpoints_fall_back(finished_sac, tmp_path, damage,
 
 def test_second_process_on_a_run_dir_is_refused(tmp_path):
     root = tmp_path / 'run'
-    args = helpers.training_command(SAC_SCRIPT, root, SAC_SPARSE, SAC_TINY + [
+    args = helpers.training_command(SAC_SCRIPT, root, SAC_SPARSE, tiny.SAC + [
         'train_eval.num_iterations = 100000'])
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -423,7 +422,7 @@ def test_allowed_change_still_refuses_what_the_checkpoint_fixes(
         finished_sac, binding, change):
     before = snapshot(finished_sac)
     code, _, err = run_in_process('sac', finished_sac, SAC_SPARSE,
-                                  SAC_TINY + SET + [binding],
+                                  tiny.SAC + SET + [binding],
                                   allow_config_change=True)
     assert code == 2 and err.count('\n') == 1, err
     assert f'cannot change {change}' in err

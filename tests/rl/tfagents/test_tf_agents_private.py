@@ -31,6 +31,7 @@ from tf_agents.policies import tf_policy
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import tensor_normalizer
 
+from helpers import REPO
 from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.algos import dqn
 from rigl.rl.tfagents.algos import ppo
@@ -38,7 +39,6 @@ from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.run import settings as settings_lib
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 MODULE = os.path.join('rigl', 'rl', 'tfagents', 'tf_agents_private.py')
 RECHECK = (f'{MODULE} was checked against tf-agents '
            f'{tfa_private.TESTED_VERSION}: re-check every name in its '

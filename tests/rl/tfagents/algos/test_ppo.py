@@ -11,9 +11,8 @@ import rigl  # noqa: F401
 import helpers
 from helpers import checkpoint_masks, latest_checkpoint, results
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-SCRIPT = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'ppo_train_eval.py')
-CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+SCRIPT = helpers.script('ppo')
+CONFIGS = helpers.CONFIGS
 # 3 iterations of 2 envs x 64 steps = 128 transitions -> 4 minibatches of 32,
 # 2 epochs: 8 train steps per iteration, 24 in all.
 TINY = [

@@ -13,7 +13,8 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from helpers import SAC_TINY, results
+import tiny
+from helpers import results
 from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import numpy_inference
 from rigl.rl.tfagents import sparse_layers
@@ -246,7 +247,7 @@ def test_sparse_twin_leaves_the_noise_stream_alone():
     np.testing.assert_array_equal(states[0], states[1])
 
 
-SAC_SPARSE_RUN = SAC_TINY + [
+SAC_SPARSE_RUN = tiny.SAC + [
     "train_eval.train_mode_actor = 'sparse'",
     "train_eval.train_mode_value = 'sparse'",
     "init_masks.mask_init_method = 'erdos_renyi_kernel'",

@@ -11,13 +11,13 @@ import pytest
 import rigl  # noqa: F401
 
 import helpers
+import tiny
 from rigl.rl.tfagents.run import n_step
 from rigl.rl.tfagents.run.replay import (FrameReplayBuffer,
                                          IncompatibleReplay, ReplayBuffer,
                                          make_replay_buffer)
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
+CONFIGS = helpers.CONFIGS
 
 
 def reference(rewards, discounts, start, n, gamma):
@@ -263,7 +263,7 @@ def test_dqn_trains_and_records_n_step(tmp_path):
 
 
 def test_n_step_is_fixed_by_the_checkpoint(tmp_path):
-    bindings = helpers.SAC_TINY + ['train_eval.num_iterations = 100']
+    bindings = tiny.SAC + ['train_eval.num_iterations = 100']
     _run('sac', tmp_path, 'sac_mujoco_dense_config.gin', bindings)
     code, _, err = helpers.run_in_process(
         'sac', tmp_path, os.path.join(CONFIGS, 'sac_mujoco_dense_config.gin'),
@@ -280,7 +280,7 @@ def test_n_step_is_fixed_by_the_checkpoint(tmp_path):
 def test_bad_n_step_fails_clearly(tmp_path, binding, message):
     code, _, err = helpers.run_in_process(
         'sac', tmp_path, os.path.join(CONFIGS, 'sac_mujoco_dense_config.gin'),
-        helpers.SAC_TINY + [binding])
+        tiny.SAC + [binding])
     assert code == 2 and message in err
 
 

@@ -12,8 +12,9 @@ import gin
 import numpy as np
 import pytest
 
-from tests import helpers
-from tests import test_sac_train_eval
+import helpers
+import tiny
+from helpers import CONFIGS
 
 reverb = pytest.importorskip(
     'reverb', reason='dm-reverb has wheels for Linux, Python 3.8-3.11 only')
@@ -30,11 +31,9 @@ from rigl.rl.tfagents.run import settings as settings_lib  # noqa: E402
 from tf_agents.experimental.distributed import (  # noqa: E402
     reverb_variable_container)
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
 SPARSE_CONFIG = os.path.join(CONFIGS, 'sac_mujoco_sparse_config.gin')
 # The SAC tests' tiny Pendulum run, with mask updates every 50 steps.
-TINY = test_sac_train_eval.TINY + ['mask_updater.update_freq = 50']
+TINY = tiny.SAC_32 + ['mask_updater.update_freq = 50']
 
 
 def launcher_command(root, *flags):

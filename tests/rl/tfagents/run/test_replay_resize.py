@@ -7,7 +7,7 @@ import numpy as np
 import rigl  # noqa: F401
 
 from rigl.rl.tfagents.run.replay import FrameReplayBuffer, ReplayBuffer
-from test_dqn_train_eval import _frames_run
+from test_frame_replay import _frames_run
 
 
 def add(buffer, rewards):

@@ -21,12 +21,11 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
+from helpers import CONFIGS, REPO
 from rigl.rl.tfagents import train  # noqa: F401  (registers train_eval)
 from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.sparsity import spec as sparsity_spec
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-CONFIGS = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs')
 BOUND = 0.4  # Humanoid's action bound
 OBSERVATION_SPEC = tf.TensorSpec([3], tf.float32)
 ACTION_SPEC = tensor_spec.BoundedTensorSpec([2], tf.float32, -BOUND, BOUND)

@@ -2,7 +2,7 @@
 suite) does not split a group; one they all record with other values does."""
 
 from rigl.rl import report
-from test_study import metadata, write_run
+from test_report import metadata, write_run
 
 
 def test_a_setting_recorded_by_some_runs_only_does_not_split_them(tmp_path):

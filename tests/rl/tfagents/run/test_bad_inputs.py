@@ -14,15 +14,14 @@ import pytest
 import rigl  # noqa: F401
 
 import helpers
+import tiny
 from helpers import results, run_in_process
 from rigl.rl.tfagents import anf
 from rigl.rl.tfagents.run import checkpoints
 from rigl.rl.tfagents.run import replay as replay_lib
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-SAC_DENSE = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs',
-                         'sac_mujoco_dense_config.gin')
-SAC_TINY = helpers.SAC_TINY
+REPO = helpers.REPO
+SAC_DENSE = helpers.config('sac_mujoco_dense_config.gin')
 
 
 def one_error_line(err: str) -> str:
@@ -65,7 +64,7 @@ def test_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(
                    (replay_lib.ReplayBuffer, 'save'))
     monkeypatch.setattr(owner, name, make(getattr(owner, name)))
     root = tmp_path / 'run'
-    code, _, err = run_in_process('sac', root, SAC_DENSE, SAC_TINY)
+    code, _, err = run_in_process('sac', root, SAC_DENSE, tiny.SAC)
     assert code == 2
     line = one_error_line(err)
     previous = os.path.join(root, 'checkpoints', 'ckpt-100')
@@ -85,7 +84,7 @@ def test_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(
     assert [row['step'] for row in results(root)] == [100, 200]
     # With room again, the same command resumes from it and finishes.
     monkeypatch.undo()
-    code, out, err = run_in_process('sac', root, SAC_DENSE, SAC_TINY)
+    code, out, err = run_in_process('sac', root, SAC_DENSE, tiny.SAC)
     assert code == 0, err[-2000:]
     assert f'Resumed from {previous}' in out
     assert [row['step'] for row in results(root)] == [100, 200]
@@ -100,7 +99,7 @@ def test_unwritable_checkpoint_without_an_earlier_one(tmp_path, monkeypatch):
     import tensorflow as tf
     monkeypatch.setattr(tf.train.Checkpoint, 'write', write)
     code, _, err = run_in_process('sac', tmp_path / 'run', SAC_DENSE,
-                                  SAC_TINY)
+                                  tiny.SAC)
     assert code == 2
     line = one_error_line(err)
     assert 'cannot write checkpoint' in line and 'ckpt-100' in line
@@ -151,7 +150,7 @@ def test_damaged_histogram_file_in_a_run_is_one_line(tmp_path):
     with open(path, 'wb') as f:
         f.write(data[:len(data) // 2])
     root = tmp_path / 'run'
-    code, _, err = run_in_process('sac', root, SAC_DENSE, SAC_TINY + [
+    code, _, err = run_in_process('sac', root, SAC_DENSE, tiny.SAC + [
         'create_environment.noise_fraction = 0.5',
         f"create_environment.noise_histogram_file = '{path}'"])
     assert code == 2

@@ -11,9 +11,9 @@ import rigl  # noqa: F401
 
 import tensorflow as tf
 
+from helpers import REPO
 from rigl.rl.tfagents.run import console
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 
 
 def test_cpu_placement_is_reported_and_used():

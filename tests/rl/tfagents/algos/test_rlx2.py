@@ -12,6 +12,7 @@ import tensorflow as tf
 import rigl  # noqa: F401
 
 import helpers
+import tiny
 from rigl.rl.tfagents.algos import td3
 from rigl.rl.tfagents.run import dynamic_replay
 from rigl.rl.tfagents.run import n_step
@@ -19,9 +20,7 @@ from rigl.rl.tfagents.run import run_dir
 from rigl.rl.tfagents.run import settings as settings_lib
 from rigl.rl.tfagents.run.replay import ReplayBuffer
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-CONFIG = os.path.join(REPO, 'rigl', 'rl', 'tfagents', 'configs',
-                      'td3_rlx2_config.gin')
+CONFIG = helpers.config('td3_rlx2_config.gin')
 NEW_SETTINGS = ('train_eval.n_step_delay', 'train_eval.replay_check_interval',
                 'train_eval.replay_min_size',
                 'train_eval.replay_distance_threshold',
@@ -147,7 +146,7 @@ def test_delayed_n_step_switch_by_hand():
 ])
 def test_bad_settings_fail_in_one_line(tmp_path, binding, message):
     code, _, err = helpers.run_in_process('td3', tmp_path, CONFIG,
-                                          helpers.SAC_TINY + [binding])
+                                          tiny.SAC + [binding])
     assert code == 2 and message in err
     assert len([line for line in err.splitlines() if line.strip()]) == 1
 
@@ -186,7 +185,7 @@ def optimizer_state(path: str, name: str) -> dict:
             key.split('/')[-3] in ('steps', 'last_mask_change')}
 
 
-TINY_RLX2 = helpers.SAC_TINY + [
+TINY_RLX2 = tiny.SAC + [
     'train_eval.n_step_delay = 150', 'train_eval.replay_check_interval = 60',
     'train_eval.replay_min_size = 100',
     'train_eval.replay_distance_threshold = 0.0',

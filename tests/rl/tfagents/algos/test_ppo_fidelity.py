@@ -20,11 +20,11 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
+from helpers import REPO
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents.algos import ppo
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 CONFIGS = os.path.join('rigl', 'rl', 'tfagents', 'configs')
 OBSERVATION_SPEC = tensor_spec.TensorSpec([3], tf.float32)
 CONTINUOUS_ACTIONS = tensor_spec.BoundedTensorSpec([2], tf.float32, -2.0, 2.0)
