@@ -48,18 +48,6 @@ SAC_SWEEP = [binding for binding in SAC
     'mask_updater.update_freq = 25',
 ]
 
-# ANF-SAC on Pendulum (3 real features): SAC's run cut to 120 steps, with
-# evaluations and checkpoints at 60 and 120 and mask updates every 20.
-ANF = SAC + [
-    'train_eval.num_iterations = 120',
-    'train_eval.eval_interval = 60',
-    'train_eval.checkpoint_interval = 60',
-    'train_eval.log_interval = 60',
-    'train_eval.log_episodes = False',
-    'mask_updater.update_freq = 20',
-    'mask_updater.init_drop_fraction = 0.3',
-]
-
 # DQN on the config's classic-control task (CartPole-v0), 32-unit layers:
 # 300 train steps after 200 random ones, evaluations (2 episodes),
 # checkpoints and log lines at 150 and 300, targets copied every 20 steps.

@@ -384,12 +384,12 @@ def test_launcher_reads_the_error_of_the_servers_last_attempt(tmp_path):
 def test_dqn_with_one_actor(tmp_path):
     """Discrete actions (int64) through the same tables and loops."""
     root = tmp_path / 'run'
-    bindings = ['train_eval.num_iterations = 200',
-                'train_eval.initial_collect_steps = 100',
-                'train_eval.fc_layer_params = (16, 16)',
-                'train_eval.batch_size = 16', 'train_eval.eval_interval = 200',
-                'train_eval.eval_episodes = 1',
-                'train_eval.checkpoint_interval = 200', 'train_eval.seed = 0']
+    bindings = tiny.DQN + [
+        'train_eval.num_iterations = 200',
+        'train_eval.initial_collect_steps = 100',
+        'train_eval.fc_layer_params = (16, 16)', 'train_eval.batch_size = 16',
+        'train_eval.eval_interval = 200', 'train_eval.eval_episodes = 1',
+        'train_eval.checkpoint_interval = 200']
     done = subprocess.run(
         [sys.executable, '-m', 'rigl.rl.distributed', '--algo=dqn',
          '--num_actors=1', f'--root_dir={root}',

@@ -11,22 +11,12 @@ import pytest
 import rigl  # noqa: F401
 
 import helpers
+import tiny
 from helpers import checkpoint_masks, latest_checkpoint, results
 
 SCRIPT = helpers.script('dqn')
 CONFIGS = helpers.CONFIGS
-TINY = [
-    'train_eval.num_iterations = 300',
-    'train_eval.initial_collect_steps = 200',
-    'train_eval.fc_layer_params = (32, 32)',
-    'train_eval.batch_size = 32',
-    'train_eval.eval_interval = 150',
-    'train_eval.eval_episodes = 2',
-    'train_eval.checkpoint_interval = 150',
-    'train_eval.log_interval = 150',
-    'train_eval.target_update_period = 20',
-    'train_eval.seed = 0',
-]
+TINY = tiny.DQN
 
 
 def dqn(root, config, *extra, allow=False):

@@ -146,7 +146,7 @@ def test_delayed_n_step_switch_by_hand():
 ])
 def test_bad_settings_fail_in_one_line(tmp_path, binding, message):
     code, _, err = helpers.run_in_process('td3', tmp_path, CONFIG,
-                                          tiny.SAC + [binding])
+                                          tiny.TD3 + [binding])
     assert code == 2 and message in err
     assert len([line for line in err.splitlines() if line.strip()]) == 1
 
@@ -185,7 +185,7 @@ def optimizer_state(path: str, name: str) -> dict:
             key.split('/')[-3] in ('steps', 'last_mask_change')}
 
 
-TINY_RLX2 = tiny.SAC + [
+TINY_RLX2 = tiny.TD3 + [
     'train_eval.n_step_delay = 150', 'train_eval.replay_check_interval = 60',
     'train_eval.replay_min_size = 100',
     'train_eval.replay_distance_threshold = 0.0',

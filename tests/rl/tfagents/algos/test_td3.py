@@ -18,7 +18,7 @@ from helpers import checkpoint_masks, latest_checkpoint, results
 
 SCRIPT = helpers.script('td3')
 CONFIGS = helpers.CONFIGS
-TINY = tiny.SAC
+TINY = tiny.TD3
 
 
 def td3(root, config, *extra, allow=False):

@@ -12,6 +12,7 @@ from tf_agents.specs import tensor_spec
 import rigl  # noqa: F401
 
 import helpers
+import tiny
 from helpers import latest_checkpoint, results
 from rigl.rl.tfagents import anf
 from rigl.rl.tfagents import envs
@@ -88,14 +89,8 @@ def test_redraw_changes_every_network_input_order(noisy_sac):
 
 def test_anf_run_eval_and_saved_policy_use_the_training_layout(tmp_path):
     code, out, err = helpers.run_in_process(
-        'sac', tmp_path, os.path.join(CONFIGS, 'sac_anf_config.gin'), [
-            "train_eval.env_name = 'Pendulum-v1'",
-            'train_eval.num_iterations = 200',
-            'train_eval.initial_collect_steps = 100',
-            'train_eval.actor_fc_layers = (16, 16)',
-            'train_eval.critic_joint_fc_layers = (16, 16)',
-            'train_eval.batch_size = 16', 'train_eval.eval_interval = 100',
-            'train_eval.eval_episodes = 1', 'train_eval.seed = 0',
+        'sac', tmp_path, os.path.join(CONFIGS, 'sac_anf_config.gin'),
+        tiny.SAC + [
             'noise_features.adjust_period = 150',
             'noise_features.empty_buffer_on_change = True',
             'noise_features.refill_timesteps = 20'])

@@ -26,17 +26,11 @@ SAC_SPARSE = os.path.join(CONFIGS, 'sac_mujoco_sparse_config.gin')
 SAC_PRUNING = os.path.join(CONFIGS, 'sac_mujoco_pruning_config.gin')
 PPO_CARTPOLE = os.path.join(CONFIGS, 'ppo_classic_control_config.gin')
 SAC_SCRIPT = helpers.script('sac')
-PPO_TINY = [
+# tiny.PPO for 2 iterations of one environment, evaluated over 2 episodes.
+PPO_TINY = tiny.PPO + [
     'train_eval.num_iterations = 2',
-    'train_eval.collect_sequence_length = 64',
-    'train_eval.minibatch_size = 32',
-    'train_eval.num_epochs = 2',
-    'train_eval.actor_fc_layers = (16, 16)',
-    'train_eval.value_fc_layers = (16, 16)',
-    'train_eval.eval_interval = 1',
+    'train_eval.num_parallel_environments = 1',
     'train_eval.eval_episodes = 2',
-    'train_eval.checkpoint_interval = 1',
-    'train_eval.seed = 0',
 ]
 SET = ["mask_updater.update_alg = 'set'", 'mask_updater.update_freq = 25']
 

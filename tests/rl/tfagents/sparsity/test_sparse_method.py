@@ -19,16 +19,17 @@ from rigl.rl.tfagents.sparsity import spec as sparsity_spec
 from rigl.rl.tfagents.sparsity import width as width_lib
 
 import helpers
+import tiny
 
 OBS = tensor_spec.BoundedTensorSpec((3,), tf.float32, -1, 1)
 ACT = tensor_spec.BoundedTensorSpec((1,), tf.float32, -2, 2)
 SAC_SPARSE = 'rigl/rl/tfagents/configs/sac_mujoco_sparse_config.gin'
-TINY = ["train_eval.env_name = 'Pendulum-v1'",
-        'train_eval.num_iterations = 60', 'train_eval.initial_collect_steps = 64',
-        'train_eval.actor_fc_layers = (16,)',
-        'train_eval.critic_joint_fc_layers = (16,)',
-        'train_eval.batch_size = 16', 'train_eval.eval_interval = 60',
-        'train_eval.eval_episodes = 1']
+# tiny.SAC for 60 steps of one-layer networks.
+TINY = tiny.SAC + [
+    'train_eval.num_iterations = 60', 'train_eval.initial_collect_steps = 64',
+    'train_eval.actor_fc_layers = (16,)',
+    'train_eval.critic_joint_fc_layers = (16,)',
+    'train_eval.eval_interval = 60']
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
 import helpers
+import tiny
 from helpers import results
 from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import sparse_layers
@@ -32,21 +33,8 @@ METHOD = [
     'mask_updater.last_update_step = 1000',
     'wrap_all_layers.compress_min_sparsity = 0.0',
 ]
-# As tests/test_ppo_train_eval.py's TINY: 3 iterations of 2 envs x 64
-# steps, 4 minibatches of 32, 2 epochs: 8 train steps per iteration.
-TINY = [
-    "train_eval.env_name = 'Pendulum-v1'",
-    'train_eval.num_iterations = 3',
-    'train_eval.num_parallel_environments = 2',
-    'train_eval.collect_sequence_length = 64',
-    'train_eval.minibatch_size = 32',
-    'train_eval.num_epochs = 2',
-    'train_eval.actor_fc_layers = (16, 16)',
-    'train_eval.value_fc_layers = (16, 16)',
-    'train_eval.eval_interval = 1',
-    'train_eval.eval_episodes = 1',
-    'train_eval.checkpoint_interval = 1',
-    'train_eval.seed = 0',
+# tiny.PPO on Pendulum: 3 iterations of 8 train steps.
+TINY = tiny.PENDULUM + tiny.PPO + [
     # A constant learning rate: a run extended on resume trains as one
     # planned that long (the linear decay's horizon is the run's length).
     'train_eval.linear_lr_decay = False',

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import helpers
+import tiny
 from helpers import results
 from test_sparse_execution import ACTOR_CRITIC, layer_arrays, trained
 from rigl.rl.tfagents import sparse_layers
@@ -144,22 +145,15 @@ def test_same_targets_as_masked(algorithm_class, update_alg):
 
 
 # Tiny ANF runs: two checkpoints, mask updates every 20 train steps.
-ANF_TINY = [
-        "train_eval.env_name = 'Pendulum-v1'",
-        'train_eval.num_iterations = 120',
-        'train_eval.initial_collect_steps = 100',
-        'train_eval.actor_fc_layers = (16, 16)',
-        'train_eval.critic_joint_fc_layers = (16, 16)',
-        'train_eval.batch_size = 16',
-        'train_eval.eval_interval = 60',
-        'train_eval.eval_episodes = 1',
-        'train_eval.checkpoint_interval = 60',
-        'train_eval.log_interval = 60',
-        'train_eval.log_episodes = False',
-        'train_eval.seed = 0',
-        'mask_updater.update_freq = 20',
-        'mask_updater.init_drop_fraction = 0.3',
-        'wrap_all_layers.compress_min_sparsity = 0.5',
+ANF_TINY = tiny.SAC + [
+    'train_eval.num_iterations = 120',
+    'train_eval.eval_interval = 60',
+    'train_eval.checkpoint_interval = 60',
+    'train_eval.log_interval = 60',
+    'train_eval.log_episodes = False',
+    'mask_updater.update_freq = 20',
+    'mask_updater.init_drop_fraction = 0.3',
+    'wrap_all_layers.compress_min_sparsity = 0.5',
 ]
 
 

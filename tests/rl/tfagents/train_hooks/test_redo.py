@@ -14,6 +14,7 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
 import helpers
+import tiny
 from rigl.rl.tfagents.sparsity import masked_optimizer
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import train_hooks
@@ -296,15 +297,13 @@ def test_train_step_recycles_sparse_execution_layers():
     assert 'train_hook_redo' in algorithm.checkpoint_objects()
 
 
-DQN_TINY = [
-    'train_eval.initial_collect_steps = 200',
+# tiny.DQN with the config's target period, a replay of 300 and summaries
+# every 100 steps; ReDo every 100 steps on a cosine schedule.
+DQN_TINY = tiny.DQN + [
+    'train_eval.target_update_period = 100',
     'train_eval.replay_capacity = 300',
-    'train_eval.fc_layer_params = (32, 32)',
-    'train_eval.batch_size = 32', 'train_eval.eval_interval = 150',
-    'train_eval.eval_episodes = 2', 'train_eval.checkpoint_interval = 150',
-    'train_eval.summary_interval = 100', 'train_eval.log_interval = 150',
-    'train_eval.seed = 0', 'redo.every = 100', "redo.schedule = 'cosine'",
-    'redo.end_step = 300']
+    'train_eval.summary_interval = 100',
+    'redo.every = 100', "redo.schedule = 'cosine'", 'redo.end_step = 300']
 
 
 def test_short_dqn_run_recycles_records_and_resumes(tmp_path):
