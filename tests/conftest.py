@@ -11,7 +11,95 @@ file is imported by its base name, so base names are unique across the
 tree. This file's directory goes on `sys.path` too, which makes the shared
 modules next to it importable from every test file:
 
-* `tiny`: the tiny run settings of each agent (SAC, TD3, DQN, PPO, ANF);
+* `tiny`: the tiny run settings of each agent (SAC, TD3, DQN, PPO);
 * `helpers`: the repository's paths, running a train script (in a
   subprocess or in this process) and reading a run's outputs.
+
+Speed. pyproject.toml runs the suite on one pytest-xdist worker per core
+with `--dist=loadgroup`: each worker takes the next test when it is nearly
+done, so the order of the collection is the order of the start. This file
+starts the slowest tests first (`SLOWEST_FIRST`), keeps the tests that share
+a module- or session-scoped fixture (a Ray cluster, a trained run) on one
+worker, so that it is built once, and runs TensorFlow in the test
+processes on one intra-op thread per op, as the train scripts do.
 """
+
+import os
+
+import pytest
+
+# The slowest tests (or files), slowest first: each starts as soon as a
+# worker is free, so that no long test starts last. Measure with
+# `python -m pytest -q -n 0 --durations=40 <paths>`.
+SLOWEST_FIRST = (
+    'tests/rl/test_sweep_ray.py',
+    'tests/rl/test_distributed.py::test_interrupted_launcher',
+    'tests/rl/test_distributed.py::test_killed_learner',
+    'tests/rl/study/test_study.py::test_tiny_study_end_to_end',
+    'tests/rl/test_distributed.py::test_all_roles',
+    'tests/rl/tfagents/run/test_bit_identical_resume.py::'
+    'test_killed_and_resumed_run_is_bit_identical',
+    'tests/rl/tfagents/algos/test_td3.py::test_killed_run',
+    'tests/rl/tfagents/algos/test_ppo.py::test_killed_run',
+    'tests/rl/tfagents/algos/test_sac.py::test_killed_run',
+    'tests/rl/tfagents/sparsity/test_sparse_ppo.py::test_tiny_run',
+    'tests/rl/tfagents/sparsity/test_sparse_targets.py',
+    'tests/rl/tfagents/algos/test_optimizer_state_restore.py',
+    'tests/rl/tfagents/run/test_run_trust.py',
+    'tests/rl/test_distributed.py::test_dqn_with_one_actor',
+    'tests/rl/tfagents/algos/test_rlx2.py::test_td3_rlx2_config',
+    'tests/rl/test_view.py',
+    'tests/rl/tfagents/algos/test_dqn.py::test_killed_run',
+)
+
+
+def _rank(nodeid: str) -> int:
+    """The place of a test in SLOWEST_FIRST (its length if not there)."""
+    for index, prefix in enumerate(SLOWEST_FIRST):
+        if nodeid.startswith(prefix):
+            return index
+    return len(SLOWEST_FIRST)
+
+
+def _shared_fixture_module(item):
+    """The test file of `item` if the test uses a module- or session-scoped
+    fixture defined in that file, else None."""
+    module = item.nodeid.split('::')[0]
+    info = getattr(item, '_fixtureinfo', None)
+    for definitions in (info.name2fixturedefs.values() if info else ()):
+        if any(d.scope != 'function' and d.baseid == module
+               for d in definitions):
+            return module
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Orders the slowest tests first and groups the users of a shared
+    fixture (pytest-xdist's `xdist_group`, read by `--dist=loadgroup`)."""
+    for item in items:
+        module = _shared_fixture_module(item)
+        if module is not None:
+            item.add_marker(pytest.mark.xdist_group(module))
+    # A stable sort: the rest keeps pytest's order.
+    items.sort(key=lambda item: _rank(item.nodeid))
+
+
+def pytest_configure(config):
+    """TensorFlow in the processes that run tests runs an op on one thread
+    unless TF_NUM_INTRAOP_THREADS says otherwise, as the train scripts do
+    (`console.configure_devices`): in-process runs then train as the
+    scripts do, and two xdist workers do not compete for the cores within
+    an op. Set before any test file is imported (some start TensorFlow);
+    not in xdist's controller, which runs no test."""
+    if config.getoption('numprocesses', None) and not hasattr(
+            config, 'workerinput'):
+        return
+    if os.environ.get('TF_NUM_INTRAOP_THREADS'):
+        return
+    import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already running: keep its count
+        pass

@@ -116,14 +116,6 @@ def training_command(script: str, root, gin_file: str, bindings,
             [f'--gin_bindings={binding}' for binding in bindings] + list(flags))
 
 
-def run_training(script: str, root, gin_file: str, bindings,
-                 timeout: float = 300, flags=()) -> subprocess.CompletedProcess:
-    """Runs a train script to its end; its output captured as text."""
-    return subprocess.run(
-        training_command(script, root, gin_file, bindings, flags),
-        capture_output=True, text=True, timeout=timeout)
-
-
 def summary_tags(directory) -> set:
     """Every scalar tag in the TensorBoard event files under `directory`."""
     tf = _tf()
@@ -150,12 +142,11 @@ def summary_values(directory, tag: str) -> list:
     return values
 
 
-def run_config(script: str, root, gin_file: str, bindings) -> dict:
-    """Runs a train script to completion (a subprocess: the SAC and PPO
-    scripts both register gin's `train_eval`, so one process holds one of
-    them) and returns its final metric."""
-    completed = run_training(script, root, gin_file, bindings)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+def run_config(algorithm: str, root, gin_file: str, bindings) -> dict:
+    """Trains `algorithm` to the end in this process (`run_in_process`),
+    asserts that it succeeded, and returns its final metric."""
+    code, _, err = run_in_process(algorithm, root, gin_file, bindings)
+    assert code == 0, err[-3000:]
     with open(os.path.join(root, 'final_metric.json')) as f:
         return json.load(f)
 

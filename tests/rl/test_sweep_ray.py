@@ -28,8 +28,8 @@ from helpers import REPO  # noqa: E402
 
 GRID = "--grid=mask_updater.update_alg=['set','rigl']"
 # Longer runs, to kill or interrupt after their first checkpoint (250),
-# with evaluations at EVALS.
-EVALS = [1000, 2000]
+# with evaluations at EVALS: 950 train steps after that checkpoint.
+EVALS = [600, 1200]
 LONG = [f'--gin_bindings=train_eval.num_iterations={EVALS[-1]}',
         f'--gin_bindings=train_eval.eval_interval={EVALS[0]}',
         '--gin_bindings=train_eval.checkpoint_interval=250']

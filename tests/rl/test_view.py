@@ -13,23 +13,16 @@ import pytest
 import rigl  # noqa: F401
 
 import helpers
+import tiny
 from rigl.rl import view
 
 REPO = helpers.REPO
 SAC_CONFIG = helpers.config('sac_mujoco_dense_config.gin')
 PRETRAINED = os.path.join(REPO, 'pretrained')
-TINY = [
-    "train_eval.env_name = 'Pendulum-v1'",
+TINY = tiny.SAC + [
     'train_eval.num_iterations = 100',
     'train_eval.initial_collect_steps = 50',
-    'train_eval.actor_fc_layers = (16, 16)',
-    'train_eval.critic_joint_fc_layers = (16, 16)',
-    'train_eval.batch_size = 16',
-    'train_eval.eval_interval = 100',
-    'train_eval.eval_episodes = 1',
-    'train_eval.checkpoint_interval = 100',
     'train_eval.policy_save_interval = 50',
-    'train_eval.seed = 0',
 ]
 EPISODE_LINE = re.compile(r'^episode (\d+): return (-?[\d.]+), length (\d+)$',
                           re.MULTILINE)
@@ -162,13 +155,14 @@ def test_wrong_environment_is_refused(run_root, capsys):
 
 
 @pytest.mark.parametrize('agent', ['halfcheetah_anf_sac', 'halfcheetah_td3'])
-def test_pretrained_halfcheetah_scores_above_3000(agent):
-    completed = view_command(f'--policy_dir={os.path.join(PRETRAINED, agent)}',
-                             '--episodes=1')
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    (_, score, length), = EPISODE_LINE.findall(completed.stdout)
+def test_pretrained_halfcheetah_scores_above_3000(agent, capsys):
+    code = view.main([f'--policy_dir={os.path.join(PRETRAINED, agent)}',
+                      '--episodes=1'])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    (_, score, length), = EPISODE_LINE.findall(out)
     assert length == '1000'
-    assert float(score) > 3000, completed.stdout
+    assert float(score) > 3000, out
 
 
 def test_checkpoint_acts_as_the_saved_policy_of_its_step(run_root, tmp_path,

@@ -521,8 +521,8 @@ def test_sac_alpha_loss_reuses_the_actor_loss_sample():
     critic loss, state for the actor loss); the alpha loss reuses the actor
     loss's log-probabilities. Called alone, the alpha loss samples."""
     agent, _, _ = build_sac('')
-    graph = tf.function(agent.train).get_concrete_function(
-        random_experience()).graph
+    train = tf.function(agent.train)  # traced once: inspected, then run
+    graph = train.get_concrete_function(random_experience()).graph
     names = [op.name for op in graph.get_operations()]
 
     def actor_ops(scope):
@@ -532,7 +532,7 @@ def test_sac_alpha_loss_reuses_the_actor_loss_sample():
     assert actor_ops('critic_loss') and actor_ops('actor_loss')
     assert not actor_ops('alpha_loss')
     log_alpha = float(agent._log_alpha)
-    tf.function(agent.train)(random_experience())
+    train(random_experience())
     assert float(agent._log_alpha) != log_alpha
     time_steps = ts.restart(tf.zeros([4, 6]), batch_size=4)
     assert np.isfinite(float(agent.alpha_loss(time_steps)))

@@ -1,4 +1,8 @@
-"""PPO end to end on tiny networks: configs, sparsity, resume, clear errors."""
+"""PPO end to end on tiny networks: configs, sparsity, resume, clear errors.
+
+The runs go through the script's body in this process (`console.run_cli`,
+without a TensorFlow start-up each); the kill test runs the script itself,
+as a user does."""
 
 import json
 import os
@@ -9,30 +13,17 @@ import pytest
 import rigl  # noqa: F401
 
 import helpers
+import tiny
 from helpers import checkpoint_masks, latest_checkpoint, results
 
 SCRIPT = helpers.script('ppo')
 CONFIGS = helpers.CONFIGS
-# 3 iterations of 2 envs x 64 steps = 128 transitions -> 4 minibatches of 32,
-# 2 epochs: 8 train steps per iteration, 24 in all.
-TINY = [
-    'train_eval.num_iterations = 3',
-    'train_eval.num_parallel_environments = 2',
-    'train_eval.collect_sequence_length = 64',
-    'train_eval.minibatch_size = 32',
-    'train_eval.num_epochs = 2',
-    'train_eval.actor_fc_layers = (16, 16)',
-    'train_eval.value_fc_layers = (16, 16)',
-    'train_eval.eval_interval = 1',
-    'train_eval.eval_episodes = 1',
-    'train_eval.checkpoint_interval = 1',
-    'train_eval.seed = 0',
-]
-PENDULUM = ["train_eval.env_name = 'Pendulum-v1'"]
+TINY = tiny.PPO
+PENDULUM = tiny.PENDULUM
 
 
 def run_config(root, config, extra=()):
-    return helpers.run_config(SCRIPT, root, os.path.join(CONFIGS, config),
+    return helpers.run_config('ppo', root, os.path.join(CONFIGS, config),
                               TINY + list(extra))
 
 
@@ -104,14 +95,13 @@ def test_killed_run_resumes(tmp_path):
         iteration = json.load(f)['iteration']
     assert step == 8 * iteration and iteration >= 2
     masks = checkpoint_masks(killed_at)
-    completed = helpers.run_training(
-        SCRIPT, root, config, PENDULUM + TINY + [
+    code, out, err = helpers.run_in_process(
+        'ppo', root, config, PENDULUM + TINY + [
             f'train_eval.num_iterations = {iteration + 1}',
-            'train_eval.eval_interval = 100000'],
-        flags=['--allow_config_change'])
-    assert completed.returncode == 0, completed.stderr[-2000:]
+            'train_eval.eval_interval = 100000'], allow_config_change=True)
+    assert code == 0, err[-2000:]
     assert (f'Resumed from {killed_at} at iteration {iteration} '
-            f'(train step {step}).') in completed.stdout
+            f'(train step {step}).') in out
     final = latest_checkpoint(root)
     assert final.endswith(f'ckpt-{step + 8}')
     for name, mask in checkpoint_masks(final).items():  # static masks
@@ -126,12 +116,12 @@ def test_killed_run_resumes(tmp_path):
      'train_eval.num_epochs must be an integer >= 1, got 0'),
 ])
 def test_bad_input_fails_clearly(tmp_path, binding, message):
-    completed = helpers.run_training(
-        SCRIPT, tmp_path, os.path.join(CONFIGS,
-                                       'ppo_classic_control_config.gin'),
-        TINY + [binding], timeout=120)
-    assert completed.returncode == 2
-    assert message in completed.stderr
+    code, _, err = helpers.run_in_process(
+        'ppo', tmp_path, os.path.join(CONFIGS,
+                                      'ppo_classic_control_config.gin'),
+        TINY + [binding])
+    assert code == 2
+    assert message in err
 
 
 def test_mujoco_dense_config(tmp_path):

@@ -1,4 +1,8 @@
-"""SAC end to end on tiny networks: configs, sparsity, resume, clear errors."""
+"""SAC end to end on tiny networks: configs, sparsity, resume, clear errors.
+
+The runs go through the script's body in this process (`console.run_cli`,
+without a TensorFlow start-up each); the kill test runs the script itself,
+as a user does."""
 
 import json
 import math
@@ -11,27 +15,16 @@ import rigl  # noqa: F401
 import tensorflow as tf
 
 import helpers
+import tiny
 from helpers import checkpoint_masks, latest_checkpoint, results
 
 SCRIPT = helpers.script('sac')
 CONFIGS = helpers.CONFIGS
-TINY = [
-    "train_eval.env_name = 'Pendulum-v1'",
-    'train_eval.num_iterations = 300',
-    'train_eval.initial_collect_steps = 100',
-    'train_eval.actor_fc_layers = (32, 32)',
-    'train_eval.critic_joint_fc_layers = (32, 32)',
-    'train_eval.batch_size = 32',
-    'train_eval.eval_interval = 150',
-    'train_eval.eval_episodes = 1',
-    'train_eval.checkpoint_interval = 150',
-    'train_eval.log_interval = 100',
-    'train_eval.seed = 0',
-]
+TINY = tiny.SAC_32
 
 
 def run_config(root, config, extra=()):
-    return helpers.run_config(SCRIPT, root, os.path.join(CONFIGS, config),
+    return helpers.run_config('sac', root, os.path.join(CONFIGS, config),
                               TINY + list(extra))
 
 
@@ -120,9 +113,11 @@ def test_anf_config_noise_and_input_layer(tmp_path):
 SPARSE_CONFIG = os.path.join(CONFIGS, 'sac_mujoco_sparse_config.gin')
 
 
-def run_script(root, *bindings, timeout=300, flags=()):
-    return helpers.run_training(SCRIPT, root, SPARSE_CONFIG,
-                                TINY + list(bindings), timeout, flags)
+def run_sparse(root, *bindings, allow_config_change=False):
+    """The sparse config's tiny run in this process: (exit code, stdout,
+    stderr) as the script would give them."""
+    return helpers.run_in_process('sac', root, SPARSE_CONFIG,
+                                  TINY + list(bindings), allow_config_change)
 
 
 def test_killed_run_resumes_with_same_step_masks_and_replay(tmp_path):
@@ -139,12 +134,12 @@ def test_killed_run_resumes_with_same_step_masks_and_replay(tmp_path):
         env_steps = json.load(f)['env_steps']
     with np.load(os.path.join(killed_at, 'replay.npz')) as replay:
         saved_observations = replay['observation'][:50].copy()
-    completed = run_script(root, f'train_eval.num_iterations = {step + 100}',
-                           'train_eval.checkpoint_interval = 100',
-                           'train_eval.eval_interval = 100000',
-                           flags=['--allow_config_change'])
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    assert f'Resumed from {killed_at} at train step {step}.' in completed.stdout
+    code, out, err = run_sparse(
+        root, f'train_eval.num_iterations = {step + 100}',
+        'train_eval.checkpoint_interval = 100',
+        'train_eval.eval_interval = 100000', allow_config_change=True)
+    assert code == 0, err[-2000:]
+    assert f'Resumed from {killed_at} at train step {step}.' in out
     final = latest_checkpoint(root)
     assert final.endswith(f'ckpt-{step + 100}')
     # Static masks: the resumed run kept exactly the checkpointed masks.
@@ -158,27 +153,24 @@ def test_killed_run_resumes_with_same_step_masks_and_replay(tmp_path):
 
 
 def test_bad_binding_fails_clearly(tmp_path):
-    completed = run_script(tmp_path, 'train_eval.no_such_parameter = 1',
-                           timeout=120)
-    assert completed.returncode == 2
-    assert 'no_such_parameter' in completed.stderr
+    code, _, err = run_sparse(tmp_path, 'train_eval.no_such_parameter = 1')
+    assert code == 2
+    assert 'no_such_parameter' in err
 
 
 def test_unknown_env_fails_clearly(tmp_path):
-    completed = run_script(tmp_path, "train_eval.env_name = 'HalfCheeta-v5'",
-                           timeout=120)
-    assert completed.returncode == 2
-    assert "'HalfCheeta-v5'" in completed.stderr
-    assert 'HalfCheetah-v5' in completed.stderr   # the suggestion
-    assert 'gymnasium' in completed.stderr        # how to list valid ids
+    code, _, err = run_sparse(tmp_path, "train_eval.env_name = 'HalfCheeta-v5'")
+    assert code == 2
+    assert "'HalfCheeta-v5'" in err
+    assert 'HalfCheetah-v5' in err   # the suggestion
+    assert 'gymnasium' in err        # how to list valid ids
 
 
 def test_bad_train_mode_fails_clearly(tmp_path):
-    completed = run_script(tmp_path, "train_eval.train_mode_actor = 'sprase'",
-                           timeout=120)
-    assert completed.returncode == 2
-    assert "train_mode_actor is 'sprase'; allowed: dense, sparse" in \
-        completed.stderr
+    code, _, err = run_sparse(tmp_path,
+                              "train_eval.train_mode_actor = 'sprase'")
+    assert code == 2
+    assert "train_mode_actor is 'sprase'; allowed: dense, sparse" in err
 
 
 @pytest.mark.parametrize('initializer, critic_output_bound', [

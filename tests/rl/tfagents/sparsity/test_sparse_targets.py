@@ -200,15 +200,28 @@ def _target_layers(reader) -> dict:
     return layers
 
 
+@pytest.fixture(scope='module')
+def anf_runs(tmp_path_factory):
+    """The tiny ANF run of an algorithm in an execution, trained once for
+    the module: `anf_runs(algorithm, execution)` is its root directory."""
+    roots = {}
+
+    def run(algorithm: str, execution: str):
+        if (algorithm, execution) not in roots:
+            root = tmp_path_factory.mktemp(f'anf_{algorithm}_{execution}')
+            _anf_run(root, algorithm, execution)
+            roots[algorithm, execution] = root
+        return roots[algorithm, execution]
+    return run
+
+
 @pytest.mark.parametrize('algorithm', ['sac', 'td3'])
-def test_anf_run_sparse_matches_masked(tmp_path, algorithm):
+def test_anf_run_sparse_matches_masked(anf_runs, algorithm):
     """A tiny ANF run (noise features, SET on the input layers, magnitude
     targets) in both executions: the same target masks and close target
     weights at its last checkpoint, and close eval returns."""
-    roots = {execution: tmp_path / execution
+    roots = {execution: anf_runs(algorithm, execution)
              for execution in ('masked', 'sparse')}
-    for execution, root in roots.items():
-        _anf_run(root, algorithm, execution)
     readers = {execution: tf.train.load_checkpoint(os.path.join(
         helpers.latest_checkpoint(root), 'tf'))
         for execution, root in roots.items()}
@@ -229,12 +242,11 @@ def test_anf_run_sparse_matches_masked(tmp_path, algorithm):
                                rtol=0.02, atol=2.0)
 
 
-def test_anf_sparse_run_resumes_bit_identically(tmp_path):
+def test_anf_sparse_run_resumes_bit_identically(anf_runs, tmp_path):
     """A sparse ANF-SAC run stopped at its first checkpoint and resumed
     ends with the checkpoint of an uninterrupted one: target values and
     positions (which differ from the online layers') included."""
-    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
-    _anf_run(straight, 'sac', 'sparse')
+    straight, resumed = anf_runs('sac', 'sparse'), tmp_path / 'resumed'
     _anf_run(resumed, 'sac', 'sparse', ['train_eval.num_iterations = 60'])
     _anf_run(resumed, 'sac', 'sparse', allow_config_change=True)
     assert [row['step'] for row in results(resumed)] == [60, 120]
