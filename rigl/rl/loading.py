@@ -336,7 +336,7 @@ class CheckpointPolicy:
             LoadError: If the checkpoint cannot be restored.
         """
         from rigl.rl.tfagents import train
-        from rigl.rl.tfagents.loops import session
+        from rigl.rl.tfagents.loops import evaluator
 
         self.path = checkpoint_dir
         try:
@@ -349,7 +349,7 @@ class CheckpointPolicy:
             raise LoadError(f'cannot restore {checkpoint_dir}: '
                             f'{type(error).__name__}: {first}') from None
         self._spec = algorithm.observation_spec
-        self._action = session.single_action_fn(algorithm.eval_policy)
+        self._action = evaluator.single_action_fn(algorithm.eval_policy)
 
     @property
     def observation_shape(self) -> Optional[tuple]:

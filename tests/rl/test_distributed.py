@@ -25,7 +25,7 @@ from rigl.rl.tfagents import sparse_layers  # noqa: E402
 from rigl.rl.tfagents import train  # noqa: E402
 from rigl.rl.tfagents.loops import (  # noqa: E402
     distributed as distributed_loop)
-from rigl.rl.tfagents.loops import session as session_lib  # noqa: E402
+from rigl.rl.tfagents.loops import evaluator  # noqa: E402
 from rigl.rl.tfagents.run import reverb_replay  # noqa: E402
 from rigl.rl.tfagents.run import settings as settings_lib  # noqa: E402
 from tf_agents.experimental.distributed import (  # noqa: E402
@@ -98,8 +98,8 @@ def test_actor_policy_gets_the_learners_masks_after_a_mask_update():
                 assert (kernel[layer.mask.numpy() == 0] == 0).all()
         observation = np.zeros((1, 3), np.float32)
         np.testing.assert_allclose(
-            session_lib.single_action_fn(learner.eval_policy)(observation[0]),
-            session_lib.single_action_fn(actor.eval_policy)(observation[0]),
+            evaluator.single_action_fn(learner.eval_policy)(observation[0]),
+            evaluator.single_action_fn(actor.eval_policy)(observation[0]),
             rtol=1e-6)
     finally:
         server.stop()
@@ -232,7 +232,7 @@ def role_command(root, *flags):
             + list(flags))
 
 
-@pytest.mark.parametrize('flags, message', [
+BAD_INPUTS = [
     (['--role=learner'], '--role=learner needs --replay_address'),
     (['--role=all', '--gin_bindings=train_eval.batch_sise = 3'],
      'batch_sise is not a SAC setting'),
@@ -256,15 +256,76 @@ def role_command(root, *flags):
       '--actor_index=2'], '--actor_index=2: allowed 0..1 (--num_actors=2).'),
     (['--role=learner', '--replay_address=localhost:8000',
       '--connect_timeout=0'], '--connect_timeout=0: must be > 0 seconds.'),
-])
-def test_bad_input_is_one_line(tmp_path, flags, message):
-    done = subprocess.run(role_command(tmp_path / 'run', *flags),
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert message in done.stderr and len(lines) == 1, done.stderr
+]
+
+# Runs `python -m rigl.rl.distributed` on each of many flag lists in one
+# process (one TensorFlow start-up for all of them): args JSON, a list of
+# [root_dir, flags]; prints a JSON list of [exit code, stderr]. Each case's
+# stderr is what its own process would print there: file descriptor 2
+# (C++ logs included) goes to a file while it runs.
+BAD_INPUT_DRIVER = r'''
+import json, os, sys, tempfile
+import gin
+from absl import app, flags
+from rigl.rl import distributed
+from rigl.rl.tfagents.run import console
+
+distributed.define_flags()
+outcomes = []
+for root_dir, case_flags in json.loads(sys.argv[1]):
+    flags.FLAGS.unparse_flags()
+    gin.clear_config()
+    argv = ['distributed', '--algo=sac', f'--root_dir={root_dir}',
+            "--gin_bindings=train_eval.env_name = 'Pendulum-v1'", *case_flags]
+    with tempfile.TemporaryFile('w+') as captured:
+        saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(captured.fileno(), 2)
+        try:
+            app.run(distributed.main, argv=argv,
+                    flags_parser=console.parse_flags)
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        outcomes.append([code, captured.read()])
+sys.stdout.flush()
+print('OUTCOMES ' + json.dumps(outcomes))
+'''
+
+
+@pytest.fixture(scope='module')
+def bad_input_outcomes(tmp_path_factory):
+    """(exit code, stderr, root_dir) of each of BAD_INPUTS, in one
+    process."""
+    directory = tmp_path_factory.mktemp('bad_inputs')
+    cases = [[str(directory / f'run_{index}'), flags]
+             for index, (flags, _) in enumerate(BAD_INPUTS)]
+    done = subprocess.run([sys.executable, '-c', BAD_INPUT_DRIVER,
+                           json.dumps(cases)], capture_output=True, text=True,
+                          timeout=300, cwd=helpers.REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line, = [line for line in done.stdout.splitlines()
+             if line.startswith('OUTCOMES ')]
+    outcomes = json.loads(line[len('OUTCOMES '):])
+    return [(code, output, root) for (code, output), (root, _)
+            in zip(outcomes, cases)]
+
+
+@pytest.mark.parametrize('index', range(len(BAD_INPUTS)),
+                         ids=[message for _, message in BAD_INPUTS])
+def test_bad_input_is_one_line(bad_input_outcomes, index):
+    code, stderr, root = bad_input_outcomes[index]
+    message = BAD_INPUTS[index][1]
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert message in stderr and len(lines) == 1, stderr
     assert lines[0].startswith('error: ')
-    assert not (tmp_path / 'run').exists()
+    assert not os.path.exists(root)
 
 
 @pytest.mark.parametrize('role', ['learner', 'actor'])

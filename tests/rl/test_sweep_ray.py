@@ -28,8 +28,10 @@ from helpers import REPO  # noqa: E402
 
 GRID = "--grid=mask_updater.update_alg=['set','rigl']"
 # Longer runs, to kill or interrupt after their first checkpoint (250),
-# with evaluations at EVALS: 950 train steps after that checkpoint.
-EVALS = [600, 1200]
+# with evaluations at EVALS. The 1750 train steps after that checkpoint
+# give the Ctrl-C test margin on a loaded machine (with 950 its interrupt
+# once went unanswered until the runs were over).
+EVALS = [1000, 2000]
 LONG = [f'--gin_bindings=train_eval.num_iterations={EVALS[-1]}',
         f'--gin_bindings=train_eval.eval_interval={EVALS[0]}',
         '--gin_bindings=train_eval.checkpoint_interval=250']
@@ -126,27 +128,26 @@ def wait_for_training(run_dirs, count, sweep, checkpoints=1, timeout=300):
 
 def test_a_ray_study_matches_the_local_backend(cluster, tmp_path):
     on_ray, local = tmp_path / 'ray', tmp_path / 'local'
-    # The same 4 runs (2 groups x 2 seeds) on both backends, side by side.
-    sweeps = [start(sweep_command(on_ray, GRID, '--seeds=2',
+    # The same 2 runs (2 groups x 1 seed) on both backends, side by side.
+    sweeps = [start(sweep_command(on_ray, GRID, '--seeds=1',
                                   f'--address={cluster}')),
-              start(sweep_command(local, GRID, '--seeds=2',
+              start(sweep_command(local, GRID, '--seeds=1',
                                   backend=('--workers=2',)))]
     (code, out, err), (local_code, local_out, local_err) = map(finish, sweeps)
     assert code == 0, out + err
     assert local_code == 0, local_out + local_err
-    assert ('4 runs: 0 finished before (skipped), 4 to run, each a Ray '
+    assert ('2 runs: 0 finished before (skipped), 2 to run, each a Ray '
             'task of 1 CPU(s) with 1 intra-op thread(s)') in out
     # The status table names the node of each running run.
-    assert re.search(r'\ntotal +[1-3] +[12] +0 +\d\nrunning on \S.*: '
+    assert re.search(r'\ntotal +[01] +[12] +0 +\d\nrunning on \S.*: '
                      r'update_alg=\w+/seed_\d', out), out
-    assert re.search(r'\ntotal +4 +0 +0 +0\n\[[\d:]+\] all runs over', out)
+    assert re.search(r'\ntotal +2 +0 +0 +0\n\[[\d:]+\] all runs over', out)
     assert len(re.findall(r'\ndone: update_alg=\w+/seed_\d in [\d:]+ on ',
-                          out)) == 4
+                          out)) == 2
     # Same seeds, same thread count: bit-identical runs.
     dirs = sorted(str(p.parent.relative_to(on_ray))
                   for p in on_ray.glob('*/seed_*/final_metric.json'))
-    assert dirs == [f'update_alg={a}/seed_{s}' for a in ('rigl', 'set')
-                    for s in (0, 1)]
+    assert dirs == [f'update_alg={a}/seed_0' for a in ('rigl', 'set')]
     for name in dirs:
         assert ([row['return_mean'] for row in rows(on_ray / name)] ==
                 [row['return_mean'] for row in rows(local / name)]), name
@@ -167,10 +168,10 @@ def test_a_ray_study_matches_the_local_backend(cluster, tmp_path):
         str(root), 'ROOT') for root in (on_ray, local)]
     assert markdown[0] == markdown[1]
     # A rerun skips every finished run (and needs no Ray cluster).
-    code, out, err = finish(start(sweep_command(on_ray, GRID, '--seeds=2',
+    code, out, err = finish(start(sweep_command(on_ray, GRID, '--seeds=1',
                                                 '--address=no-such-host:1')))
     assert code == 0, out + err
-    assert '4 runs: 4 finished before (skipped), 0 to run' in out
+    assert '2 runs: 2 finished before (skipped), 0 to run' in out
 
 
 def test_a_killed_worker_is_retried_and_the_run_resumes(cluster, tmp_path):

@@ -1,6 +1,7 @@
-"""ANF connectivity outputs: where a sparse input layer puts its weights.
+"""ANF connectivity: where a sparse input layer puts its weights.
 
-From the results rows (each eval records every network's mean active
+`input_connectivity` measures it on a network at each evaluation. From the
+results rows (each eval records every network's mean active
 input-layer weights per real and per noise feature) this writes
 `connectivity.csv` and `connectivity.png` (real vs noise over env steps),
 and at the end `input_layer.png`: the actor's active input weights per input
@@ -13,9 +14,29 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from rigl.rl.tfagents import sparse_layers
+
 CSV_FILE = 'connectivity.csv'
 FIELDS = ('step', 'env_steps', 'network', 'per_real_feature',
           'per_noise_feature')
+
+
+def input_connectivity(network, noise_mask: Optional[np.ndarray]
+                       ) -> Optional[Dict]:
+    """Mean active input-layer weights per real and per noise feature (ANF).
+
+    The input layer's first rows are the observation (critics append the
+    action after it).
+    """
+    if noise_mask is None:
+        return None
+    layers = sparse_layers.kernel_layers(network)
+    if not layers or not isinstance(layers[0], sparse_layers.MaskedLayer):
+        return None
+    rows = layers[0].mask.numpy()[:noise_mask.size].sum(axis=1)
+    return {'per_real_feature': float(rows[~noise_mask].mean()),
+            'per_noise_feature': float(rows[noise_mask].mean())
+            if noise_mask.any() else 0.0}
 
 
 def write_csv(root_dir: str, rows: List[Dict]) -> Optional[str]:

@@ -28,10 +28,7 @@ from rigl.rl.tfagents import envs
 from rigl.rl.tfagents.algos import base as algos_base
 from rigl.rl.tfagents.loops import run_directory
 from rigl.rl.tfagents.loops.evaluator import Evaluator
-from rigl.rl.tfagents.loops.evaluator import single_action_fn  # noqa: F401
 from rigl.rl.tfagents.loops.outputs import Outputs
-from rigl.rl.tfagents.loops.outputs import sparsity_table  # noqa: F401
-from rigl.rl.tfagents.loops.run_directory import RunState  # noqa: F401
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import env_state
 from rigl.rl.tfagents.run import run_dir as run_dir_lib

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from rigl.rl.tfagents import sparse_layers
+from rigl.rl.tfagents.anf import connectivity as anf_connectivity
 from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.sparsity import compressed
 from rigl.rl.tfagents.run import settings as settings_lib
@@ -69,24 +70,6 @@ def write_episode(step: int, episode_return: float, length: int) -> None:
     tf.summary.scalar('train/episode_length', length, step=step)
 
 
-def input_connectivity(network, noise_mask: Optional[np.ndarray]
-                       ) -> Optional[Dict]:
-    """Mean active input-layer weights per real and per noise feature (ANF).
-
-    The input layer's first rows are the observation (critics append the
-    action after it).
-    """
-    if noise_mask is None:
-        return None
-    layers = sparse_layers.kernel_layers(network)
-    if not layers or not isinstance(layers[0], sparse_layers.MaskedLayer):
-        return None
-    rows = layers[0].mask.numpy()[:noise_mask.size].sum(axis=1)
-    return {'per_real_feature': float(rows[~noise_mask].mean()),
-            'per_noise_feature': float(rows[noise_mask].mean())
-            if noise_mask.any() else 0.0}
-
-
 def write_sparsity_summaries(named_networks: Dict[str, tf.Module],
                              step: int, noise_mask=None) -> Dict:
     """Per-layer sparsity, parameters and FLOPs of each network, plus ANF
@@ -97,7 +80,8 @@ def write_sparsity_summaries(named_networks: Dict[str, tf.Module],
         stats = sparse_layers.network_stats(network)
         totals[name] = {'sparsity': stats.sparsity,
                         'parameters': stats.parameters, 'flops': stats.flops}
-        connectivity = input_connectivity(network, noise_mask)
+        connectivity = anf_connectivity.input_connectivity(network,
+                                                           noise_mask)
         if connectivity:
             for key, value in connectivity.items():
                 tf.summary.scalar(f'input_connectivity/{name}/{key}', value,
