@@ -7,8 +7,10 @@ distinct actions the policy uses on the grid, and the fraction of states
 where it pushes along the velocity (left when moving left, right when moving
 right: the energy-pumping rule that reaches the goal), next to the effective
 rank of the Q-network's last hidden features at the run's last evaluation
-(`plasticity.q_network.effective_rank` in results.jsonl), then draws every
-map into one PNG.
+(`plasticity.q_network.effective_rank` in results.jsonl) and how often its
+training episodes reached the flag (from the run's TensorBoard
+`train/episode_return`: below 200 steps), then draws every map into one
+PNG.
 
     python experiments/mountaincar_policy_maps.py \
         studies/results/dqn_classic_100k studies/results/dqn_mountaincar_probe \
@@ -73,6 +75,24 @@ def final_effective_rank(run_dir: str):
         'effective_rank')
 
 
+def training_goals(run_dir: str):
+    """(training episodes that reached the flag, all training episodes,
+    train step of the first that did or None)."""
+    import tensorflow as tf
+
+    directory = os.path.join(run_dir, 'train')
+    returns = []
+    for name in sorted(os.listdir(directory)):
+        for event in tf.compat.v1.train.summary_iterator(
+                os.path.join(directory, name)):
+            for value in event.summary.value:
+                if value.tag == 'train/episode_return':
+                    returns.append((event.step,
+                                    float(tf.make_ndarray(value.tensor))))
+    reached = [step for step, value in returns if value > -200]
+    return len(reached), len(returns), (reached[0] if reached else None)
+
+
 def pumping_fraction(actions: np.ndarray) -> float:
     """Fraction of moving states where the action pushes along the
     velocity."""
@@ -125,6 +145,12 @@ def draw(maps: List[Tuple[str, float, np.ndarray]], path: str) -> None:
     plt.close(figure)
 
 
+def goals_text(reached: int, episodes: int, first) -> str:
+    """'684/803 from 8,988' or '0/545'."""
+    return (f'{reached}/{episodes}' +
+            (f' from {first:,}' if first is not None else ''))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('roots', nargs='+', help='study result roots')
@@ -136,7 +162,8 @@ def main() -> None:
         raise SystemExit('error: no finished MountainCar-v0 run under '
                          f'{args.roots}')
     maps = []
-    print(f'{"run":<52} {"return":>7} {"actions":>16} {"pumping":>8} {"rank":>5}')
+    print(f'{"run":<52} {"return":>7} {"actions":>16} {"pumping":>8} {"rank":>5} '
+          f'{"train episodes at the flag":>27}')
     for run_dir in runs:
         with open(os.path.join(run_dir, 'final_metric.json')) as f:
             final_return = json.load(f)['final_return']
@@ -145,7 +172,8 @@ def main() -> None:
         used = ','.join(ACTION_NAMES[a] for a in np.unique(actions))
         print(f'{label(run_dir):<52} {final_return:7.1f} {used:>16} '
               f'{pumping_fraction(actions):8.2f} '
-              f'{final_effective_rank(run_dir)!s:>5}')
+              f'{final_effective_rank(run_dir)!s:>5} '
+              f'{goals_text(*training_goals(run_dir)):>27}')
     draw(maps, args.out)
     print(f'maps: {args.out}')
 
