@@ -76,9 +76,30 @@ def sweep_command(root, *extra, backend=('--backend=ray',)):
             [f'--gin_bindings={b}' for b in tiny.SAC_SWEEP] + list(extra))
 
 
+def as_from_a_terminal():
+    """In the child before exec: SIGINT handled and unblocked, as a command
+    typed at a terminal has it. A test process may have inherited SIGINT
+    ignored or blocked (from a library or a parent), and exec keeps both, so
+    the sweep would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def start(args):
     return subprocess.Popen(args, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            preexec_fn=as_from_a_terminal)
+
+
+def signal_state(pid):
+    """The SigBlk/SigIgn/SigCgt lines of a process (Linux), for messages."""
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            return ' '.join(line.strip() for line in f
+                            if line.startswith(('SigBlk', 'SigIgn',
+                                                'SigCgt')))
+    except OSError:
+        return ''
 
 
 def finish(process, timeout=600):
@@ -228,12 +249,13 @@ def test_ctrl_c_cancels_the_runs_and_a_rerun_resumes_them(cluster, tmp_path):
         # 2 CPUs: two runs train (one past a checkpoint), the third waits.
         running = wait_for_training(run_dirs, 2, sweep)
         resumable = [d for d in running if has_checkpoint(d)]
+        signals = signal_state(sweep.pid)
         sweep.send_signal(signal.SIGINT)
         code, out, err = finish(sweep, timeout=120)
     finally:
         if sweep.poll() is None:
             sweep.kill()
-    assert code == 130, out + err
+    assert code == 130, f'{signals}\n{out}{err}'
     assert 'interrupted: cancelling the queued runs' in out
     # The training processes are stopped, the queued run never started.
     assert not psutil.wait_procs(
