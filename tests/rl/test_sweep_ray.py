@@ -35,6 +35,14 @@ EVALS = [1000, 2000]
 LONG = [f'--gin_bindings=train_eval.num_iterations={EVALS[-1]}',
         f'--gin_bindings=train_eval.eval_interval={EVALS[0]}',
         '--gin_bindings=train_eval.checkpoint_interval=250']
+# The Ctrl-C test's runs: 5750 steps after the first checkpoint. A tiny run
+# trains about 500 steps/s, so 1750 steps left only ~4 s for the interrupt
+# to reach the runs on a loaded machine, and some ran to their end.
+CTRL_C_EVALS = [3000, 6000]
+CTRL_C_LONG = [
+    f'--gin_bindings=train_eval.num_iterations={CTRL_C_EVALS[-1]}',
+    f'--gin_bindings=train_eval.eval_interval={CTRL_C_EVALS[0]}',
+    '--gin_bindings=train_eval.checkpoint_interval=250']
 
 
 # Starts a local Ray cluster, says its address and holds it until its
@@ -242,7 +250,8 @@ def test_a_failing_run_is_reported_and_not_retried(cluster, tmp_path):
 
 def test_ctrl_c_cancels_the_runs_and_a_rerun_resumes_them(cluster, tmp_path):
     root = tmp_path / 'study'
-    args = sweep_command(root, *LONG, '--seeds=3', f'--address={cluster}')
+    args = sweep_command(root, *CTRL_C_LONG, '--seeds=3',
+                         f'--address={cluster}')
     run_dirs = [root / 'default' / f'seed_{seed}' for seed in range(3)]
     sweep = start(args)
     try:
@@ -258,9 +267,9 @@ def test_ctrl_c_cancels_the_runs_and_a_rerun_resumes_them(cluster, tmp_path):
             sweep.kill()
     assert code == 130, f'{signals}\n{out}{err}'
     assert 'interrupted: cancelling the queued runs' in out
-    # The training processes are stopped before the end of their runs (on a
-    # loaded machine one may end while the interrupt is on its way), and a
-    # queued run never starts.
+    # The training processes are stopped before the end of their runs (a
+    # run may still end while the interrupt is on its way), and a queued
+    # run never starts.
     assert not psutil.wait_procs(
         [p for processes in running.values() for p in processes],
         timeout=30)[1]
@@ -274,7 +283,7 @@ def test_ctrl_c_cancels_the_runs_and_a_rerun_resumes_them(cluster, tmp_path):
     assert (f'3 runs: {len(finished)} finished before (skipped), '
             f'{3 - len(finished)} to run') in out
     for run_dir in run_dirs:
-        assert [row['step'] for row in rows(run_dir)] == EVALS
+        assert [row['step'] for row in rows(run_dir)] == CTRL_C_EVALS
     for run_dir in stopped:
         log = (run_dir / 'log.txt').read_text()
         assert ('Resumed from ' in log) >= (run_dir in resumable), log
