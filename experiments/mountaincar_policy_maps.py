@@ -13,7 +13,8 @@ training episodes reached the flag (from the run's TensorBoard
 PNG.
 
     python experiments/mountaincar_policy_maps.py \
-        studies/results/dqn_classic_100k studies/results/dqn_mountaincar_probe \
+        studies/results/dqn_classic_100k \
+        studies/results/dqn_mountaincar_probe \
         --out=docs/studies/dqn_classic_100k/policy_maps.png
 """
 
@@ -162,7 +163,8 @@ def main() -> None:
         raise SystemExit('error: no finished MountainCar-v0 run under '
                          f'{args.roots}')
     maps = []
-    print(f'{"run":<52} {"return":>7} {"actions":>16} {"pumping":>8} {"rank":>5} '
+    print(f'{"run":<52} {"return":>7} {"actions":>16} {"pumping":>8} '
+          f'{"rank":>5} '
           f'{"train episodes at the flag":>27}')
     for run_dir in runs:
         with open(os.path.join(run_dir, 'final_metric.json')) as f:

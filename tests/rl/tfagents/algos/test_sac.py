@@ -159,7 +159,8 @@ def test_bad_binding_fails_clearly(tmp_path):
 
 
 def test_unknown_env_fails_clearly(tmp_path):
-    code, _, err = run_sparse(tmp_path, "train_eval.env_name = 'HalfCheeta-v5'")
+    code, _, err = run_sparse(tmp_path,
+                              "train_eval.env_name = 'HalfCheeta-v5'")
     assert code == 2
     assert "'HalfCheeta-v5'" in err
     assert 'HalfCheetah-v5' in err   # the suggestion
