@@ -13,32 +13,26 @@ forward velocity.
 """
 
 import argparse
-import glob
-import json
 import os
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
 import rigl  # noqa: F401  (picks the Keras before TensorFlow starts)
 from rigl.rl import loading
+from rigl.rl.report.runs import read_runs
 
 TORSO_ANGLE, FORWARD_VELOCITY = 1, 8
 
 
-def halfcheetah_runs(roots: List[str]) -> List[str]:
-    """Finished HalfCheetah runs without noise features under `roots`."""
-    found = []
-    for root in roots:
-        for path in sorted(glob.glob(os.path.join(root, '**',
-                                                  'final_metric.json'),
-                                     recursive=True)):
-            with open(path) as f:
-                final = json.load(f)
-            if (final.get('env_name', '').startswith('HalfCheetah') and
-                    not final.get('noise_fraction')):
-                found.append(os.path.dirname(path))
-    return found
+def halfcheetah_runs(roots: List[str]) -> List[Tuple[str, Dict]]:
+    """(run directory, final metric) of every finished HalfCheetah run
+    without noise features under `roots`."""
+    return [(os.path.join(root, run.path), run.final)
+            for root in roots for run in read_runs(root)
+            if run.finished and
+            run.final.get('env_name', '').startswith('HalfCheetah') and
+            not run.final.get('noise_fraction')]
 
 
 def play(run_dir: str, seed: int = 0) -> Tuple[float, float, float]:
@@ -67,9 +61,8 @@ def main() -> None:
                          f'{args.roots}')
     print(f'{"run":<44} {"final":>7} {"episode":>8} {"upside down":>11} '
           f'{"velocity":>8}')
-    for run_dir in runs:
-        with open(os.path.join(run_dir, 'final_metric.json')) as f:
-            final_return = json.load(f)['final_return']
+    for run_dir, final in runs:
+        final_return = final['final_return']
         episode_return, flipped, velocity = play(run_dir)
         name = '/'.join(run_dir.rstrip('/').split(os.sep)[-2:])
         print(f'{name:<44} {final_return:7.0f} {episode_return:8.0f} '

@@ -19,32 +19,26 @@ PNG.
 """
 
 import argparse
-import glob
-import json
 import os
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 
 import rigl  # noqa: F401  (picks the Keras before TensorFlow starts)
+from rigl.rl.report.runs import RunData
+from rigl.rl.report.runs import read_runs
 
 POSITIONS = np.linspace(-1.2, 0.6, 61)
 VELOCITIES = np.linspace(-0.07, 0.07, 61)
 ACTION_NAMES = ('left', 'none', 'right')
 
 
-def mountaincar_runs(roots: List[str]) -> List[str]:
-    """Run directories under `roots` that finished a MountainCar-v0 run."""
-    found = []
-    for root in roots:
-        for path in sorted(glob.glob(os.path.join(root, '**',
-                                                  'final_metric.json'),
-                                     recursive=True)):
-            with open(path) as f:
-                final = json.load(f)
-            if final.get('env_name') == 'MountainCar-v0':
-                found.append(os.path.dirname(path))
-    return found
+def mountaincar_runs(roots: List[str]) -> List[Tuple[str, RunData]]:
+    """(run directory, its data) of every finished MountainCar-v0 run
+    under `roots`."""
+    return [(os.path.join(root, run.path), run)
+            for root in roots for run in read_runs(root)
+            if run.finished and run.final.get('env_name') == 'MountainCar-v0']
 
 
 def action_map(run_dir: str) -> np.ndarray:
@@ -67,12 +61,10 @@ def action_map(run_dir: str) -> np.ndarray:
     return actions.reshape(grid_v.shape)
 
 
-def final_effective_rank(run_dir: str):
+def final_effective_rank(run: RunData):
     """The effective rank recorded at the run's last evaluation (None when
     the run recorded none)."""
-    with open(os.path.join(run_dir, 'results.jsonl')) as f:
-        last = json.loads(f.read().strip().splitlines()[-1])
-    return last.get('plasticity', {}).get('q_network', {}).get(
+    return run.rows[-1].get('plasticity', {}).get('q_network', {}).get(
         'effective_rank')
 
 
@@ -166,15 +158,14 @@ def main() -> None:
     print(f'{"run":<52} {"return":>7} {"actions":>16} {"pumping":>8} '
           f'{"rank":>5} '
           f'{"train episodes at the flag":>27}')
-    for run_dir in runs:
-        with open(os.path.join(run_dir, 'final_metric.json')) as f:
-            final_return = json.load(f)['final_return']
+    for run_dir, run in runs:
+        final_return = run.final['final_return']
         actions = action_map(run_dir)
         maps.append((label(run_dir), final_return, actions))
         used = ','.join(ACTION_NAMES[a] for a in np.unique(actions))
         print(f'{label(run_dir):<52} {final_return:7.1f} {used:>16} '
               f'{pumping_fraction(actions):8.2f} '
-              f'{final_effective_rank(run_dir)!s:>5} '
+              f'{final_effective_rank(run)!s:>5} '
               f'{goals_text(*training_goals(run_dir)):>27}')
     draw(maps, args.out)
     print(f'maps: {args.out}')

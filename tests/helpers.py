@@ -116,6 +116,31 @@ def training_command(script: str, root, gin_file: str, bindings,
             [f'--gin_bindings={binding}' for binding in bindings] + list(flags))
 
 
+def ppo_experience(algorithm, steps: int = 33):
+    """One environment's trajectory [1, steps] of random 3-feature
+    observations and rewards (seeded), with the actions and policy info of
+    the PPO `algorithm`'s collect policy."""
+    import numpy as np
+    from tf_agents.trajectories import time_step as ts
+    from tf_agents.trajectories import trajectory
+
+    tf = _tf()
+    rng, collect_rng = np.random.default_rng(0), np.random.default_rng(1)
+    items = []
+    for t in range(steps):
+        observation = rng.normal(size=(1, 3)).astype(np.float32)
+        action, info = algorithm.collect_policy(observation, collect_rng)
+        items.append(trajectory.Trajectory(
+            step_type=np.array([ts.StepType.FIRST if t == 0 else
+                                ts.StepType.MID], np.int32),
+            observation=observation, action=action, policy_info=info,
+            next_step_type=np.array([ts.StepType.MID], np.int32),
+            reward=np.array([rng.normal()], np.float32),
+            discount=np.array([1.0], np.float32)))
+    return tf.nest.map_structure(
+        lambda *xs: tf.constant(np.stack(xs, axis=1)), *items)
+
+
 def summary_tags(directory) -> set:
     """Every scalar tag in the TensorBoard event files under `directory`."""
     tf = _tf()

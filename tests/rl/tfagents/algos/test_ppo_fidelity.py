@@ -17,9 +17,8 @@ import pytest
 import rigl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
-from tf_agents.trajectories import time_step as ts
-from tf_agents.trajectories import trajectory
 
+import helpers
 from helpers import REPO
 from rigl.rl.tfagents import networks
 from rigl.rl.tfagents import sparse_layers
@@ -204,21 +203,7 @@ def test_optimizer_side_decay_option():
 
 def _minibatch(algorithm: ppo.Ppo):
     """Eight prepared transitions of one synthetic sequence."""
-    rng, collect_rng = np.random.default_rng(0), np.random.default_rng(1)
-    steps = []
-    for t in range(9):
-        observation = rng.normal(size=(1, 3)).astype(np.float32)
-        action, info = algorithm.collect_policy(observation, collect_rng)
-        steps.append(trajectory.Trajectory(
-            step_type=np.array([ts.StepType.FIRST if t == 0 else
-                                ts.StepType.MID], np.int32),
-            observation=observation, action=action, policy_info=info,
-            next_step_type=np.array([ts.StepType.MID], np.int32),
-            reward=np.array([rng.normal()], np.float32),
-            discount=np.array([1.0], np.float32)))
-    experience = tf.nest.map_structure(
-        lambda *xs: tf.constant(np.stack(xs, axis=1)), *steps)
-    return algorithm.prepare(experience)
+    return algorithm.prepare(helpers.ppo_experience(algorithm, steps=9))
 
 
 def test_train_step_clips_the_l2_gradient_with_the_loss():

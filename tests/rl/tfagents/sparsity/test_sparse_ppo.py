@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
-from tf_agents.trajectories import time_step as ts
-from tf_agents.trajectories import trajectory
 
 import helpers
 import tiny
@@ -65,25 +63,6 @@ def _ppo(execution: str, gradient_clipping: float = 0.5) -> ppo.Ppo:
         gin.clear_config()
 
 
-def _experience(algorithm: ppo.Ppo, steps: int = 33):
-    """One environment's trajectory of random observations and rewards,
-    its actions and policy info from the agent's collect policy."""
-    rng, collect_rng = np.random.default_rng(0), np.random.default_rng(1)
-    items = []
-    for t in range(steps):
-        observation = rng.normal(size=(1, 3)).astype(np.float32)
-        action, info = algorithm.collect_policy(observation, collect_rng)
-        items.append(trajectory.Trajectory(
-            step_type=np.array([ts.StepType.FIRST if t == 0 else
-                                ts.StepType.MID], np.int32),
-            observation=observation, action=action, policy_info=info,
-            next_step_type=np.array([ts.StepType.MID], np.int32),
-            reward=np.array([rng.normal()], np.float32),
-            discount=np.array([1.0], np.float32)))
-    return tf.nest.map_structure(
-        lambda *xs: tf.constant(np.stack(xs, axis=1)), *items)
-
-
 def _layers(algorithm: ppo.Ppo):
     return [(layer.mask.numpy(), layer.kernel.numpy())
             for network in algorithm.networks.values()
@@ -104,7 +83,7 @@ def test_same_training_as_masked():
         masked.agent.l2_regularization_loss(), rtol=1e-6)
     assert float(masked.agent.l2_regularization_loss()) > 0
     unclipped = _ppo('masked', gradient_clipping=0.0)
-    experience = _experience(masked)
+    experience = helpers.ppo_experience(masked)
     initial = _layers(masked)
     order = np.random.default_rng(2).permutation(32).reshape(-1, 16)
     for step in range(8):
