@@ -50,6 +50,30 @@ def _tf():
     return tf
 
 
+class VariablesCreatedInGraphs:
+    """Within: records the name of each variable created while a
+    tf.function is traced. A compiled step whose first call creates
+    variables is traced twice (once to create them, once without), which
+    costs every run's start-up; none should be recorded."""
+
+    def __enter__(self):
+        tf = _tf()
+        self.names = []
+
+        def record(next_creator, **kwargs):
+            variable = next_creator(**kwargs)
+            if tf.inside_function():
+                self.names.append(variable.name)
+            return variable
+
+        self._scope = tf.variable_creator_scope(record)
+        self._scope.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._scope.__exit__(*exc_info)
+
+
 def results(root):
     """The rows of a run's results.jsonl."""
     with open(os.path.join(root, 'results.jsonl')) as f:

@@ -146,3 +146,25 @@ def make_optimizer(learning_rate, weight_decay: float = 0.0,
                      l2_coefficients={
                          v.ref(): factor * weight_decay
                          for v in decayed_variables(network_list, scope)})
+
+
+
+def legacy_optimizer(name: str, learning_rate: float) -> tf.Module:
+    """Keras's legacy 'adam' or 'sgd': the form TF-Agents turns a Keras
+    optimizer into for SAC's temperature. Call `create_variables` once its
+    variables exist."""
+    return {'adam': tf.keras.optimizers.legacy.Adam,
+            'sgd': tf.keras.optimizers.legacy.SGD}[name](learning_rate)
+
+
+def create_variables(optimizer: tf.Module,
+                     variables: Sequence[tf.Variable]) -> None:
+    """Creates a legacy optimizer's variables for `variables` now.
+
+    A legacy optimizer creates its step count, hyperparameters and moments
+    on its first apply, inside the first compiled train step, and
+    tf.function then traces that step a second time (about 2 s of a SAC
+    run's start). Created here, eagerly, they hold the same values and
+    checkpoint entries.
+    """
+    optimizer._create_all_weights(variables)  # pylint: disable=protected-access

@@ -42,7 +42,9 @@ def variables(path, fragment):
     ('td3_mujoco_sparse_config.gin', 0.5),
 ])
 def test_configs_train_and_keep_sparsity(tmp_path, config, sparsity):
-    td3(tmp_path, config, 'mask_updater.update_freq = 15')
+    with helpers.VariablesCreatedInGraphs() as created:
+        td3(tmp_path, config, 'mask_updater.update_freq = 15')
+    assert not created.names, created.names  # each step traces once
     rows = results(tmp_path)
     assert [row['step'] for row in rows] == [100, 200]
     for name in ('actor', 'critic_1', 'critic_2'):
