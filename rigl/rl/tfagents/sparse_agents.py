@@ -28,6 +28,7 @@ from tf_agents.utils import nest_utils
 
 from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import tf_agents_private as tfa_private
+from rigl.rl.tfagents.algos import optimizers
 from rigl.rl.tfagents.run import seeding
 from rigl.rl.tfagents.sparsity import clipping
 from rigl.rl.tfagents.sparsity import targets
@@ -190,6 +191,10 @@ class SparseSacAgent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
             critic_optimizer=critic_optimizer,
             alpha_optimizer=alpha_optimizer, critic_network_2=critic_network_2,
             **kwargs)
+        # Its variables now, not inside the first compiled train step
+        # (which tf.function would then trace twice).
+        optimizers.create_variables(tfa_private.alpha_optimizer(self),
+                                    [tfa_private.log_alpha(self)])
         self.sample_rng = tf.random.Generator.from_seed(
             seeding.derive(seed, 'sac_sampling'))
         self._init_sparse_targets(target_sparsity,

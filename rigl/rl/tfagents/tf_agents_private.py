@@ -45,8 +45,9 @@ TESTED_VERSION = '0.19'
 # Instance attributes (and methods) we read or write, per TF-Agents class.
 PRIVATE_ATTRIBUTES: Dict[str, Tuple[str, ...]] = {
     'SacAgent': (
-        '_actor_optimizer', '_critic_optimizer', '_target_critic_network_1',
-        '_target_critic_network_2', '_critic_loss_weight',
+        '_actor_optimizer', '_critic_optimizer', '_alpha_optimizer',
+        '_target_critic_network_1', '_target_critic_network_2',
+        '_critic_loss_weight',
         '_actor_loss_weight', '_td_errors_loss_fn', '_gamma',
         '_reward_scale_factor', '_target_entropy', '_log_alpha',
         '_use_log_alpha_in_alpha_loss', '_train_policy',
@@ -103,6 +104,12 @@ def actor_optimizer(agent: Agent) -> tf.Module:
 def critic_optimizer(agent: Agent) -> tf.Module:
     """The critics' optimizer of a SacAgent or Td3Agent."""
     return agent._critic_optimizer
+
+
+def alpha_optimizer(agent: Agent) -> tf.Module:
+    """A SacAgent's temperature optimizer (its variables are created before
+    the first train step)."""
+    return agent._alpha_optimizer
 
 
 # Networks: the targets we keep sparse and read in our own losses.

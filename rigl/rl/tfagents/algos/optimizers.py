@@ -149,22 +149,17 @@ def make_optimizer(learning_rate, weight_decay: float = 0.0,
 
 
 
-def legacy_optimizer(name: str, learning_rate: float) -> tf.Module:
-    """Keras's legacy 'adam' or 'sgd': the form TF-Agents turns a Keras
-    optimizer into for SAC's temperature. Call `create_variables` once its
-    variables exist."""
-    return {'adam': tf.keras.optimizers.legacy.Adam,
-            'sgd': tf.keras.optimizers.legacy.SGD}[name](learning_rate)
-
-
 def create_variables(optimizer: tf.Module,
                      variables: Sequence[tf.Variable]) -> None:
-    """Creates a legacy optimizer's variables for `variables` now.
+    """Creates an optimizer's variables for `variables` now, eagerly.
 
-    A legacy optimizer creates its step count, hyperparameters and moments
-    on its first apply, inside the first compiled train step, and
-    tf.function then traces that step a second time (about 2 s of a SAC
-    run's start). Created here, eagerly, they hold the same values and
-    checkpoint entries.
+    Keras's legacy optimizers (which TF-Agents turns a Keras optimizer
+    into) create their step count, hyperparameters and moments on their
+    first apply, inside the first compiled train step, and tf.function then
+    traces that step a second time (about 2 s of a SAC run's start).
+    Created here they hold the same values and checkpoint entries.
     """
-    optimizer._create_all_weights(variables)  # pylint: disable=protected-access
+    if hasattr(optimizer, '_create_all_weights'):  # a legacy optimizer
+        optimizer._create_all_weights(variables)  # pylint: disable=protected-access
+    else:
+        optimizer.build(variables)

@@ -22,7 +22,6 @@ from rigl.rl.tfagents import sparse_layers
 from rigl.rl.tfagents import tf_agents_private as tfa_private
 from rigl.rl.tfagents.algos import actor_critic
 from rigl.rl.tfagents.algos import checks
-from rigl.rl.tfagents.algos import optimizers
 from rigl.rl.tfagents.algos import rlx2
 from rigl.rl.tfagents.run.settings import setting
 
@@ -89,11 +88,6 @@ class Sac(rlx2.PolicyActionsMixin, actor_critic.ActorCriticAlgorithm):
             widths, settings.network_initializer)
         actor, critics = named['actor'], [named['critic_1'],
                                           named['critic_2']]
-        # A fixed alpha: its optimizer takes steps of size 0.
-        alpha_optimizer = (
-            optimizers.legacy_optimizer('sgd', 0.0) if settings.fixed_alpha
-            else optimizers.legacy_optimizer('adam',
-                                             settings.alpha_learning_rate))
         self.agent = sparse_agents.SparseSacAgent(
             ts.time_step_spec(observation_spec), action_spec,
             critic_network=critics[0], critic_network_2=critics[1],
@@ -104,7 +98,10 @@ class Sac(rlx2.PolicyActionsMixin, actor_critic.ActorCriticAlgorithm):
                                            [actor]),
             critic_optimizer=self.optimizer(settings.critic_learning_rate,
                                             critics),
-            alpha_optimizer=alpha_optimizer,
+            # A fixed alpha: its optimizer takes steps of size 0.
+            alpha_optimizer=tf.keras.optimizers.SGD(0.0)
+            if settings.fixed_alpha else tf.keras.optimizers.Adam(
+                settings.alpha_learning_rate),
             initial_log_alpha=math.log(settings.fixed_alpha or 1.0),
             target_update_tau=settings.target_update_tau,
             target_update_period=settings.target_update_period,
@@ -112,8 +109,6 @@ class Sac(rlx2.PolicyActionsMixin, actor_critic.ActorCriticAlgorithm):
             reward_scale_factor=settings.reward_scale_factor,
             train_step_counter=self.train_step, seed=seed,
             target_sparsity=settings.target_sparsity)
-        optimizers.create_variables(alpha_optimizer,
-                                    [tfa_private.log_alpha(self.agent)])
         self._init_policy_actions()
         self._finish_actor_critic(named)
 
