@@ -46,7 +46,6 @@ SLOWEST_FIRST = (
     'tests/rl/tfagents/sparsity/test_sparse_targets.py',
     'tests/rl/tfagents/algos/test_optimizer_state_restore.py',
     'tests/rl/tfagents/run/test_run_trust.py',
-    'tests/rl/test_distributed.py::test_dqn_with_one_actor',
     'tests/rl/tfagents/algos/test_rlx2.py::test_td3_rlx2_config',
     'tests/rl/test_view.py',
     'tests/rl/tfagents/algos/test_dqn.py::test_killed_run',

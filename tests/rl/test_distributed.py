@@ -125,16 +125,25 @@ def check_rate_limit(root, learner_restarted=False):
 
 
 def test_all_roles_with_two_actors(tmp_path):
+    """A DQN run: discrete actions (int64) through the same tables and
+    loops as SAC's (whose runs are the kill and interrupt tests below)."""
     root = tmp_path / 'run'
-    done = subprocess.run(launcher_command(root, '--num_actors=2'),
-                          capture_output=True, text=True, timeout=400)
+    bindings = tiny.DQN + ['train_eval.initial_collect_steps = 100',
+                           'train_eval.eval_episodes = 1']
+    done = subprocess.run(
+        [sys.executable, '-m', 'rigl.rl.distributed', '--algo=dqn',
+         '--role=all', '--num_actors=2', f'--root_dir={root}',
+         f'--gin_file={os.path.join(CONFIGS, "dqn_gym_sparse_config.gin")}']
+        + [f'--gin_bindings={binding}' for binding in bindings],
+        capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = helpers.results(root)
     assert [row['step'] for row in rows] == [150, 300]
+    assert rows[-1]['networks']['q_network']['sparsity'] > 0.85
     assert os.path.exists(root / 'final_metric.json')
     assert os.path.isdir(root / 'checkpoints' / 'ckpt-300')
     assert os.listdir(root / 'reverb'), 'no Reverb checkpoint'
-    check_rate_limit(root)
+    check_rate_limit(root)  # batch 32, 100 initial steps, as SAC's
     for index in range(2):
         with open(root / 'actors' / f'actor_{index}' / 'stats.json') as f:
             inserted = json.load(f)['inserted']
@@ -446,24 +455,3 @@ def test_launcher_reads_the_error_of_the_servers_last_attempt(tmp_path):
     with pytest.raises(ValueError, match=(
             r'^the Reverb server exited with 2: port 8000 is in use \(log: ')):
         launcher._wait_for_server(timeout=10)
-
-
-def test_dqn_with_one_actor(tmp_path):
-    """Discrete actions (int64) through the same tables and loops."""
-    root = tmp_path / 'run'
-    bindings = tiny.DQN + [
-        'train_eval.num_iterations = 200',
-        'train_eval.initial_collect_steps = 100',
-        'train_eval.fc_layer_params = (16, 16)', 'train_eval.batch_size = 16',
-        'train_eval.eval_interval = 200', 'train_eval.eval_episodes = 1',
-        'train_eval.checkpoint_interval = 200']
-    done = subprocess.run(
-        [sys.executable, '-m', 'rigl.rl.distributed', '--algo=dqn',
-         '--num_actors=1', f'--root_dir={root}',
-         f'--gin_file={os.path.join(CONFIGS, "dqn_gym_sparse_config.gin")}']
-        + [f'--gin_bindings={binding}' for binding in bindings],
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = helpers.results(root)
-    assert [row['step'] for row in rows] == [200]
-    assert rows[0]['networks']['q_network']['sparsity'] > 0.85
