@@ -18,6 +18,7 @@ import rigl  # noqa: F401
 
 import helpers
 import tiny
+from rigl.rl.tfagents.run import checkpoints
 from helpers import latest_checkpoint, results, run_in_process, snapshot
 
 CONFIGS = helpers.CONFIGS
@@ -164,10 +165,31 @@ def test_outputs_without_proof_of_a_killed_attempt_are_never_deleted(
     assert snapshot(root) == before
 
 
+def damage_latest(directory, damage):
+    """Damages the `latest` pointer file of a checkpoints directory."""
+    if damage == 'delete latest':
+        os.remove(directory / 'latest')
+    elif damage == 'dangling latest':
+        (directory / 'latest').write_text('ckpt-999')
+    elif damage == 'empty latest':
+        (directory / 'latest').write_text('')
+
+
+@pytest.mark.parametrize('damage', ['delete latest', 'empty latest'])
+def test_the_latest_pointer_is_not_what_resume_trusts(finished_sac, tmp_path,
+                                                      damage):
+    """Resume lists the complete checkpoint directories, newest first; the
+    `latest` file is for people and tools. Resuming past one damaged
+    pointer is run end to end below ('dangling latest')."""
+    root = copy_of(finished_sac, tmp_path)
+    damage_latest(root / 'checkpoints', damage)
+    newest = checkpoints.Checkpointer(str(root)).candidates()
+    assert [os.path.basename(path) for path in newest] == ['ckpt-200',
+                                                           'ckpt-100']
+
+
 @pytest.mark.parametrize('damage, resumes_at', [
-    ('delete latest', 200),
     ('dangling latest', 200),
-    ('empty latest', 200),
     ('truncate tf data', 100),
     ('delete tf index', 100),
     ('truncate replay', 100),
@@ -177,13 +199,8 @@ def test_damaged_checkpoints_fall_back(finished_sac, tmp_path, damage,
     root = copy_of(finished_sac, tmp_path)
     directory = root / 'checkpoints'
     newest = directory / 'ckpt-200'
-    if damage == 'delete latest':
-        os.remove(directory / 'latest')
-    elif damage == 'dangling latest':
-        (directory / 'latest').write_text('ckpt-999')
-    elif damage == 'empty latest':
-        (directory / 'latest').write_text('')
-    elif damage == 'truncate tf data':
+    damage_latest(directory, damage)
+    if damage == 'truncate tf data':
         data = next(p for p in newest.iterdir() if 'data' in p.name)
         data.write_bytes(data.read_bytes()[:100])
     elif damage == 'delete tf index':
