@@ -54,6 +54,8 @@ ACTOR_STATS_FILE = 'stats.json'
 STUDY_PLAN_FILE = 'study_plan.json'
 SWEEP_COMMAND_FILE = 'sweep_command.json'
 RUN_LOG_FILE = 'log.txt'
+# Written by a Ray sweep on Ctrl-C: the run's task stops its training.
+SWEEP_STOP_FILE = '.sweep_stop'
 REPORT_DIR = 'report'
 
 # What a run writes at its top level (its outputs, beside its checkpoints).

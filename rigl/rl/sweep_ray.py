@@ -47,6 +47,7 @@ os.environ.setdefault('RAY_AUTH_MODE', 'token')
 import ray  # noqa: E402  pylint: disable=wrong-import-position
 
 # pylint: disable=wrong-import-position
+from rigl.rl.layout import SWEEP_STOP_FILE  # noqa: E402
 from rigl.rl.study.process import (  # noqa: E402
     command, log_tail, open_run_log, thread_environment, threads_for_cpus)
 from rigl.rl.study.runs import (  # noqa: E402
@@ -133,6 +134,9 @@ def _attempt(script: str, fields: Dict[str, Any], index: int, threads: int,
     if is_finished(run):  # an earlier attempt finished it
         return {'code': 0, 'node': node, 'seconds': 0.0, 'tail': '',
                 'note': 'finished by an earlier attempt'}
+    stop_request = os.path.join(run.root_dir, SWEEP_STOP_FILE)
+    if os.path.exists(stop_request):  # from an interrupted sweep
+        os.remove(stop_request)
     args = command(script, run)
     env = dict(os.environ, **thread_environment(threads))
     if hide_gpus:
@@ -145,9 +149,15 @@ def _attempt(script: str, fields: Dict[str, Any], index: int, threads: int,
             cwd=PACKAGE_ROOT)
         try:
             # Polled, not waited for: a cancelled task's KeyboardInterrupt
-            # arrives between Python bytecodes.
+            # arrives between Python bytecodes. Ray sends it by a signal
+            # that a worker under load does not always get (the run then
+            # trained on to its end), so the driver's stop request, a file
+            # in the run's directory, is polled too (not a Ray call: a task
+            # blocked in one lends its CPUs to the queued runs).
             while process.poll() is None:
                 time.sleep(0.5)
+                if os.path.exists(stop_request):
+                    _stop(process)
         except BaseException:
             _stop(process)
             raise
@@ -326,6 +336,9 @@ def run_study(script: str, runs: List[Run], cpus_per_run: float,
     except KeyboardInterrupt:
         say('interrupted: cancelling the queued runs and stopping the '
             'running ones (rerun the same command to resume them).')
+        for index in pending.values():
+            if runs[index].status == 'running':
+                _request_stop(runs[index])
         # The queued first, so that none starts on a CPU freed meanwhile.
         _cancel(sorted(pending, key=lambda ref: runs[pending[ref]].status ==
                        'running'))
@@ -380,6 +393,15 @@ def _finish(ref: Any, run: Run, say: Callable[[str], None]) -> None:
         run.status, run.note = 'failed', f'exit {result["code"]}'
         say(failure_message(run, run.note, result['tail'],
                             f' on {run.node}'))
+
+
+def _request_stop(run: Run) -> None:
+    """Asks a running run's task to stop its training process."""
+    try:
+        with open(os.path.join(run.root_dir, SWEEP_STOP_FILE), 'w') as f:
+            f.write('stop\n')
+    except OSError:  # no directory yet: Ray's cancel alone
+        pass
 
 
 def _cancel(refs: List[Any]) -> None:
