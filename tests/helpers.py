@@ -7,6 +7,7 @@ sys.path). TensorFlow is imported where a helper needs it, so that test
 files without TensorFlow (studies, reports, docs) stay light.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -50,28 +51,23 @@ def _tf():
     return tf
 
 
-class VariablesCreatedInGraphs:
-    """Within: records the name of each variable created while a
+@contextlib.contextmanager
+def variables_created_in_graphs():
+    """Within: yields the names of the variables created while a
     tf.function is traced. A compiled step whose first call creates
     variables is traced twice (once to create them, once without), which
-    costs every run's start-up; none should be recorded."""
+    costs every run's start-up; none should be listed."""
+    tf = _tf()
+    names = []
 
-    def __enter__(self):
-        tf = _tf()
-        self.names = []
+    def record(next_creator, **kwargs):
+        variable = next_creator(**kwargs)
+        if tf.inside_function():
+            names.append(variable.name)
+        return variable
 
-        def record(next_creator, **kwargs):
-            variable = next_creator(**kwargs)
-            if tf.inside_function():
-                self.names.append(variable.name)
-            return variable
-
-        self._scope = tf.variable_creator_scope(record)
-        self._scope.__enter__()
-        return self
-
-    def __exit__(self, *exc_info):
-        return self._scope.__exit__(*exc_info)
+    with tf.variable_creator_scope(record):
+        yield names
 
 
 def results(root):
@@ -207,7 +203,6 @@ def run_in_process(algorithm: str, root, gin_file, bindings,
     Returns:
         (exit code, stdout, stderr) as the command line would give them.
     """
-    import contextlib
     import io
 
     import gin

@@ -27,8 +27,8 @@ This is the only module of the package that imports Ray (an optional
 extra: requirements-ray.txt).
 """
 
-import math
 import contextlib
+import math
 import os
 import signal
 import socket

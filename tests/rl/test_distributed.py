@@ -320,9 +320,9 @@ def bad_input_outcomes(tmp_path_factory):
     busy = listener.getsockname()[1]
     cases['busy'] = ['--role=all', f'--port={busy}']
     # A server that cannot start: its root_dir/reverb is a file.
-    cases['server'] = [flag for flag in launcher_command('', '--num_actors=1')
-                       if flag.startswith('--') and
-                       not flag.startswith('--root_dir=')]
+    cases['server'] = (['--role=all', '--num_actors=1',
+                        f'--gin_file={SPARSE_CONFIG}'] +
+                       [f'--gin_bindings={binding}' for binding in TINY])
     roots = {case: str(directory / f'run_{case}') for case in cases}
     os.makedirs(roots['server'])
     with open(os.path.join(roots['server'], 'reverb'), 'w') as f:

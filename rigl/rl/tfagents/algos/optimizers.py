@@ -148,18 +148,15 @@ def make_optimizer(learning_rate, weight_decay: float = 0.0,
                          for v in decayed_variables(network_list, scope)})
 
 
-
 def create_variables(optimizer: tf.Module,
                      variables: Sequence[tf.Variable]) -> None:
-    """Creates an optimizer's variables for `variables` now, eagerly.
+    """Creates a legacy Keras optimizer's variables for `variables` now.
 
-    Keras's legacy optimizers (which TF-Agents turns a Keras optimizer
-    into) create their step count, hyperparameters and moments on their
-    first apply, inside the first compiled train step, and tf.function then
-    traces that step a second time (about 2 s of a SAC run's start).
-    Created here they hold the same values and checkpoint entries.
+    TF-Agents turns a Keras optimizer it is given into its legacy form,
+    which creates its step count, hyperparameters and moments on its first
+    apply, inside the first compiled train step; tf.function then traces
+    that step a second time (about 2 s of a SAC run's start). Created here,
+    eagerly, they hold the same values and checkpoint entries.
     """
-    if hasattr(optimizer, '_create_all_weights'):  # a legacy optimizer
-        optimizer._create_all_weights(variables)  # pylint: disable=protected-access
-    else:
-        optimizer.build(variables)
+    # pylint: disable-next=protected-access
+    optimizer._create_all_weights(variables)

@@ -28,9 +28,9 @@ def run_config(root, config, extra=()):
 
 
 def test_classic_control_dense(tmp_path):
-    with helpers.VariablesCreatedInGraphs() as created:
+    with helpers.variables_created_in_graphs() as created:
         metric = run_config(tmp_path, 'ppo_classic_control_config.gin')
-    assert not created.names, created.names  # each step traces once
+    assert not created, created  # each step traces once
     rows = results(tmp_path)
     assert [row['step'] for row in rows] == [8, 16, 24]
     assert [row['env_steps'] for row in rows] == [130, 260, 390]  # 2 x 65

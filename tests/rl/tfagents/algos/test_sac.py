@@ -29,12 +29,12 @@ def run_config(root, config, extra=()):
 
 
 def test_dense_config(tmp_path):
-    with helpers.VariablesCreatedInGraphs() as created:
+    with helpers.variables_created_in_graphs() as created:
         metric = run_config(tmp_path, 'sac_mujoco_dense_config.gin',
                             ['train_eval.summary_interval = 50'])
     # Every variable (the temperature's Adam moments included) exists
     # before the first train step: each compiled step traces once.
-    assert not created.names, created.names
+    assert not created, created
     rows = results(tmp_path)
     assert [row['step'] for row in rows] == [150, 300]
     assert rows[-1]['networks']['actor']['sparsity'] == 0.0

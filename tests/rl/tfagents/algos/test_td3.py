@@ -42,9 +42,9 @@ def variables(path, fragment):
     ('td3_mujoco_sparse_config.gin', 0.5),
 ])
 def test_configs_train_and_keep_sparsity(tmp_path, config, sparsity):
-    with helpers.VariablesCreatedInGraphs() as created:
+    with helpers.variables_created_in_graphs() as created:
         td3(tmp_path, config, 'mask_updater.update_freq = 15')
-    assert not created.names, created.names  # each step traces once
+    assert not created, created  # each step traces once
     rows = results(tmp_path)
     assert [row['step'] for row in rows] == [100, 200]
     for name in ('actor', 'critic_1', 'critic_2'):
