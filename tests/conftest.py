@@ -33,8 +33,7 @@ import pytest
 # `python -m pytest -q -n 0 --durations=40 <paths>`.
 SLOWEST_FIRST = (
     'tests/rl/test_sweep_ray.py',
-    'tests/rl/test_distributed.py::test_interrupted_launcher',
-    'tests/rl/test_distributed.py::test_killed_learner',
+    'tests/rl/test_distributed.py::test_killed_processes',
     'tests/rl/study/test_study.py::test_tiny_study_end_to_end',
     'tests/rl/test_distributed.py::test_all_roles',
     'tests/rl/tfagents/run/test_bit_identical_resume.py::'

@@ -28,22 +28,15 @@ from helpers import REPO  # noqa: E402
 
 GRID = "--grid=mask_updater.update_alg=['set','rigl']"
 # Longer runs, to kill or interrupt after their first checkpoint (250),
-# with evaluations at EVALS. The 1750 train steps after that checkpoint
-# give the Ctrl-C test margin on a loaded machine (with 950 its interrupt
-# once went unanswered until the runs were over).
+# with evaluations at EVALS: 1750 train steps (seconds) after that
+# checkpoint, for the kill or the Ctrl-C to land before the run ends. The
+# sweep answers Ctrl-C with a stop request (a file the task polls every
+# 0.5 s): Ray's own cancel of a running task sometimes never reached it
+# under the suite's load, and the run trained on to its end.
 EVALS = [1000, 2000]
 LONG = [f'--gin_bindings=train_eval.num_iterations={EVALS[-1]}',
         f'--gin_bindings=train_eval.eval_interval={EVALS[0]}',
         '--gin_bindings=train_eval.checkpoint_interval=250']
-# The Ctrl-C test's runs: 5750 steps after the first checkpoint (a tiny run
-# trains about 500-1000 steps/s). Under the suite's load Ray's own cancel of
-# a running task sometimes never reached it, and the run trained on to its
-# end; the sweep's stop request (a file the task polls) now stops it.
-CTRL_C_EVALS = [3000, 6000]
-CTRL_C_LONG = [
-    f'--gin_bindings=train_eval.num_iterations={CTRL_C_EVALS[-1]}',
-    f'--gin_bindings=train_eval.eval_interval={CTRL_C_EVALS[0]}',
-    '--gin_bindings=train_eval.checkpoint_interval=250']
 
 
 # Starts a local Ray cluster, says its address and holds it until its
@@ -252,7 +245,7 @@ def test_a_failing_run_is_reported_and_not_retried(cluster, tmp_path):
 def test_ctrl_c_cancels_the_runs_and_a_rerun_resumes_them(cluster, tmp_path):
     root = tmp_path / 'study'
     # Runs of 2 CPUs on the cluster's 2: one trains, the other waits.
-    args = sweep_command(root, *CTRL_C_LONG, '--seeds=2', '--cpus_per_run=2',
+    args = sweep_command(root, *LONG, '--seeds=2', '--cpus_per_run=2',
                          f'--address={cluster}')
     run_dirs = [root / 'default' / f'seed_{seed}' for seed in range(2)]
     sweep = start(args)
@@ -281,7 +274,7 @@ def test_ctrl_c_cancels_the_runs_and_a_rerun_resumes_them(cluster, tmp_path):
     assert code == 0, out + err
     assert '2 runs: 0 finished before (skipped), 2 to run' in out
     for run_dir in run_dirs:
-        assert [row['step'] for row in rows(run_dir)] == CTRL_C_EVALS
+        assert [row['step'] for row in rows(run_dir)] == EVALS
     log = (stopped / 'log.txt').read_text()
     assert 'Resumed from ' in log, log
     log = (unstarted[0] / 'log.txt').read_text()

@@ -59,7 +59,7 @@ def make_trainer(model, updater, optimizer=None, input_shape=(6,)):
                                           if hasattr(model.layers[-1], 'layer')
                                           else model.layers[-1].units], [3, 4])
 
-    @tf.function
+    @tf.function(autograph=False)
     def train_step():
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean((model(inputs) - targets) ** 2)
@@ -73,7 +73,7 @@ def make_trainer(model, updater, optimizer=None, input_shape=(6,)):
 def run_update(updater, step, layers, grads, slots):
     """Runs one mask update in graph mode."""
 
-    @tf.function
+    @tf.function(autograph=False)
     def update():
         updater.update(tf.constant(step, tf.int64), layers, grads, slots)
 
@@ -178,7 +178,7 @@ def test_mask_update_follows_the_original_rule(alg, reinit_when_same):
         reference_mask_update(mask, weight, moments, grow_score, 0.3,
                               reinit_when_same))
 
-    @tf.function
+    @tf.function(autograph=False)
     def update():
         return updater.update(tf.constant(1000, tf.int64), [layer],
                               [tf.constant(grad)], [slots])
@@ -374,7 +374,7 @@ def test_after_step_timing_updates_with_recomputed_gradients():
 
     inputs = tf.random.stateless_normal([8, 6], [1, 2])
 
-    @tf.function
+    @tf.function(autograph=False)
     def train_step():
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(model(inputs) ** 2)
@@ -481,7 +481,7 @@ def random_experience(batch=8):
 
 def test_sac_targets_carry_masks():
     agent, actor, critics = build_sac('rigl')
-    train = tf.function(agent.train)
+    train = tf.function(agent.train, autograph=False)
     initial = [masks_of(c) for c in critics]
     counts = [[int(m.sum()) for m in masks] for masks in initial]
     for _ in range(5):
@@ -504,7 +504,7 @@ def test_sac_targets_follow_polyak_averaging():
     agent, _, critics = build_sac('', tau=0.05)
     targets = agent.target_networks
     before = [[v.numpy() for v in t.variables] for t in targets]
-    tf.function(agent.train)(random_experience())
+    tf.function(agent.train, autograph=False)(random_experience())
     for online, target, old in zip(critics, targets, before):
         for source, destination, previous in zip(online.variables,
                                                  target.variables, old):
@@ -521,7 +521,7 @@ def test_sac_alpha_loss_reuses_the_actor_loss_sample():
     critic loss, state for the actor loss); the alpha loss reuses the actor
     loss's log-probabilities. Called alone, the alpha loss samples."""
     agent, _, _ = build_sac('')
-    train = tf.function(agent.train)  # traced once: inspected, then run
+    train = tf.function(agent.train, autograph=False)  # traced once: inspected, then run
     graph = train.get_concrete_function(random_experience()).graph
     names = [op.name for op in graph.get_operations()]
 
@@ -624,7 +624,7 @@ def test_fused_adam_steps_as_keras_adam(weight_decay):
              for i, shape in enumerate([(5, 3), (3,)])]
     weights = {name: [tf.Variable(w) for w in start]
                for name in ('keras', 'fused')}
-    fused_step = tf.function(fused.apply_gradients)  # as in a train step
+    fused_step = tf.function(fused.apply_gradients, autograph=False)  # as in a train step
     for step in range(6):
         grads = [tf.random.stateless_normal(w.shape, [step, 7 + i])
                  for i, w in enumerate(start)]

@@ -377,7 +377,8 @@ def test_diagnostic_gradients_capture_nothing():
                               else tf.float32) for key, value in batch.items()}
     network = algorithm.networks['q_network']
     snr = tf.function(lambda: summaries.gradient_snr(
-        algorithm.per_example_loss, network.trainable_variables, batch))()
+        algorithm.per_example_loss, network.trainable_variables, batch),
+        autograph=False)()
     assert np.isfinite(float(snr['SNR/mean']))
     for layer in sparse_layers.masked_layers(network):
         assert float(tf.reduce_sum(tf.abs(layer.captured_gradient))) == 0.0

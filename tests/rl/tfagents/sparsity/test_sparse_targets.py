@@ -72,12 +72,12 @@ def test_layer_target_updates_equal_the_masked_prune(tau):
     target_m, target_c = _layer_pair(sequence[0][0])
     target_c.mask_marks_nonzeros = True
 
-    @tf.function
+    @tf.function(autograph=False)
     def update_compressed():
         values, positions = target_c.magnitude_average(online_c, tau)
         target_c.assign_positions(values, positions)
 
-    @tf.function
+    @tf.function(autograph=False)
     def update_masked():
         target_m.kernel.assign((1 - tau) * target_m.kernel +
                                tau * online_m.kernel)
