@@ -8,6 +8,12 @@ these settings is written where it is needed:
     tiny.SAC + ['train_eval.num_iterations = 100']
 """
 
+# Every tiny run skips the final SavedModel (`policy/`, about a second per
+# run); the tests that check or load it append
+# 'train_eval.save_final_policy = True'.
+NO_POLICY = 'train_eval.save_final_policy = False'
+WITH_POLICY = 'train_eval.save_final_policy = True'
+
 # SAC on Pendulum, 16-unit networks: 200 train steps after 100 random ones,
 # an evaluation, a checkpoint and a log line at steps 100 and 200.
 SAC = [
@@ -22,6 +28,7 @@ SAC = [
     'train_eval.checkpoint_interval = 100',
     'train_eval.log_interval = 100',
     'train_eval.seed = 0',
+    NO_POLICY,
 ]
 
 # TD3 takes SAC's setting names: the same run.
@@ -62,6 +69,7 @@ DQN = [
     'train_eval.log_interval = 150',
     'train_eval.target_update_period = 20',
     'train_eval.seed = 0',
+    NO_POLICY,
 ]
 
 # PPO, 16-unit networks: 3 iterations of 2 environments x 64 steps = 128
@@ -79,6 +87,7 @@ PPO = [
     'train_eval.eval_episodes = 1',
     'train_eval.checkpoint_interval = 1',
     'train_eval.seed = 0',
+    NO_POLICY,
 ]
 
 # The continuous-action task of the PPO tests.

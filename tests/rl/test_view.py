@@ -23,6 +23,7 @@ TINY = tiny.SAC + [
     'train_eval.num_iterations = 100',
     'train_eval.initial_collect_steps = 50',
     'train_eval.policy_save_interval = 50',
+    tiny.WITH_POLICY,
 ]
 EPISODE_LINE = re.compile(r'^episode (\d+): return (-?[\d.]+), length (\d+)$',
                           re.MULTILINE)

@@ -183,9 +183,11 @@ class Outputs:
                 layout.saved_policy_dir(self.root_dir, step))
 
     def finish(self) -> Dict:
-        """Saves the final policy, and writes and prints the final metric
-        (with ANF noise features, the connectivity plots too)."""
-        self.save_policy()
+        """Saves the final policy (unless `save_final_policy` is off), and
+        writes and prints the final metric (with ANF noise features, the
+        connectivity plots too)."""
+        if self._settings.save_final_policy:
+            self.save_policy()
         if self._noise_mask() is not None:
             self._plot_connectivity()
         metric = self.results.final_metric(

@@ -150,6 +150,10 @@ class RunSettings:
     summary_interval: int = setting(1000, low=1)
     log_interval: int = setting(5000, low=1)
     policy_save_interval: int = setting(0, low=0)
+    # The greedy policy as a SavedModel in `policy/` at the end. False
+    # skips it (about a second per run): runs that are watched from their
+    # checkpoints (`view` falls back to the newest) or not at all.
+    save_final_policy: bool = True
     average_last_fraction: float = setting(0.1, low=0, high=1, low_open=True)
     # A console line per training episode and a block per evaluation, as the
     # ANF tutorial shows them.

@@ -29,12 +29,13 @@ def dqn(root, config, *extra, allow=False):
 def test_dense_config_and_snr_summaries(tmp_path):
     with helpers.variables_created_in_graphs() as created:
         dqn(tmp_path, 'dqn_gym_dense_config.gin', 'log_snr.freq = 100',
-            'train_eval.summary_interval = 100')
+            'train_eval.summary_interval = 100', tiny.WITH_POLICY)
     assert not created, created  # each step traces once
     rows = results(tmp_path)
     assert [row['step'] for row in rows] == [150, 300]
     assert rows[-1]['networks']['q_network']['sparsity'] == 0.0
     assert rows[-1]['algorithm'] == 'dqn' and rows[-1]['method'] == 'dense'
+    assert os.path.isdir(tmp_path / 'policy')
     tags = helpers.summary_tags(tmp_path / 'train')
     assert {'SNR/mean', 'SNR/std', 'loss/total'} <= tags
 

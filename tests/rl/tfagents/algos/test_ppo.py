@@ -29,7 +29,8 @@ def run_config(root, config, extra=()):
 
 def test_classic_control_dense(tmp_path):
     with helpers.variables_created_in_graphs() as created:
-        metric = run_config(tmp_path, 'ppo_classic_control_config.gin')
+        metric = run_config(tmp_path, 'ppo_classic_control_config.gin',
+                            [tiny.WITH_POLICY])
     assert not created, created  # each step traces once
     rows = results(tmp_path)
     assert [row['step'] for row in rows] == [8, 16, 24]

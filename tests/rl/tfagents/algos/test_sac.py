@@ -31,7 +31,8 @@ def run_config(root, config, extra=()):
 def test_dense_config(tmp_path):
     with helpers.variables_created_in_graphs() as created:
         metric = run_config(tmp_path, 'sac_mujoco_dense_config.gin',
-                            ['train_eval.summary_interval = 50'])
+                            ['train_eval.summary_interval = 50',
+                             tiny.WITH_POLICY])
     # Every variable (the temperature's Adam moments included) exists
     # before the first train step: each compiled step traces once.
     assert not created, created

@@ -43,7 +43,10 @@ def variables(path, fragment):
 ])
 def test_configs_train_and_keep_sparsity(tmp_path, config, sparsity):
     with helpers.variables_created_in_graphs() as created:
-        td3(tmp_path, config, 'mask_updater.update_freq = 15')
+        # One config saves the final policy; the others show it skipped.
+        td3(tmp_path, config, 'mask_updater.update_freq = 15',
+            'train_eval.save_final_policy = '
+            f'{config == "td3_mujoco_sparse_config.gin"}')
     assert not created, created  # each step traces once
     rows = results(tmp_path)
     assert [row['step'] for row in rows] == [100, 200]
@@ -53,7 +56,8 @@ def test_configs_train_and_keep_sparsity(tmp_path, config, sparsity):
         # ANF's uniform 0.5 over the whole network, output layer dense.
         assert values.pop() == pytest.approx(sparsity, abs=0.01)
     assert rows[-1]['algorithm'] == 'td3'
-    assert os.path.isdir(tmp_path / 'policy')
+    assert (os.path.isdir(tmp_path / 'policy') ==
+            (config == 'td3_mujoco_sparse_config.gin'))
 
 
 @pytest.mark.parametrize('actor_mask_steps, last_change', [

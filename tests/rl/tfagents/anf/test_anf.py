@@ -91,6 +91,7 @@ def test_anf_run_eval_and_saved_policy_use_the_training_layout(tmp_path):
     code, out, err = helpers.run_in_process(
         'sac', tmp_path, os.path.join(CONFIGS, 'sac_anf_config.gin'),
         tiny.SAC + [
+            tiny.WITH_POLICY,
             'noise_features.adjust_period = 150',
             'noise_features.empty_buffer_on_change = True',
             'noise_features.refill_timesteps = 20'])

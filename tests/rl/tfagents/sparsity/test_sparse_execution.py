@@ -269,7 +269,7 @@ def run(root, execution, extra=(), allow_config_change=False):
 def test_a_sparse_run_evaluates_saves_and_resumes_as_a_masked_one(tmp_path):
     masked, sparse = str(tmp_path / 'masked'), str(tmp_path / 'sparse')
     run(masked, 'masked')
-    run(sparse, 'sparse')
+    run(sparse, 'sparse', [tiny.WITH_POLICY])
     returns = {root: [row['return_mean'] for row in results(root)]
                for root in (masked, sparse)}
     np.testing.assert_allclose(returns[sparse], returns[masked], rtol=0.02,
