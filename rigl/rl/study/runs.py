@@ -96,6 +96,13 @@ def expand(study: Study, root_dir: str,
                               len(axes))
         axes.insert(first_variable, METHOD_AXIS)
     values = dict(study.grid)
+    for binding in extra_bindings:
+        name = binding.split('=', 1)[0].strip()
+        if name in values:
+            raise ValueError(
+                f'--gin_bindings={binding!r} binds {name}, a grid axis '
+                f'(values {values[name]!r}): applied after the grid, '
+                'it would give every group its value; drop one of the two.')
     if study.methods:
         values.setdefault(METHOD_AXIS, list(study.methods))
     shorts = short_names(axes)

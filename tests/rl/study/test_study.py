@@ -90,6 +90,14 @@ def test_grid_flags_names_and_errors(tmp_path):
         expand(Study(script='sac', grid={'method': ['x']}), '/x')
     with pytest.raises(ValueError, match='share the directory name'):
         expand(Study(script='sac', grid={'a.b': ['x/y', 'x_y']}), '/x')
+    # A command-line binding of a grid axis would silently win over it.
+    with pytest.raises(ValueError) as refused:
+        expand(Study(script='sac', grid={'a.b': ['set', 'rigl']}), '/x',
+               ["a.b='set'"])
+    assert str(refused.value) == (
+        "--gin_bindings=\"a.b='set'\" binds a.b, a grid axis (values "
+        "['set', 'rigl']): applied after the grid, it would give every "
+        'group its value; drop one of the two.')
     assert default_threads(1) >= 1 and default_threads(64) == 1
     # By default one run per core, one thread each.
     assert default_workers() == available_cores()
