@@ -218,6 +218,7 @@ ADDED_SETTINGS = {
     'train_eval.replay_min_size': 100000,
     'train_eval.replay_distance_threshold': 0.2,
     'train_eval.actor_critic_sparsities_str': '',
+    'train_eval.save_final_policy': True,
 }
 
 

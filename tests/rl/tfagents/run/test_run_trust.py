@@ -254,6 +254,32 @@ def test_changed_config_is_refused_and_nothing_changes(finished_sac):
     assert snapshot(finished_sac) == before
 
 
+def _forget_setting(root, key: str) -> None:
+    """Removes `key` from the config records of every checkpoint of a run,
+    as code from before that setting wrote them."""
+    for path in (root / 'checkpoints').glob('ckpt-*'):
+        config = json.loads((path / checkpoints.CONFIG_FILE).read_text())
+        config['settings'].pop(key, None)
+        (path / checkpoints.CONFIG_FILE).write_text(json.dumps(config))
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_unchanged(
+        finished_sac, tmp_path):
+    """A checkpoint without `train_eval.save_final_policy` (written before
+    it existed) resumes without --allow_config_change: the missing setting
+    counts as the value that does what the code did then (`ADDED_SETTINGS`,
+    here True; the tiny settings turn it off)."""
+    root = copy_of(finished_sac, tmp_path)
+    _forget_setting(root, 'train_eval.save_final_policy')
+    out = ok(sac(root, *SET, tiny.WITH_POLICY))
+    assert 'Resumed from' in out and 'changed config' not in out
+    # Turning it off is a change like any other.
+    _forget_setting(root, 'train_eval.save_final_policy')
+    code, _, err = sac(root, *SET)
+    assert code == 2 and (
+        'train_eval.save_final_policy True -> False' in err), err
+
+
 @pytest.mark.parametrize('binding, message', [
     ('train_eval.critic_joint_fc_layers = (8, 8)', 'can be restored'),
     ('train_eval.num_iterations = 100', 'past the end of this run'),
