@@ -133,7 +133,8 @@ def draw(maps: List[Tuple[str, float, np.ndarray]], path: str) -> None:
                for i in range(3)]
     figure.legend(handles, ACTION_NAMES, loc='upper center', ncol=3,
                   fontsize=8, title='greedy action', title_fontsize=8)
-    figure.tight_layout(rect=(0, 0, 1, 0.95))
+    # The legend keeps 0.6 inch at the top, however many rows there are.
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (2.7 * rows)))
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
