@@ -40,8 +40,6 @@ SLOWEST_FIRST = (
     'tests/rl/test_distributed.py::test_all_roles',
     'tests/rl/tfagents/run/test_bit_identical_resume.py::'
     'test_killed_and_resumed_run_is_bit_identical',
-    'tests/rl/tfagents/algos/test_td3.py::test_killed_run',
-    'tests/rl/tfagents/algos/test_ppo.py::test_killed_run',
     'tests/rl/tfagents/algos/test_sac.py::test_killed_run',
     'tests/rl/tfagents/sparsity/test_sparse_ppo.py::test_tiny_run',
     'tests/rl/tfagents/sparsity/test_sparse_targets.py',
@@ -49,7 +47,6 @@ SLOWEST_FIRST = (
     'tests/rl/tfagents/run/test_run_trust.py',
     'tests/rl/tfagents/algos/test_rlx2.py::test_td3_rlx2_config',
     'tests/rl/test_view.py',
-    'tests/rl/tfagents/algos/test_dqn.py::test_killed_run',
     'tests/test_import_order.py',
 )
 

@@ -1,8 +1,8 @@
 """DQN end to end on tiny networks: configs, sparsity, targets, pruning,
-kill-and-resume, clear errors, SNR summaries and an Atari ROM (the frame
-replay buffer: tests/rl/tfagents/run/test_frame_replay.py)."""
+clear errors, SNR summaries and an Atari ROM (the frame replay buffer:
+tests/rl/tfagents/run/test_frame_replay.py; kill and resume: the
+bit-identical resume test in tests/rl/tfagents/run)."""
 
-import json
 import os
 
 import numpy as np
@@ -14,7 +14,6 @@ import helpers
 import tiny
 from helpers import checkpoint_masks, latest_checkpoint, results
 
-SCRIPT = helpers.script('dqn')
 CONFIGS = helpers.CONFIGS
 TINY = tiny.DQN
 
@@ -77,28 +76,9 @@ def test_pruning_reaches_final_sparsity_at_end_step(tmp_path):
     assert rows[0]['networks']['q_network']['sparsity'] < 0.9
 
 
-def test_killed_run_resumes(tmp_path):
-    root = tmp_path / 'run'
-    config = os.path.join(CONFIGS, 'dqn_gym_sparse_config.gin')
-    args = helpers.training_command(SCRIPT, root, config, TINY + [
-        'train_eval.num_iterations = 100000',
-        'train_eval.checkpoint_interval = 100',
-        'train_eval.eval_interval = 100000'])
-    killed_at = helpers.kill_after_checkpoints(args, root)
-    step = int(killed_at.rsplit('-', 1)[1])
-    masks = checkpoint_masks(killed_at)
-    with open(os.path.join(killed_at, 'state.json')) as f:
-        env_steps = json.load(f)['env_steps']
-    dqn(root, 'dqn_gym_sparse_config.gin',
-        f'train_eval.num_iterations = {step + 100}',
-        'train_eval.checkpoint_interval = 100',
-        'train_eval.eval_interval = 100000', allow=True)
-    final = latest_checkpoint(root)
-    assert final.endswith(f'ckpt-{step + 100}')
-    with open(os.path.join(final, 'state.json')) as f:
-        assert json.load(f)['env_steps'] == env_steps + 100
-    for name, mask in checkpoint_masks(final).items():  # static masks
-        np.testing.assert_array_equal(mask, masks[name])
+# A killed run's resume: tests/rl/tfagents/run/test_bit_identical_resume
+# (killed at a random step, resumed: bit-identical to the uninterrupted run);
+# a real SIGKILL of a train script: test_sac.
 
 
 @pytest.mark.parametrize('env_name', ['Acrobot-v1', 'MountainCar-v0'])

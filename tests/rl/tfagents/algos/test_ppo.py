@@ -1,10 +1,9 @@
-"""PPO end to end on tiny networks: configs, sparsity, resume, clear errors.
+"""PPO end to end on tiny networks: configs, sparsity, clear errors.
 
 The runs go through the script's body in this process (`console.run_cli`,
-without a TensorFlow start-up each); the kill test runs the script itself,
-as a user does."""
+without a TensorFlow start-up each). Kill and resume: the bit-identical
+resume test (tests/rl/tfagents/run)."""
 
-import json
 import os
 
 import numpy as np
@@ -16,7 +15,6 @@ import helpers
 import tiny
 from helpers import checkpoint_masks, latest_checkpoint, results
 
-SCRIPT = helpers.script('ppo')
 CONFIGS = helpers.CONFIGS
 TINY = tiny.PPO
 PENDULUM = tiny.PENDULUM
@@ -86,29 +84,9 @@ def test_pruning_config_follows_schedule(tmp_path):
     assert sparsities == pytest.approx([0.0, 0.7875, 0.9], abs=0.01)
 
 
-def test_killed_run_resumes(tmp_path):
-    root = tmp_path / 'run'
-    config = os.path.join(CONFIGS, 'ppo_mujoco_sparse_config.gin')
-    args = helpers.training_command(SCRIPT, root, config, PENDULUM + TINY + [
-        'train_eval.num_iterations = 100000',
-        'train_eval.eval_interval = 100000'])
-    killed_at = helpers.kill_after_checkpoints(args, root)
-    step = int(killed_at.rsplit('-', 1)[1])
-    with open(os.path.join(killed_at, 'state.json')) as f:
-        iteration = json.load(f)['iteration']
-    assert step == 8 * iteration and iteration >= 2
-    masks = checkpoint_masks(killed_at)
-    code, out, err = helpers.run_in_process(
-        'ppo', root, config, PENDULUM + TINY + [
-            f'train_eval.num_iterations = {iteration + 1}',
-            'train_eval.eval_interval = 100000'], allow_config_change=True)
-    assert code == 0, err[-2000:]
-    assert (f'Resumed from {killed_at} at iteration {iteration} '
-            f'(train step {step}).') in out
-    final = latest_checkpoint(root)
-    assert final.endswith(f'ckpt-{step + 8}')
-    for name, mask in checkpoint_masks(final).items():  # static masks
-        np.testing.assert_array_equal(mask, masks[name])
+# A killed run's resume: tests/rl/tfagents/run/test_bit_identical_resume
+# (killed at a random step, resumed: bit-identical to the uninterrupted run);
+# a real SIGKILL of a train script: test_sac.
 
 
 @pytest.mark.parametrize('binding, message', [

@@ -1,10 +1,9 @@
 """TD3 end to end on tiny networks: every config trains, the delayed actor
 updates its masks on ANF's train-step schedule (or, as an option, on its own
-steps), targets stay within their online masks, sparsity is kept,
-kill-and-resume and clear errors (same seed, same run: the bit-identical
-resume test)."""
+steps), targets stay within their online masks, sparsity is kept, and
+clear errors (kill and resume, same seed same run: the bit-identical resume
+test in tests/rl/tfagents/run)."""
 
-import json
 import os
 
 import numpy as np
@@ -17,7 +16,6 @@ import helpers
 import tiny
 from helpers import checkpoint_masks, latest_checkpoint, results
 
-SCRIPT = helpers.script('td3')
 CONFIGS = helpers.CONFIGS
 TINY = tiny.TD3
 
@@ -132,25 +130,9 @@ def test_anf_config_prunes_targets_by_magnitude(tmp_path):
         'input_connectivity'] is not None
 
 
-def test_killed_run_resumes(tmp_path):
-    root = tmp_path / 'run'
-    args = helpers.training_command(
-        SCRIPT, root, os.path.join(CONFIGS, 'td3_mujoco_sparse_config.gin'),
-        TINY + ['train_eval.num_iterations = 100000',
-                'train_eval.eval_interval = 100000'])
-    killed_at = helpers.kill_after_checkpoints(args, root)
-    step = int(killed_at.rsplit('-', 1)[1])
-    with open(os.path.join(killed_at, 'state.json')) as f:
-        env_steps = json.load(f)['env_steps']
-    td3(root, 'td3_mujoco_sparse_config.gin',
-        f'train_eval.num_iterations = {step + 100}',
-        'train_eval.eval_interval = 100000', allow=True)
-    final = latest_checkpoint(root)
-    assert final.endswith(f'ckpt-{step + 100}')
-    with open(os.path.join(final, 'state.json')) as f:
-        assert json.load(f)['env_steps'] == env_steps + 100
-    # Same seed, same run: tests/rl/tfagents/run/test_bit_identical_resume
-    # (a TD3 run and its killed-and-resumed twin end bit-identical).
+# A killed run's resume: tests/rl/tfagents/run/test_bit_identical_resume
+# (killed at a random step, resumed: bit-identical to the uninterrupted run);
+# a real SIGKILL of a train script: test_sac.
 
 
 @pytest.mark.parametrize('binding, message', [
