@@ -10,6 +10,7 @@ files without TensorFlow (studies, reports, docs) stay light.
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,22 @@ def kill_after_checkpoints(args, root, count: int = 2,
     steps = [int(name[len('ckpt-'):]) for name in os.listdir(directory)
              if name.startswith('ckpt-') and not name.endswith('.tmp')]
     return os.path.join(directory, f'ckpt-{max(steps)}')
+
+
+def copy_as_killed_after(run_root, destination, step: int) -> None:
+    """Copies a finished run to `destination` as a kill right after its
+    checkpoint at train step `step` would leave it: later checkpoints and
+    the final metric gone, `latest` naming `ckpt-<step>`."""
+    shutil.copytree(run_root, destination)
+    directory = os.path.join(destination, 'checkpoints')
+    for name in os.listdir(directory):
+        number = name[len('ckpt-'):]
+        if (name.startswith('ckpt-') and number.isdigit()
+                and int(number) > step):
+            shutil.rmtree(os.path.join(directory, name))
+    with open(os.path.join(directory, 'latest'), 'w') as f:
+        f.write(f'ckpt-{step}')
+    os.remove(os.path.join(destination, 'final_metric.json'))
 
 
 def training_command(script: str, root, gin_file: str, bindings,

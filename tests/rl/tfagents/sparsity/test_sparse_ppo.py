@@ -4,7 +4,6 @@ compressed layers, and a tiny run that evaluates, writes results rows,
 checkpoints and resumes."""
 
 import os
-import shutil
 
 import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
 import gin
@@ -163,10 +162,7 @@ def test_tiny_run_matches_masked_and_resumes(tmp_path):
     # The sparse run as a kill right after its checkpoint at 16 leaves it
     # (its last checkpoint and final metric gone) resumes to the same end.
     resumed = tmp_path / 'resumed'
-    shutil.copytree(sparse, resumed)
-    shutil.rmtree(resumed / 'checkpoints' / 'ckpt-24')
-    (resumed / 'checkpoints' / 'latest').write_text('ckpt-16')
-    (resumed / 'final_metric.json').unlink()
+    helpers.copy_as_killed_after(sparse, resumed, 16)
     out = _run(resumed, 'sparse')
     assert 'Resumed from' in out and '(train step 16)' in out, out
     assert [row['step'] for row in results(resumed)] == [8, 16, 24]

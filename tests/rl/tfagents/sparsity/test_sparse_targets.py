@@ -6,7 +6,6 @@ target masks and (within float32 tolerance) weights as masked execution,
 and a run must checkpoint and resume."""
 
 import os
-import shutil
 import types
 
 import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
@@ -250,10 +249,7 @@ def test_anf_sparse_run_resumes_bit_identically(anf_runs, tmp_path):
     run is the uninterrupted one's directory as a kill right after its
     checkpoint at 60 leaves it."""
     straight, resumed = anf_runs('sac', 'sparse'), tmp_path / 'resumed'
-    shutil.copytree(straight, resumed)
-    shutil.rmtree(resumed / 'checkpoints' / 'ckpt-120')
-    (resumed / 'checkpoints' / 'latest').write_text('ckpt-60')
-    (resumed / 'final_metric.json').unlink()
+    helpers.copy_as_killed_after(straight, resumed, 60)
     _anf_run(resumed, 'sac', 'sparse')
     assert [row['step'] for row in results(resumed)] == [60, 120]
     final = [tf.train.load_checkpoint(os.path.join(
