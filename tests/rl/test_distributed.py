@@ -311,7 +311,7 @@ def bad_input_outcomes(tmp_path_factory):
     port = free_port()
     for role in ('learner', 'actor'):
         cases[role] = [f'--role={role}', f'--replay_address=localhost:{port}',
-                       '--connect_timeout=2']
+                       '--connect_timeout=1']
     listener = busy_port()
     busy = listener.getsockname()[1]
     cases['busy'] = ['--role=all', f'--port={busy}']
@@ -358,9 +358,9 @@ def test_nothing_listening_is_one_line_after_the_timeout(bad_input_outcomes,
     code, stderr, root, seconds = bad_input_outcomes[role]
     port = bad_input_outcomes['port']
     assert code == 2, stderr
-    assert seconds < 30  # --connect_timeout=2, not the default 60
+    assert seconds < 30  # --connect_timeout=1, not the default 60
     assert stderr.strip() == (
-        f'error: no Reverb server answered at localhost:{port} within 2 s; '
+        f'error: no Reverb server answered at localhost:{port} within 1 s; '
         'start one with --role=server, or check --replay_address.')
     assert not os.path.exists(root)  # nothing written, no lock
 
