@@ -21,7 +21,8 @@ done, so the order of the collection is the order of the start. This file
 starts the slowest tests first (`SLOWEST_FIRST`), keeps the tests that share
 a module- or session-scoped fixture (a Ray cluster, a trained run) on one
 worker, so that it is built once, and runs TensorFlow in the test
-processes on one intra-op thread per op, as the train scripts do.
+processes on one intra-op thread per op, as the train scripts do. A worker
+leaves without Python's teardown once its results are sent.
 """
 
 import atexit
