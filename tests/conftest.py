@@ -27,6 +27,7 @@ leaves without Python's teardown once its results are sent.
 
 import atexit
 import os
+import subprocess
 import sys
 
 import pytest
@@ -60,26 +61,43 @@ def _rank(nodeid: str) -> int:
     return len(SLOWEST_FIRST)
 
 
-def _shared_fixture_module(item):
-    """The test file of `item` if the test uses a module- or session-scoped
-    fixture defined in that file, else None."""
-    module = item.nodeid.split('::')[0]
+def _shared_fixtures(item) -> list:
+    """The module- or session-scoped fixtures of this test suite (not
+    pytest's own) that `item` uses, as (where defined, name)."""
     info = getattr(item, '_fixtureinfo', None)
-    for definitions in (info.name2fixturedefs.values() if info else ()):
-        if any(d.scope != 'function' and d.baseid == module
-               for d in definitions):
-            return module
-    return None
+    return [(d.baseid, name)
+            for name, definitions in (info.name2fixturedefs.items()
+                                      if info else ())
+            for d in definitions if d.scope != 'function' and d.baseid]
+
+
+def _fixture_groups(items) -> dict:
+    """{test: group} for the tests that share a module- or session-scoped
+    fixture, directly or through another test (the users of a file's
+    fixture and of a conftest fixture that one of them also uses form one
+    group). A group is named by its first fixture's home and name."""
+    parent = {}
+
+    def root(key):
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    for item in items:
+        keys = [root(fixture) for fixture in _shared_fixtures(item)]
+        for key in keys[1:]:
+            parent[key] = keys[0]
+    return {item: '::'.join(root(_shared_fixtures(item)[0]))
+            for item in items if _shared_fixtures(item)}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Orders the slowest tests first and groups the users of a shared
-    fixture (pytest-xdist's `xdist_group`, read by `--dist=loadgroup`)."""
-    for item in items:
-        module = _shared_fixture_module(item)
-        if module is not None:
-            item.add_marker(pytest.mark.xdist_group(module))
+    fixture (pytest-xdist's `xdist_group`, read by `--dist=loadgroup`), so
+    that each shared fixture is built once, on one worker."""
+    for item, group in _fixture_groups(items).items():
+        item.add_marker(pytest.mark.xdist_group(group))
     # A stable sort: the rest keeps pytest's order.
     items.sort(key=lambda item: _rank(item.nodeid))
 
@@ -117,3 +135,19 @@ def pytest_configure(config):
         tf.config.threading.set_intra_op_parallelism_threads(1)
     except RuntimeError:  # TensorFlow already running: keep its count
         pass
+
+
+@pytest.fixture(scope='session')
+def tiny_local_study(tmp_path_factory):
+    """A tiny SAC study run once by the local backend on 2 workers: one
+    seed of update_alg 'set', 'rigl' and 'bogus' (which its script
+    refuses). Returns (its root, the finished sweep's CompletedProcess);
+    a test that changes the root works on a copy."""
+    import helpers
+    import tiny
+    root = tmp_path_factory.mktemp('tiny_local_study') / 'study'
+    done = subprocess.run(
+        helpers.sweep_command(root, '--nocheck_configs', tiny.STUDY_GRID,
+                              '--seeds=1', '--workers=2'),
+        capture_output=True, text=True, timeout=400, cwd=helpers.REPO)
+    return root, done

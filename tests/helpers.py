@@ -153,6 +153,16 @@ def training_command(script: str, root, gin_file: str, bindings,
             [f'--gin_bindings={binding}' for binding in bindings] + list(flags))
 
 
+def sweep_command(root, *extra) -> list:
+    """The command line of a sweep of tiny SAC runs (tiny.SAC_SWEEP on its
+    sparse config) into `root`; `extra` adds or overrides flags."""
+    import tiny
+    return ([sys.executable, '-m', 'rigl.rl.sweep', '--script=sac',
+             f'--gin_file={tiny.SAC_SWEEP_CONFIG}', f'--root_dir={root}',
+             '--status_every=1000'] +
+            [f'--gin_bindings={b}' for b in tiny.SAC_SWEEP] + list(extra))
+
+
 def ppo_experience(algorithm, steps: int = 33):
     """One environment's trajectory [1, steps] of random 3-feature
     observations and rewards (seeded), with the actions and policy info of

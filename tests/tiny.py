@@ -55,6 +55,10 @@ SAC_SWEEP = [binding for binding in SAC
     'mask_updater.update_freq = 25',
 ]
 
+# The grid of the tiny study that tests/conftest.py runs once (the
+# `tiny_local_study` fixture): SET, RigL and a rule that the script refuses.
+STUDY_GRID = "--grid=mask_updater.update_alg=['set','rigl','bogus']"
+
 # DQN on the config's classic-control task (CartPole-v0), 32-unit layers:
 # 300 train steps after 200 random ones, evaluations (2 episodes),
 # checkpoints and log lines at 150 and 300, targets copied every 20 steps.

@@ -1,13 +1,14 @@
 """The sweep's Ray backend (--backend=ray) on a local Ray cluster of 2 CPUs
 that the tests start (`ray.init(num_cpus=2)` in a child process): a study
-finishes with the same results and report as the local backend; a killed
-worker's run resumes; a failing run is reported and not retried; Ctrl-C
-leaves every run resumable."""
+finishes with the same results and report as the local backend, and a
+failing run is reported and not retried; a killed worker's run resumes;
+Ctrl-C leaves every run resumable."""
 
 import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ if importlib.util.find_spec('ray') is None:
 psutil = pytest.importorskip('psutil')
 
 from rigl.rl import report  # noqa: E402
+import helpers  # noqa: E402
 import tiny  # noqa: E402
 from helpers import REPO  # noqa: E402
 
@@ -72,10 +74,7 @@ def cluster():
 
 
 def sweep_command(root, *extra, backend=('--backend=ray',)):
-    return ([sys.executable, '-m', 'rigl.rl.sweep', '--script=sac',
-             f'--gin_file={tiny.SAC_SWEEP_CONFIG}', f'--root_dir={root}',
-             '--status_every=1000', '--nocheck_configs', *backend] +
-            [f'--gin_bindings={b}' for b in tiny.SAC_SWEEP] + list(extra))
+    return helpers.sweep_command(root, '--nocheck_configs', *backend, *extra)
 
 
 def as_from_a_terminal():
@@ -149,25 +148,31 @@ def wait_for_training(run_dirs, count, sweep, checkpoints=1, timeout=300):
     pytest.fail(f'not {count} runs training in {run_dirs} after {timeout} s')
 
 
-def test_a_ray_study_matches_the_local_backend(cluster, tmp_path):
+def test_a_ray_study_matches_the_local_backend(cluster, tiny_local_study,
+                                               tmp_path):
+    # The tiny study of tests/conftest.py on Ray: 'set' and 'rigl' finish,
+    # 'bogus' fails in its script and is not retried.
     on_ray, local = tmp_path / 'ray', tmp_path / 'local'
-    # The same 2 runs (2 groups x 1 seed) on both backends, side by side.
-    sweeps = [start(sweep_command(on_ray, GRID, '--seeds=1',
-                                  f'--address={cluster}')),
-              start(sweep_command(local, GRID, '--seeds=1',
-                                  backend=('--workers=2',)))]
-    (code, out, err), (local_code, local_out, local_err) = map(finish, sweeps)
-    assert code == 0, out + err
-    assert local_code == 0, local_out + local_err
-    assert ('2 runs: 0 finished before (skipped), 2 to run, each a Ray '
+    code, out, err = finish(start(sweep_command(
+        on_ray, tiny.STUDY_GRID, '--seeds=1', '--max_retries=2',
+        f'--address={cluster}')))
+    assert code == 1, out + err
+    assert ('3 runs: 0 finished before (skipped), 3 to run, each a Ray '
             'task of 1 CPU(s) with 1 intra-op thread(s)') in out
     # The status table names the node of each running run.
-    assert re.search(r'\ntotal +[01] +[12] +0 +\d\nrunning on \S.*: '
+    assert re.search(r'\ntotal +[0-2] +[1-3] +[01] +\d\nrunning on \S.*: '
                      r'update_alg=\w+/seed_\d', out), out
-    assert re.search(r'\ntotal +2 +0 +0 +0\n\[[\d:]+\] all runs over', out)
-    assert len(re.findall(r'\ndone: update_alg=\w+/seed_\d in [\d:]+ on ',
-                          out)) == 2
+    assert re.search(r'\ntotal +2 +0 +1 +0\n\[[\d:]+\] all runs over', out)
+    assert len(re.findall(r'\ndone: update_alg=(set|rigl)/seed_0 in [\d:]+ '
+                          r'on ', out)) == 2, out
+    assert 'FAILED (exit 2): update_alg=bogus/seed_0 on ' in out
+    assert "'bogus'; allowed:" in out  # the end of its log
+    assert 'failed: update_alg=bogus/seed_0 (exit 2); log ' in out
+    assert 'retry' not in out
+    log = (on_ray / 'update_alg=bogus' / 'seed_0' / 'log.txt').read_text()
+    assert log.count('\n=== ') + log.startswith('=== ') == 1, log
     # Same seeds, same thread count: bit-identical runs.
+    shutil.copytree(tiny_local_study[0], local)
     dirs = sorted(str(p.parent.relative_to(on_ray))
                   for p in on_ray.glob('*/seed_*/final_metric.json'))
     assert dirs == [f'update_alg={a}/seed_0' for a in ('rigl', 'set')]
@@ -225,23 +230,6 @@ def test_a_killed_worker_is_retried_and_the_run_resumes(cluster, tmp_path):
     assert (run_dir / 'final_metric.json').exists()
 
 
-def test_a_failing_run_is_reported_and_not_retried(cluster, tmp_path):
-    root = tmp_path / 'study'
-    code, out, err = finish(start(sweep_command(
-        root, "--grid=mask_updater.update_alg=['bogus']", '--seeds=1',
-        '--max_retries=2', '--cpus_per_run=2', f'--address={cluster}')))
-    assert code == 1, out + err
-    assert 'FAILED (exit 2): update_alg=bogus/seed_0 on ' in out
-    assert "'bogus'; allowed:" in out  # the end of its log
-    assert 'failed: update_alg=bogus/seed_0 (exit 2); log ' in out
-    assert 'retry' not in out
-    log = (root / 'update_alg=bogus' / 'seed_0' / 'log.txt').read_text()
-    assert log.count('\n=== ') + log.startswith('=== ') == 1, log
-    # Its threads follow its CPU request.
-    assert 'device: CPU, 2 intra-op threads' in log
-    assert re.search(r'\ntotal +0 +0 +1 +0\n\[[\d:]+\] all runs over', out)
-
-
 def test_ctrl_c_cancels_the_runs_and_a_rerun_resumes_them(cluster, tmp_path):
     root = tmp_path / 'study'
     # Runs of 2 CPUs on the cluster's 2: one trains, the other waits.
@@ -277,6 +265,8 @@ def test_ctrl_c_cancels_the_runs_and_a_rerun_resumes_them(cluster, tmp_path):
         assert [row['step'] for row in rows(run_dir)] == EVALS
     log = (stopped / 'log.txt').read_text()
     assert 'Resumed from ' in log, log
+    # Its threads follow its CPU request.
+    assert 'device: CPU, 2 intra-op threads' in log
     log = (unstarted[0] / 'log.txt').read_text()
     assert log.startswith('=== ') and log.count('\n=== ') == 0, log
     assert 'Resumed from ' not in log

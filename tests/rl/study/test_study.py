@@ -7,12 +7,14 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
+import helpers
 import tiny
 from helpers import REPO, assert_png
 from rigl.rl import sweep
@@ -290,15 +292,12 @@ def test_bad_fixed_binding_value_is_refused_before_any_run(tmp_path):
 # 2. A tiny study end to end ---------------------------------------------------
 
 def sweep_command(root, *extra):
-    return ([sys.executable, '-m', 'rigl.rl.sweep', '--script=sac',
-             f'--gin_file={tiny.SAC_SWEEP_CONFIG}', f'--root_dir={root}', '--seeds=2',
-             '--workers=2', '--status_every=1000'] +
-            [f'--gin_bindings={b}' for b in tiny.SAC_SWEEP] + list(extra))
+    return helpers.sweep_command(root, '--seeds=2', '--workers=2', *extra)
 
 
-def test_tiny_study_end_to_end(tmp_path):
+def test_tiny_study_end_to_end(tiny_local_study, tmp_path):
     root = tmp_path / 'study'
-    grid = "--grid=mask_updater.update_alg=['set','rigl','bogus']"
+    grid = tiny.STUDY_GRID
     # Every group's config is checked before any run starts.
     checked = subprocess.run(sweep_command(root, grid, '--dry_run'),
                              capture_output=True, text=True, cwd=REPO,
@@ -316,10 +315,11 @@ def test_tiny_study_end_to_end(tmp_path):
     assert '6 runs (3 groups x 2 seeds)' in listed.stdout
     assert not root.exists()  # a dry run writes nothing
 
-    # The runs themselves: one seed of each group.
-    first = subprocess.run(sweep_command(root, *unchecked, '--seeds=1'),
-                           capture_output=True, text=True, timeout=400,
-                           cwd=REPO)
+    # The runs themselves, one seed of each group: the fixture's sweep (run
+    # once for this test and the Ray tests), on 2 workers with
+    # --nocheck_configs, as above.
+    study_root, first = tiny_local_study
+    shutil.copytree(study_root, root)
     # 'bogus' is refused by the script (exit 2); the others still finish.
     assert first.returncode == 1, first.stdout + first.stderr
     assert 'FAILED (exit 2): update_alg=bogus/seed_0' in first.stdout
