@@ -36,6 +36,11 @@ for seed in $SEEDS; do
       sleep 3
     done
     wait "$pid" || true
+    if [ ! -d "$checkpoint" ]; then
+      tail -n 5 "$root.log" >&2
+      echo "$method seed $seed stopped before step $STOP_STEP; log $root.log" >&2
+      exit 1
+    fi
     echo "$method seed $seed: $checkpoint"
   done
 done
