@@ -116,7 +116,8 @@ def kill_after_checkpoints(args, root, count: int = 2,
         while time.time() < deadline:
             if os.path.isdir(directory) and len(
                     [n for n in os.listdir(directory)
-                     if n.startswith('ckpt-') and not n.endswith('.tmp')]) >= count:
+                     if n.startswith('ckpt-')
+                     and not n.endswith('.tmp')]) >= count:
                 break
             time.sleep(0.2)
     finally:
@@ -150,7 +151,8 @@ def training_command(script: str, root, gin_file: str, bindings,
     """The command line of a train script with a config and gin bindings."""
     return ([sys.executable, script, f'--root_dir={root}',
              f'--gin_file={gin_file}'] +
-            [f'--gin_bindings={binding}' for binding in bindings] + list(flags))
+            [f'--gin_bindings={binding}' for binding in bindings] +
+            list(flags))
 
 
 def sweep_command(root, *extra) -> list:
@@ -259,5 +261,6 @@ def snapshot(root) -> dict:
                 continue
             path = os.path.join(directory, name)
             stat = os.stat(path)
-            files[os.path.relpath(path, root)] = (stat.st_size, stat.st_mtime_ns)
+            files[os.path.relpath(path, root)] = (stat.st_size,
+                                                  stat.st_mtime_ns)
     return files

@@ -29,7 +29,7 @@ from rigl.rl.study.status import status_table
 STUDIES = os.path.join(REPO, 'studies')
 
 
-# 1. Studies: files, grid, names -----------------------------------------------
+# 1. Studies: files, grid, names ---------------------------------------------
 
 def test_study_files_expand_to_the_papers_grids(tmp_path):
     for name, script, envs in (('sac_mujoco', 'sac', 5),
@@ -45,7 +45,8 @@ def test_study_files_expand_to_the_papers_grids(tmp_path):
         assert len({r.root_dir for r in runs}) == len(runs)
         dense = [g for g in groups if 'method=dense' in g]
         assert dense and all('sparsity' not in g for g in dense)
-        prune = next(r for r in runs if 'method=prune,sparsity=0.95' in r.group)
+        prune = next(r for r in runs
+                     if 'method=prune,sparsity=0.95' in r.group)
         assert 'wrap_all_layers.final_sparsity = 0.95' in prune.bindings
         config = os.path.basename(prune.gin_files[0])
         assert config.startswith(script) and config.endswith(
@@ -289,7 +290,7 @@ def test_bad_fixed_binding_value_is_refused_before_any_run(tmp_path):
     assert not any(root.glob('*/seed_*'))
 
 
-# 2. A tiny study end to end ---------------------------------------------------
+# 2. A tiny study end to end -------------------------------------------------
 
 def sweep_command(root, *extra):
     return helpers.sweep_command(root, '--seeds=2', '--workers=2', *extra)
