@@ -1,7 +1,8 @@
 """Off-policy throughput (SAC, TD3 or DQN): bare train step and full loop,
 dense vs RigL-90% ERK.
 
-  python benchmarks/off_policy_benchmark.py [--algo sac|td3|dqn] [--train_steps 2000] [--loop_steps 2000] [--repeats 3]
+  python benchmarks/off_policy_benchmark.py [--algo sac|td3|dqn]
+      [--train_steps 2000] [--loop_steps 2000] [--repeats 3]
 
 Prints, from one process:
   * bare train steps/s (the algorithm's default batch and networks;
@@ -9,12 +10,12 @@ Prints, from one process:
     Q-network) dense and RigL at 90% ERK with mask
     updates every 1000 steps, timed in alternating blocks in one process,
     and the sparse/dense time ratio (target <= 1.10);
-  * full loop (loops.off_policy, `time_loop=True`) env steps/s (collect one step, train one step) on
-    HalfCheetah-v5 between two results rows of one run (tracing, evaluation
-    and checkpoints excluded), and the loop/bare time ratio two ways: across
-    runs (bare rate / loop rate) and within one run (loop time / time in the
-    compiled act-and-train call, which also computes the action); target
-    <= 1.10.
+  * full loop (loops.off_policy, `time_loop=True`) env steps/s (collect one
+    step, train one step) on HalfCheetah-v5 between two results rows of one
+    run (tracing, evaluation and checkpoints excluded), and the loop/bare
+    time ratio two ways: across runs (bare rate / loop rate) and within one
+    run (loop time / time in the compiled act-and-train call, which also
+    computes the action); target <= 1.10.
 """
 
 import argparse

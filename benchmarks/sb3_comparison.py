@@ -149,7 +149,8 @@ def measure(python: str, side: str, algo: str, variant: str, amount: int,
          f'--threads={threads}'],
         capture_output=True, text=True, cwd=REPO, env=env)
     if completed.returncode != 0:
-        raise RuntimeError(f'{side} {algo} failed:\n{completed.stderr[-2000:]}')
+        raise RuntimeError(
+            f'{side} {algo} failed:\n{completed.stderr[-2000:]}')
     return json.loads(completed.stdout.strip().splitlines()[-1])['rate']
 
 
@@ -202,7 +203,8 @@ def main() -> None:
             print(f'  {name:15s} median {statistics.median(values):8.1f}   '
                   f'runs {" ".join(f"{v:.1f}" for v in values)}')
         medians = {k: statistics.median(v) for k, v in rates.items()}
-        print(f'  ours / SB3 (dense): {medians["ours dense"] / medians["sb3 dense"]:.2f}x'
+        print(f'  ours / SB3 (dense): '
+              f'{medians["ours dense"] / medians["sb3 dense"]:.2f}x'
               f'   rigl-90% time / dense time: '
               f'{medians["ours dense"] / medians["ours rigl 90%"]:.3f}')
 

@@ -39,7 +39,8 @@ def mask_rows(run_dir: str) -> List[str]:
             f'  no input {int((in_degree == 0).sum()):3d}/{mask.shape[1]}'
             f'  no output {int((out_degree == 0).sum()):3d}/{mask.shape[0]}'
             f'  max in-degree {int(in_degree.max()):4d}'
-            f'  in-degree CV {in_degree.std() / max(in_degree.mean(), 1e-9):.2f}')
+            f'  in-degree CV '
+            f'{in_degree.std() / max(in_degree.mean(), 1e-9):.2f}')
     return rows
 
 

@@ -114,7 +114,8 @@ def main(argv: List[str]) -> int:
     for tag in LOSSES:
         print(f'\n{tag} (mean over steps <= {args.until})')
         for name, runs in methods.items():
-            print(f'  {name:8} {summarize(seed_mean(runs, tag), args.until):.4g}')
+            print(f'  {name:8} '
+                  f'{summarize(seed_mean(runs, tag), args.until):.4g}')
     draw(methods, args.out)
     print(f'\nfigure: {args.out}')
     return 0
@@ -124,9 +125,11 @@ def draw(methods: Dict[str, List[Dict]], path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    panels = [('critic', 'regrown_share', 'critic: regrown where just dropped / grown'),
+    panels = [('critic', 'regrown_share',
+               'critic: regrown where just dropped / grown'),
               ('critic', 'grad_ratio', 'critic: |grad| grown / kept'),
-              ('actor', 'regrown_share', 'actor: regrown where just dropped / grown'),
+              ('actor', 'regrown_share',
+               'actor: regrown where just dropped / grown'),
               ('actor', 'grad_ratio', 'actor: |grad| grown / kept')]
     figure, axes = plt.subplots(2, 3, figsize=(15, 8))
     for axis, (optimizer, key, title) in zip(

@@ -1,4 +1,5 @@
-"""Prints a run's eval rows and final metric: python experiments/print_results.py DIR."""
+"""Prints a run's eval rows and final metric:
+python experiments/print_results.py DIR."""
 
 import json
 import os

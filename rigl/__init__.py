@@ -24,7 +24,8 @@ import sys
 VERBOSE = '--verbose' in sys.argv
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2' if VERBOSE else '3')
 if 'tensorflow' in sys.modules and 'TF_USE_LEGACY_KERAS' not in os.environ:
-    sys.modules['tensorflow'].keras.layers.Layer  # pylint: disable=pointless-statement
+    # Resolves the lazy `tf.keras` now (see above).
+    getattr(sys.modules['tensorflow'].keras.layers, 'Layer')
 else:
     os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 if not VERBOSE and 'gym' not in sys.modules:

@@ -95,7 +95,8 @@ def check_seed(seed: Optional[int], name: str = 'seed') -> Optional[int]:
 
 
 def check_shapes(shapes: Sequence[Sequence[int]]) -> List[Shape]:
-    """Validates kernel shapes: 2-D Dense (in, out) or 4-D conv (h, w, in, out)."""
+    """Validates kernel shapes: 2-D Dense (in, out) or 4-D conv
+    (h, w, in, out)."""
     if isinstance(shapes, (str, bytes)) or not isinstance(
             shapes, (Sequence, np.ndarray)):
         raise ValueError(f'shapes must be a sequence of kernel shapes, got '
@@ -108,9 +109,9 @@ def check_shapes(shapes: Sequence[Sequence[int]]) -> List[Shape]:
                 isinstance(dim, (int, np.integer)) and
                 not isinstance(dim, bool) and dim > 0 for dim in shape):
             raise ValueError(
-                f'Layer {index} has kernel shape {shape}; allowed are 2-D Dense '
-                'kernels (in, out) or 4-D conv kernels (h, w, in, out) of '
-                'positive integers.')
+                f'Layer {index} has kernel shape {shape}; allowed are '
+                '2-D Dense kernels (in, out) or 4-D conv kernels '
+                '(h, w, in, out) of positive integers.')
         checked.append(tuple(int(dim) for dim in shape))
     if not checked:
         raise ValueError('Need at least one layer shape, got none.')
@@ -470,8 +471,8 @@ def network_stats(shapes: Sequence[Sequence[int]],
     """
     shapes = check_shapes(shapes)
     if len(masks_or_sparsities) != len(shapes):
-        raise ValueError(f'Got {len(masks_or_sparsities)} masks/sparsities for '
-                         f'{len(shapes)} layers; need one per layer.')
+        raise ValueError(f'Got {len(masks_or_sparsities)} masks/sparsities '
+                         f'for {len(shapes)} layers; need one per layer.')
     if activations is None:
         activations = ['relu'] * (len(shapes) - 1) + [None]
     layers = []
@@ -503,7 +504,8 @@ def _counting_layer(shape: Shape, activation: Optional[str], use_bias: bool,
     if len(shape) == 2:
         return counting.FullyConnected(input_size=shape[0],
                                        output_size=shape[1],
-                                       use_bias=use_bias, activation=activation)
+                                       use_bias=use_bias,
+                                       activation=activation)
     if geometry is None:
         raise ValueError('Conv layers need input_spatial=(height, width) or '
                          'conv_geometry to count FLOPs.')

@@ -67,7 +67,8 @@ class ErdosRenyiTest(unittest.TestCase):
         # 0.683859 * 262 / 1536 = 0.11665 < 1, so nothing is made dense.
         # Sparsities 0.957102, 0.994657, 0.883352.
         eps = 716 / 1047
-        result = sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel', 0.99)
+        result = sparse_utils.get_sparsities(MLP_17, 'erdos_renyi_kernel',
+                                             0.99)
         np.testing.assert_allclose(
             result, [1 - eps * 273 / 4352, 1 - eps * 512 / 65536,
                      1 - eps * 262 / 1536])
@@ -176,7 +177,8 @@ class AnfMethodsTest(unittest.TestCase):
         eps = 3571.2 / 1047
         np.testing.assert_allclose(
             sparse_utils.get_sparsities(MLP_17, 'anf_er', 0.95),
-            [1 - eps * 273 / 4352, 1 - eps * 512 / 65536, 1 - eps * 262 / 1536])
+            [1 - eps * 273 / 4352, 1 - eps * 512 / 65536,
+             1 - eps * 262 / 1536])
 
     def test_anf_new_closeness(self):
         # raw_l = 2 / N_l ** c, so raw_l * N_l = 2 * N_l ** (1 - c).
@@ -426,9 +428,10 @@ class ZeroSparsityTest(unittest.TestCase):
 
     def test_tiny_sparsity_float_overshoot(self):
         # At s = 1e-17, floor(s * N) = 0 (suite) and 1 - s rounds to 1.0
-        # (ANF): the budget equals the layers' full size and every ERK density is 1 up to rounding (eps * raw_l
-        # may come out as 1 + 2e-16). No layer may be refused or divided by
-        # zero; every layer stays dense.
+        # (ANF): the budget equals the layers' full size and every ERK
+        # density is 1 up to rounding (eps * raw_l may come out as
+        # 1 + 2e-16). No layer may be refused or divided by zero; every
+        # layer stays dense.
         for method in sparse_utils.METHODS:
             with self.subTest(method=method):
                 result = sparse_utils.get_sparsities(self.ANT_CRITIC, method,

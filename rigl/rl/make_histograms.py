@@ -41,9 +41,12 @@ def record_observations(env_name: str, steps: int, seed: int,
     spec = env.action_spec()
     act = None
     if policy_dir:
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        from tf_agents.trajectories import time_step as ts  # pylint: disable=import-outside-toplevel
-        import tensorflow_probability  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+        # Only a saved policy needs TensorFlow (and TFP, for its ops).
+        # pylint: disable=import-outside-toplevel,unused-import
+        import tensorflow as tf
+        from tf_agents.trajectories import time_step as ts
+        import tensorflow_probability  # noqa: F401
+        # pylint: enable=import-outside-toplevel,unused-import
         policy = tf.saved_model.load(policy_dir)
         act = lambda o: policy.action(ts.restart(  # noqa: E731
             tf.constant(o[None]), batch_size=1)).action.numpy()[0]

@@ -261,7 +261,8 @@ def own_configurable(name: str):
 
     package()
     # gin has no public registry lookup (train.py reads it the same way).
-    match = gin.config._REGISTRY.get_match(name)  # pylint: disable=protected-access
+    match = gin.config._REGISTRY.get_match(  # pylint: disable=protected-access
+        name)
     if match is None or not match.module.startswith('rigl.'):
         return None
     return match
@@ -498,7 +499,8 @@ def test_command_runs_as_written(command, monkeypatch):
         problems = check_command(command, monkeypatch)
     except (ValueError, SyntaxError, OSError) as error:
         problems = [f'{type(error).__name__}: {error}']
-    except Exception as error:  # absl's flag errors  # pylint: disable=broad-except
+    # absl's flag errors
+    except Exception as error:  # pylint: disable=broad-except
         problems = [f'{type(error).__name__}: {error}']
     assert not problems, (f'{command.doc}:{command.line}: {command.text}\n  '
                           + '\n  '.join(problems))

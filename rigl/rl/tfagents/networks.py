@@ -65,8 +65,9 @@ def check_ppo_initializer(value: str, name: str) -> None:
                          f'{", ".join(PPO_INITIALIZERS)}.')
 
 
-def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
-                train_mode: str, sparse_output_layer: bool, width: float,
+def dense_chain(hidden_units: Sequence[int], output_units: int,
+                input_size: int, train_mode: str,
+                sparse_output_layer: bool, width: float,
                 output_kernel_initializer=None,
                 activation: str = 'relu', hidden_kernel_initializer=None,
                 output_bias_initializer=None,
@@ -77,10 +78,11 @@ def dense_chain(hidden_units: Sequence[int], output_units: int, input_size: int,
 
     In 'sparse' mode the layers are wrapped by `wrap_all_layers` with
     `wrap_kwargs` (the run's sparse method: `SparseMethod.wrap_kwargs`), the
-    output layer only if `sparse_output_layer`. `initializer_name` 'glorot_uniform'
-    draws every kernel Glorot-uniform (the original SAC's and ANF's); with
-    'tf_agents' the kernels are TF-Agents' VarianceScaling(1/3) unless the
-    caller's `*_kernel_initializer` say otherwise.
+    output layer only if `sparse_output_layer`. `initializer_name`
+    'glorot_uniform' draws every kernel Glorot-uniform (the original SAC's
+    and ANF's); with 'tf_agents' the kernels are TF-Agents'
+    VarianceScaling(1/3) unless the caller's `*_kernel_initializer` say
+    otherwise.
     """
     check_train_mode(train_mode, 'train_mode')
     check_initializer(initializer_name, 'initializer')
@@ -126,7 +128,8 @@ class _HeadOnTrunk:
 
 
 class _SparseTanhNormalProjection(
-        _HeadOnTrunk, tanh_normal_projection_network.TanhNormalProjectionNetwork):
+        _HeadOnTrunk,
+        tanh_normal_projection_network.TanhNormalProjectionNetwork):
     """TF-Agents' tanh-normal head (SAC) over a given mean/std layer."""
 
     def __init__(self, sample_spec, projection_layer):
@@ -214,7 +217,8 @@ class _SparseNormalProjection(
 
 
 class _SparseCategoricalProjection(
-        _HeadOnTrunk, categorical_projection_network.CategoricalProjectionNetwork):
+        _HeadOnTrunk,
+        categorical_projection_network.CategoricalProjectionNetwork):
     """TF-Agents' categorical head over a given logits layer."""
 
     def __init__(self, sample_spec, logits_layer):
@@ -347,8 +351,9 @@ def create_q_network(observation_spec, action_spec,
         sparse_output_layer, width,
         output_kernel_initializer=tf.keras.initializers.RandomUniform(
             -0.03, 0.03),
-        hidden_kernel_initializer=lambda: tf.keras.initializers.VarianceScaling(
-            scale=2.0, mode='fan_in', distribution='truncated_normal'),
+        hidden_kernel_initializer=(
+            lambda: tf.keras.initializers.VarianceScaling(
+                scale=2.0, mode='fan_in', distribution='truncated_normal')),
         output_bias_initializer=tf.keras.initializers.Constant(-0.2),
         wrap_kwargs=wrap_kwargs)
     return sequential.Sequential(layers, input_spec=observation_spec,

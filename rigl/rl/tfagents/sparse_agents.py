@@ -167,7 +167,8 @@ class SparseSacAgent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
     otherwise copy the first critic, weights and masks included.
 
     Args:
-        actor_updater: mask updater of the actor (gin `mask_updater()` if None).
+        actor_updater: mask updater of the actor (gin `mask_updater()` if
+            None).
         critic_updater: mask updater of both critics (likewise).
         seed: seeds the updaters' and the action sampling's streams.
         target_sparsity: 'mask' or 'magnitude' (see `SparseTargetsMixin`).
@@ -262,7 +263,8 @@ class SparseSacAgent(SparseTargetsMixin, AfterStepMaskUpdatesMixin,
                                                 self.time_step_spec)[0]
         policy = tfa_private.train_policy(self) if training else self.policy
         distribution = policy.distribution(
-            time_steps, policy_state=policy.get_initial_state(batch_size)).action
+            time_steps,
+            policy_state=policy.get_initial_state(batch_size)).action
         seed = tf.cast(self.sample_rng.make_seeds(1)[:, 0], tf.int32)
         squashed = squashed_normal_sample(distribution, seed)
         if squashed is not None:

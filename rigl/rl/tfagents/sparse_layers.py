@@ -210,8 +210,8 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
         _check_pruning_schedule(initial_sparsity, begin_step, end_step,
                                 frequency)
         finals = sparse_utils.get_sparsities(
-            shapes, mask_init_method, final_sparsity, dense_layers=sorted(dense),
-            erk_power_scale=erk_power_scale)
+            shapes, mask_init_method, final_sparsity,
+            dense_layers=sorted(dense), erk_power_scale=erk_power_scale)
     wrapped = []
     index = -1  # position among the kernel layers
     for layer in layers:
@@ -244,7 +244,8 @@ def wrap_all_layers(layers: Sequence[tf.keras.layers.Layer],
     return wrapped
 
 
-def kernel_layers(network: tf.keras.layers.Layer) -> List[tf.keras.layers.Layer]:
+def kernel_layers(network: tf.keras.layers.Layer
+                  ) -> List[tf.keras.layers.Layer]:
     """The Dense/Conv/Masked layers of a network in forward order.
 
     Walks `layers` of nested networks and stops at a `MaskedLayer`, so each
@@ -402,7 +403,8 @@ def log_sparsities(network: tf.keras.layers.Layer, name: str,
         tf.summary.scalar('inference_flops', stats.flops, step=step)
     if log_images:
         for index, layer in enumerate(masked_layers(network)):
-            image = tf.cast(layer.mask, tf.float32)[tf.newaxis, :, :, tf.newaxis]
+            image = tf.cast(layer.mask, tf.float32)[
+                tf.newaxis, :, :, tf.newaxis]
             tf.summary.image(f'masks/{name}/layer_{index}', image, step=step)
 
 

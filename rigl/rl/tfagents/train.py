@@ -29,7 +29,8 @@ from rigl.rl.tfagents.run import settings as settings_lib
 
 ALGORITHMS = {cls.name: cls for cls in (sac.Sac, td3.Td3, dqn.Dqn,
                                          ppo.Ppo)}
-LOOPS = {'off_policy': off_policy.train_eval, 'on_policy': on_policy.train_eval}
+LOOPS = {'off_policy': off_policy.train_eval,
+         'on_policy': on_policy.train_eval}
 
 
 @gin.configurable
@@ -73,7 +74,8 @@ def _is_own_parameter(key: str) -> bool:
     passed by our code, and rebinding them from JSON would change types."""
     selector = key.rpartition('.')[0].rpartition('/')[-1]
     # gin has no public registry lookup; `_REGISTRY` is its own index.
-    match = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
+    match = gin.config._REGISTRY.get_match(  # pylint: disable=protected-access
+        selector)
     return match is not None and match.module.startswith('rigl.')
 
 

@@ -93,7 +93,7 @@ def test_curve_iqm_counts_only_runs_that_got_there():
     assert list(low <= mid) == [True, True] and list(mid <= high) == [True] * 2
 
 
-# 2. The report on made-up runs (every figure) ---------------------------------
+# 2. The report on made-up runs (every figure) --------------------------------
 
 def write_run(directory, metadata, returns, final=True, settings=None,
               connectivity=False):
@@ -242,7 +242,7 @@ def test_planned_seeds_without_results_make_a_group_partial(tmp_path):
     assert 'Planned groups without results' in text and 'set (3 seeds)' in text
 
 
-# 3. Bad report inputs ---------------------------------------------------------
+# 3. Bad report inputs --------------------------------------------------------
 
 def two_group_study(root):
     for seed in range(2):

@@ -24,7 +24,8 @@ def sparse_sac(sparsity=0.9, execution='masked'):
         seed=0, actor_fc_layers=(64, 64), critic_joint_fc_layers=(8, 8),
         train_mode_actor='sparse', sparse_output_layer=True,
         sparse_execution=execution)
-    algorithm = sac.Sac(settings, tensor_spec.from_spec(env.observation_spec()),
+    algorithm = sac.Sac(settings,
+                        tensor_spec.from_spec(env.observation_spec()),
                         tensor_spec.from_spec(env.action_spec()), seed=0)
     gin.clear_config()
     env.close()

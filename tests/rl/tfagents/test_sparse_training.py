@@ -464,7 +464,8 @@ def build_sac(update_alg, tau=0.05):
         actor_optimizer=tf.keras.optimizers.Adam(1e-3),
         critic_optimizer=tf.keras.optimizers.Adam(1e-3),
         alpha_optimizer=tf.keras.optimizers.Adam(1e-3),
-        target_update_tau=tau, train_step_counter=tf.Variable(0, dtype=tf.int64))
+        target_update_tau=tau,
+        train_step_counter=tf.Variable(0, dtype=tf.int64))
     agent.initialize()
     return agent, actor, critics
 
@@ -521,7 +522,8 @@ def test_sac_alpha_loss_reuses_the_actor_loss_sample():
     critic loss, state for the actor loss); the alpha loss reuses the actor
     loss's log-probabilities. Called alone, the alpha loss samples."""
     agent, _, _ = build_sac('')
-    train = tf.function(agent.train, autograph=False)  # traced once: inspected, then run
+    # traced once: inspected, then run
+    train = tf.function(agent.train, autograph=False)
     graph = train.get_concrete_function(random_experience()).graph
     names = [op.name for op in graph.get_operations()]
 
@@ -624,7 +626,8 @@ def test_fused_adam_steps_as_keras_adam(weight_decay):
              for i, shape in enumerate([(5, 3), (3,)])]
     weights = {name: [tf.Variable(w) for w in start]
                for name in ('keras', 'fused')}
-    fused_step = tf.function(fused.apply_gradients, autograph=False)  # as in a train step
+    # as in a train step
+    fused_step = tf.function(fused.apply_gradients, autograph=False)
     for step in range(6):
         grads = [tf.random.stateless_normal(w.shape, [step, 7 + i])
                  for i, w in enumerate(start)]
@@ -654,7 +657,8 @@ def test_masks_restore_with_checkpoint(tmp_path):
 def test_stats_of_network():
     model = sparse_mlp(units=(16, 16, 3), sparsity=0.75)
     stats = sparse_layers.network_stats(model)
-    # uniform 0.75: zeros floor(.75*96)=72, floor(.75*256)=192, floor(.75*48)=36
+    # uniform 0.75: zeros floor(.75*96)=72, floor(.75*256)=192,
+    # floor(.75*48)=36
     assert [l.active_weights for l in stats.layers] == [24, 64, 12]
     expected = sparse_utils.network_stats([(6, 16), (16, 16), (16, 3)],
                                           masks_of(model))

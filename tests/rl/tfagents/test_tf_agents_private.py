@@ -42,9 +42,9 @@ from rigl.rl.tfagents.run import settings as settings_lib
 MODULE = os.path.join('rigl', 'rl', 'tfagents', 'tf_agents_private.py')
 RECHECK = (f'{MODULE} was checked against tf-agents '
            f'{tfa_private.TESTED_VERSION}: re-check every name in its '
-           'PRIVATE_ATTRIBUTES, PRIVATE_FUNCTIONS and OVERRIDDEN_HOOKS against '
-           'the installed release\'s source, fix the accessors, then update '
-           'TESTED_VERSION.')
+           'PRIVATE_ATTRIBUTES, PRIVATE_FUNCTIONS and OVERRIDDEN_HOOKS '
+           'against the installed release\'s source, fix the accessors, '
+           'then update TESTED_VERSION.')
 
 # The TF-Agents class each registry key names.
 CLASSES = {

@@ -66,7 +66,8 @@ class Algorithm:
         self.train_step = tf.Variable(0, dtype=tf.int64, name='train_step')
         self.agent = None
         self.networks: Dict[str, tf.Module] = {}
-        self.masked_optimizers: Dict[str, masked_optimizer.MaskedOptimizer] = {}
+        self.masked_optimizers: Dict[
+            str, masked_optimizer.MaskedOptimizer] = {}
         self.noise_layout: Optional[anf.NoiseLayout] = None
         # The sparse method: read once from the config, then passed down.
         self.sparse_method = sparsity_spec.from_gin(settings)
@@ -315,13 +316,14 @@ class OffPolicySettings(RunSettings):
         if self.n_step > self.initial_collect_steps:
             raise ValueError(
                 f'train_eval.n_step {self.n_step} exceeds '
-                f'train_eval.initial_collect_steps {self.initial_collect_steps}'
+                f'train_eval.initial_collect_steps '
+                f'{self.initial_collect_steps}'
                 ': the first train step needs one whole n-step transition.')
         if self.batch_size > self.initial_collect_steps:
             raise ValueError(
                 f'train_eval.batch_size {self.batch_size} exceeds the '
-                f'{self.initial_collect_steps} transitions the replay holds at '
-                'the first train step (train_eval.initial_collect_steps).')
+                f'{self.initial_collect_steps} transitions the replay holds '
+                'at the first train step (train_eval.initial_collect_steps).')
         if self.batch_size > self.replay_capacity:
             raise ValueError(
                 f'train_eval.batch_size {self.batch_size} exceeds '
@@ -329,7 +331,8 @@ class OffPolicySettings(RunSettings):
 
 
 def transition_batch(batch: Dict[str, np.ndarray]) -> trajectory.Transition:
-    """A replay sample as the Transition TF-Agents' off-policy agents train on."""
+    """A replay sample as the Transition TF-Agents' off-policy agents
+    train on."""
     size = batch['reward'].shape[0]
     mid = tf.fill([size], ts.StepType.MID)
     return trajectory.Transition(
@@ -433,5 +436,6 @@ class OffPolicyAlgorithm(Algorithm):
         low = np.broadcast_to(spec.minimum, spec.shape)
         high = np.broadcast_to(spec.maximum, spec.shape)
         if spec.dtype.is_integer:
-            return rng.integers(low, high + 1).astype(spec.dtype.as_numpy_dtype)
+            return rng.integers(low, high + 1).astype(
+                spec.dtype.as_numpy_dtype)
         return rng.uniform(low, high).astype(np.float32)

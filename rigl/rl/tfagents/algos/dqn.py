@@ -192,7 +192,8 @@ class Dqn(base.OffPolicyAlgorithm):
         q = tf.gather(q_values, action, batch_dims=1)
         next_q, _ = tfa_private.target_q_network(self.agent)(next_observation)
         target = tf.stop_gradient(
-            self.settings.reward_scale_factor * transition.next_time_step.reward
+            self.settings.reward_scale_factor *
+            transition.next_time_step.reward
             + self.settings.gamma * transition.next_time_step.discount *
             tf.reduce_max(next_q, axis=-1))
         return TD_LOSSES[self.settings.td_errors_loss](target, q)

@@ -141,7 +141,8 @@ class NumpyCollectPolicy:
             categorical_projection_network.CategoricalProjectionNetwork)
         spec = agent.action_spec
         self._action_dtype = spec.dtype.as_numpy_dtype
-        self._low = np.broadcast_to(spec.minimum, spec.shape).astype(np.float32)
+        self._low = np.broadcast_to(spec.minimum, spec.shape).astype(
+            np.float32)
         self._high = np.broadcast_to(spec.maximum, spec.shape).astype(
             np.float32)
         self.refresh()
@@ -183,7 +184,8 @@ class NumpyCollectPolicy:
         value = numpy_inference.mlp(self._value, x)[..., 0]
         if self._discrete:
             shifted = np.exp(out - out.max(axis=-1, keepdims=True))
-            cumulative = np.cumsum(shifted / shifted.sum(-1, keepdims=True), -1)
+            cumulative = np.cumsum(
+                shifted / shifted.sum(-1, keepdims=True), -1)
             draws = rng.random((len(out), 1))
             action = (draws < cumulative).argmax(-1).astype(self._action_dtype)
             params = {'logits': out.astype(np.float32)}

@@ -3,10 +3,11 @@
 Each checkpoint is written to `checkpoints/ckpt-<step>.tmp/` (TF objects,
 replay data, run state, the run's config and, in `resume.json`, what a
 resume needs to continue the episodes in progress), then renamed into
-place, then `latest` is replaced atomically. Restoring tries the newest complete
-checkpoint first and falls back to older ones when one cannot be read, so a
-truncated file, a missing index or a bad `latest` pointer loses at most one
-checkpoint interval. The newest `keep` (>= 2) checkpoints are kept.
+place, then `latest` is replaced atomically. Restoring tries the newest
+complete checkpoint first and falls back to older ones when one cannot be
+read, so a truncated file, a missing index or a bad `latest` pointer loses
+at most one checkpoint interval. The newest `keep` (>= 2) checkpoints are
+kept.
 """
 
 import errno
@@ -179,7 +180,8 @@ class Checkpointer:
                 if on_restored is not None:
                     on_restored(state)
             except IncompatibleReplay as error:
-                raise ValueError(f'cannot resume from {path}: {error}') from None
+                raise ValueError(
+                    f'cannot resume from {path}: {error}') from None
             except Exception as error:  # pylint: disable=broad-except
                 errors.append((path, error))
                 console.log(f'warning: cannot restore {path} '

@@ -37,21 +37,24 @@ class ReplayBuffer:
             transition (`add(..., policy_action=...)`).
     """
 
-    FIELDS = ('observation', 'action', 'reward', 'discount', 'next_observation')
+    FIELDS = ('observation', 'action', 'reward', 'discount',
+              'next_observation')
 
     def __init__(self, capacity: int, observation_shape: Sequence[int],
                  action_shape: Sequence[int], action_dtype=np.float32,
                  n_step: int = 1, gamma: float = 0.99,
                  policy_actions: bool = False):
         if capacity <= 0:
-            raise ValueError(f'replay_capacity must be positive, got {capacity}.')
+            raise ValueError(
+                f'replay_capacity must be positive, got {capacity}.')
         if not 1 <= n_step <= capacity:
             raise ValueError(f'train_eval.n_step must be in 1..{capacity} for '
                              f'this replay, got {n_step}.')
         self.capacity = int(capacity)
         self.n_step, self._gamma = int(n_step), float(gamma)
         self._data = {
-            'observation': np.zeros((capacity, *observation_shape), np.float32),
+            'observation': np.zeros((capacity, *observation_shape),
+                                    np.float32),
             'action': np.zeros((capacity, *action_shape), action_dtype),
             'reward': np.zeros((capacity,), np.float32),
             'discount': np.zeros((capacity,), np.float32),
@@ -200,7 +203,8 @@ class ReplayBuffer:
         for name, array in arrays.items():
             if array.shape[1:] != self._data[name].shape[1:]:
                 raise IncompatibleReplay(
-                    f'saved replay field {name!r} has shape {array.shape[1:]}, '
+                    f'saved replay field {name!r} has shape '
+                    f'{array.shape[1:]}, '
                     f'this run needs {self._data[name].shape[1:]}.')
         # Oldest first: a buffer saved full by an older version has its
         # oldest transition at `next`; one that never filled, or saved

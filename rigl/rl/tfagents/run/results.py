@@ -37,8 +37,8 @@ class Results:
                 try:
                     rows.append(json.loads(line))
                 except ValueError:
-                    console.log(f'warning: dropped unreadable line {number} of '
-                                f'{self.path}.')
+                    console.log(f'warning: dropped unreadable line {number} '
+                                f'of {self.path}.')
         return rows
 
     def _write(self, rows: List[Dict]) -> None:

@@ -112,7 +112,8 @@ class RunDir:
                 f'{"; ".join(changes)}. Use another root_dir, or pass '
                 '--allow_config_change to resume with the new one.')
         if changes:
-            console.log(f'Resuming with a changed config: {"; ".join(changes)}.')
+            console.log(f'Resuming with a changed config: '
+                        f'{"; ".join(changes)}.')
 
     def prepare_fresh_start(self) -> List[str]:
         """Before a run starts from step 0: removes a killed attempt's
@@ -176,7 +177,8 @@ def gin_parameters() -> Dict[str, Any]:
     {'[scope/]configurable.param': value} (from the operative config)."""
     parameters = {}
     parser = config_parser.ConfigParser(
-        gin.operative_config_str(), gin.config.ParserDelegate(skip_unknown=True))
+        gin.operative_config_str(),
+        gin.config.ParserDelegate(skip_unknown=True))
     for statement in parser:
         if not isinstance(statement, config_parser.BindingStatement):
             continue

@@ -241,7 +241,8 @@ class CompressedDense(tf.keras.layers.Layer):
             ops.append(self.values.assign(new_values))
             ops.append(self.positions.assign(new_positions))
             ops += [variable.assign(value) for variable, value in zip(
-                self._structure, csr.structure(new_positions, self.kernel_shape))]
+                self._structure,
+                csr.structure(new_positions, self.kernel_shape))]
         return tf.group(ops)
 
     def capture_dense_gradient(self, when: Callable[[], tf.Tensor]) -> None:

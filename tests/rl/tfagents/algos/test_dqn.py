@@ -158,7 +158,8 @@ def test_linear_lr_decay_reaches_zero_at_the_last_step():
 
 def test_atari_config_trains_on_a_real_rom(tmp_path):
     dqn(tmp_path, 'dqn_atari_sparse_config.gin',
-        'train_eval.num_iterations = 60', 'train_eval.initial_collect_steps = 100',
+        'train_eval.num_iterations = 60',
+        'train_eval.initial_collect_steps = 100',
         'train_eval.replay_capacity = 1000', 'train_eval.eval_interval = 60',
         'train_eval.eval_episodes = 1', 'train_eval.checkpoint_interval = 60',
         'train_eval.log_interval = 60', 'mask_updater.update_freq = 20',

@@ -187,7 +187,8 @@ def test_numpy_collect_policy_matches_tf_agents(env_name):
         env_name=env_name, seed=0, actor_fc_layers=(16, 16),
         value_fc_layers=(16, 16), train_mode_actor='sparse',
         train_mode_value='sparse', sparse_output_layer=True)
-    algorithm = ppo.Ppo(settings, tensor_spec.from_spec(env.observation_spec()),
+    algorithm = ppo.Ppo(settings,
+                        tensor_spec.from_spec(env.observation_spec()),
                         tensor_spec.from_spec(env.action_spec()), seed=0)
     gin.clear_config()
     agent = algorithm.agent

@@ -99,8 +99,8 @@ def _targets_within_online_masks(path):
         for name, mask in masks.items():
             if not name.startswith(f'agent/{online}/'):
                 continue
-            target_kernel = kernels[
-                name.replace(online, target).replace('/mask/', '/layer/kernel/')]
+            target_kernel = kernels[name.replace(online, target).replace(
+                '/mask/', '/layer/kernel/')]
             assert np.all(target_kernel[mask == 0] == 0), name
             checked += 1
     return checked
