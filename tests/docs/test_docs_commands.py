@@ -1,8 +1,9 @@
-"""Every command in README.md and docs/*.md runs as written.
+"""Every command in README.md and the docs pages runs as written.
 
-The test reads the fenced code blocks of the README and of every page under
-docs/ (not docs/ subfolders: generated study reports) and checks, without
-running anything, in this process:
+The test reads the fenced code blocks of the README, of every page in
+docs/ and of each study's own page (docs/studies/<study>/README.md, not the
+generated report beside it) and checks, without running anything, in this
+process:
 
 * Shell blocks (```bash, ```sh, ```shell, ```console). Each command (lines
   joined at a trailing backslash, split at &&, ||, ;, | and &, leading
@@ -70,7 +71,8 @@ from helpers import REPO
 
 DOCS = ['README.md'] + sorted(
     os.path.relpath(path, REPO)
-    for path in glob.glob(os.path.join(REPO, 'docs', '*.md')))
+    for pattern in ('*.md', os.path.join('studies', '*', 'README.md'))
+    for path in glob.glob(os.path.join(REPO, 'docs', pattern)))
 SKIP_MARKER = '<!-- docs-test: skip -->'
 SHELL_LANGUAGES = ('bash', 'sh', 'shell', 'console')
 # Programs from outside this repository: documented, not checked here.
