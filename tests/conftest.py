@@ -15,6 +15,10 @@ modules next to it importable from every test file:
 * `helpers`: the repository's paths, running a train script (in a
   subprocess or in this process) and reading a run's outputs.
 
+One fixture is defined here for tests in several files: `tiny_local_study`,
+a tiny study run once by the local backend, which the study tests and the
+Ray tests both read.
+
 Speed. pyproject.toml runs the suite on one pytest-xdist worker per core
 with `--dist=loadgroup`: each worker takes the next test when it is nearly
 done, so the order of the collection is the order of the start. This file
