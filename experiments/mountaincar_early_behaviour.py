@@ -1,55 +1,60 @@
 r"""How DQN behaves on MountainCar before it first reaches the flag.
 
-Reads the replay buffer of a run's checkpoint (every transition so far,
-oldest first, when the buffer has not wrapped) and prints, per window of
-training steps, what the collecting policy did: how far right its episodes
-got (the flag is at position 0.5), how often it pushed along the velocity
-(the only way to pump energy into the car) and how often it repeated one
-action. Runs are compared with the same-seed runs of a study: their eval
-returns up to the checkpoint must match, so the numbers describe the study's
-own runs.
+Reads the replay buffer of each rerun's checkpoint (every transition so
+far, oldest first, when the buffer has not wrapped) and prints, per window
+of training steps, what the collecting policy did: how far right its
+episodes got (the flag is at position 0.5), how often it pushed along the
+velocity (the only way to pump energy into the car) and how often it
+repeated one action. Each rerun is compared with the study's run of the
+same task, method and seed: their eval returns up to the checkpoint must
+match ("same"), so the numbers describe the study's own runs.
 
-  python experiments/mountaincar_early_behaviour.py RUN_DIR... \
+  python experiments/mountaincar_early_behaviour.py RERUNS_DIR \
       --study=studies/results/dqn_classic_100k --step=20000
 """
 
 import argparse
-import glob
-import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
+from rigl.rl import layout
+from rigl.rl.report.runs import RunData
+from rigl.rl.report.runs import read_runs
+
 FLAG_POSITION = 0.5
-PUSH_LEFT, NO_PUSH, PUSH_RIGHT = 0, 1, 2
+PUSH_LEFT, PUSH_RIGHT = 0, 2  # 1: no push
 
 
 def load_replay(run_dir: str, step: int) -> Dict[str, np.ndarray]:
     """The transitions of checkpoint `ckpt-<step>`, oldest first."""
-    path = os.path.join(run_dir, 'checkpoints', f'ckpt-{step}', 'replay.npz')
+    path = os.path.join(run_dir, layout.CHECKPOINTS_DIR, f'ckpt-{step}',
+                        layout.CHECKPOINT_REPLAY_FILE)
     with np.load(path) as saved:
         size = int(saved['size'])
         return {name: saved[name][:size]
                 for name in ('observation', 'action', 'ends')}
 
 
-def results(run_dir: str) -> List[dict]:
-    with open(os.path.join(run_dir, 'results.jsonl')) as f:
-        return [json.loads(line) for line in f]
+def run_key(run: RunData) -> tuple:
+    """(task, method, seed) of a run, from its rows."""
+    first = run.rows[0]
+    return first['env_name'], first['method'], first['seed']
 
 
-def same_run(run_dir: str, study_dir: str, step: int) -> Optional[bool]:
-    """Whether a rerun's eval rows up to `step` equal the study run's (None
-    if the study has no such run)."""
-    study_file = os.path.join(study_dir, 'results.jsonl')
-    if not os.path.exists(study_file):
+def same_run(rerun: RunData, original: Optional[RunData],
+             step: int) -> Optional[bool]:
+    """Whether a rerun's eval rows up to `step` equal the original run's
+    (None without an original)."""
+    if original is None:
         return None
-    mine = [(r['step'], r['return_mean']) for r in results(run_dir)
-            if r['step'] <= step]
-    theirs = [(r['step'], r['return_mean']) for r in results(study_dir)
-              if r['step'] <= step]
-    return bool(mine) and mine == theirs
+
+    def evals(run):
+        return [(r['step'], r['return_mean']) for r in run.rows
+                if r['step'] <= step]
+
+    return bool(evals(rerun)) and evals(rerun) == evals(original)
 
 
 def episode_max_positions(replay: Dict[str, np.ndarray]) -> np.ndarray:
@@ -67,15 +72,16 @@ def episode_max_positions(replay: Dict[str, np.ndarray]) -> np.ndarray:
     return furthest
 
 
-def window_stats(replay: Dict[str, np.ndarray], begin: int,
-                 end: int) -> Dict[str, float]:
-    """What the collecting policy did in transitions [begin, end)."""
+def window_stats(replay: Dict[str, np.ndarray], furthest: np.ndarray,
+                 begin: int, end: int) -> Dict[str, float]:
+    """What the collecting policy did in transitions [begin, end);
+    `furthest` is `episode_max_positions(replay)`."""
     actions = replay['action'][begin:end].reshape(-1)
     velocity = replay['observation'][begin:end, 1]
     moving = velocity != 0
     along = ((actions == PUSH_RIGHT) & (velocity > 0)) | (
         (actions == PUSH_LEFT) & (velocity < 0))
-    furthest = episode_max_positions(replay)[begin:end]
+    furthest = furthest[begin:end]
     episode_ends = replay['ends'][begin:end]
     counts = np.bincount(actions, minlength=3) / max(len(actions), 1)
     return {
@@ -92,29 +98,31 @@ def window_stats(replay: Dict[str, np.ndarray], begin: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('run_dirs', nargs='+')
+    parser.add_argument('reruns_dir',
+                        help='the output of mountaincar_early_runs.sh')
     parser.add_argument('--study', default='studies/results/dqn_classic_100k')
     parser.add_argument('--step', type=int, default=20000)
     parser.add_argument('--window', type=int, default=5000)
     parser.add_argument('--initial', type=int, default=1000,
                         help='random initial transitions (skipped)')
     args = parser.parse_args()
+    originals = {run_key(run): run for run in read_runs(args.study)
+                 if run.rows}
     print(f'{"run":10s} {"same":>5s} {"steps":>13s} {"episodes":>8s} '
           f'{"furthest":>8s} {"flag":>4s} {"along v":>7s} '
           f'{"top action":>10s} {"repeat":>6s}')
-    for run_dir in args.run_dirs:
-        first = results(run_dir)[0]
-        method = first['update_alg'] or 'static'
-        study_dirs = glob.glob(os.path.join(
-            args.study, f'env_name=MountainCar-v0,method={method},*',
-            f'seed_{first["seed"]}'))
-        identical = (same_run(run_dir, study_dirs[0], args.step)
-                     if study_dirs else None)
-        replay = load_replay(run_dir, args.step)
-        name = f'{method} s{first["seed"]}'
+    for rerun in read_runs(args.reruns_dir):
+        _, method, seed = run_key(rerun)
+        identical = same_run(rerun, originals.get(run_key(rerun)),
+                             args.step)
+        replay = load_replay(os.path.join(args.reruns_dir, rerun.path),
+                             args.step)
+        furthest = episode_max_positions(replay)
+        name = f'{method} s{seed}'
         for begin in range(args.initial, args.initial + args.step,
                            args.window):
-            stats = window_stats(replay, begin, begin + args.window)
+            stats = window_stats(replay, furthest, begin,
+                                 begin + args.window)
             steps = (f'{begin - args.initial:,}-'
                      f'{begin - args.initial + args.window:,}')
             print(f'{name:10s} {str(identical):>5s} {steps:>13s} '

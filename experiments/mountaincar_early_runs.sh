@@ -5,7 +5,7 @@
 # replay buffers. One intra-op thread, as the study's runs: the reruns then
 # repeat them bit for bit (the behaviour script checks their eval returns).
 #   bash experiments/mountaincar_early_runs.sh [OUT] [SEEDS]
-#   python experiments/mountaincar_early_behaviour.py OUT/*_s* --window=10000
+#   python experiments/mountaincar_early_behaviour.py OUT --window=10000
 set -euo pipefail
 OUT=${1:-/tmp/sparserl_mountaincar_early}
 SEEDS=${2:-"0 1"}

@@ -80,6 +80,8 @@ def _fixture_groups(items) -> dict:
     fixture, directly or through another test (the users of a file's
     fixture and of a conftest fixture that one of them also uses form one
     group). A group is named by its first fixture's home and name."""
+    shared = {item: _shared_fixtures(item) for item in items}
+    shared = {item: fixtures for item, fixtures in shared.items() if fixtures}
     parent = {}
 
     def root(key):
@@ -87,12 +89,12 @@ def _fixture_groups(items) -> dict:
             key = parent[key]
         return key
 
-    for item in items:
-        keys = [root(fixture) for fixture in _shared_fixtures(item)]
+    for fixtures in shared.values():
+        keys = [root(fixture) for fixture in fixtures]
         for key in keys[1:]:
             parent[key] = keys[0]
-    return {item: '::'.join(root(_shared_fixtures(item)[0]))
-            for item in items if _shared_fixtures(item)}
+    return {item: '::'.join(root(fixtures[0]))
+            for item, fixtures in shared.items()}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
