@@ -117,9 +117,12 @@ def available() -> bool:
         return False
 
 
-# `which` for values already in the product's order; no bias.
-_IDENTITY = tf.zeros([0], tf.int32)
-_EMPTY = tf.zeros([0], tf.float32)
+def _nothing(dtype: tf.DType) -> tf.Tensor:
+    """An empty vector: `which` for values already in the product's order
+    (int32), or no bias (float32). Made at each call, not at import: a
+    tensor made at import would start TensorFlow before the train script
+    picks its thread count (`console.configure_devices`)."""
+    return tf.zeros([0], dtype)
 
 
 class Structure(NamedTuple):
@@ -172,7 +175,7 @@ def matmul(x: tf.Tensor, values: tf.Tensor, layout: Structure,
     del shape  # implied by the layout
     no_bias = bias is None
     if no_bias:
-        bias = _EMPTY
+        bias = _nothing(tf.float32)
 
     @tf.custom_gradient
     def product(x, values, bias):
@@ -183,7 +186,8 @@ def matmul(x: tf.Tensor, values: tf.Tensor, layout: Structure,
             if relu:  # TF's own ReLU gradient: one op
                 dy = tf.raw_ops.ReluGrad(gradients=dy, features=y)
             dx = ops.sparserl_mat_mul(dy, layout.row_ptr, layout.col,
-                                      _IDENTITY, values, _EMPTY)
+                                      _nothing(tf.int32), values,
+                                      _nothing(tf.float32))
             dvalues = ops.sparserl_sampled_dot(x, dy, layout.row_ptr,
                                                layout.col)
             if gradient_hook is not None:

@@ -34,8 +34,13 @@ def test_cpu_placement_is_reported_and_used():
 def test_cpu_threads_default_to_one_and_follow_the_environment(
         variable, threads, line):
     """On a CPU each op runs on one thread unless TF_NUM_INTRAOP_THREADS
-    sets the count; the summary says which, and TensorFlow runs with it."""
-    code = ('import rigl; from rigl.rl.tfagents.run import console; '
+    sets the count; the summary says which, and TensorFlow runs with it.
+    The process first imports what the train scripts and the distributed
+    launcher import: a module that starts TensorFlow at import (a tensor
+    made at module level) would fix the count before the script picks it."""
+    code = ('import rigl; from rigl.rl.tfagents import train; '
+            'from rigl.rl import distributed; '
+            'from rigl.rl.tfagents.run import console; '
             'print(console.configure_devices()); import tensorflow as tf; '
             'tf.constant(1.0) + 1.0; '
             'print("threads", tf.config.threading.'
