@@ -36,6 +36,7 @@ from rigl.rl.tfagents import train
 from rigl.rl.tfagents.algos import dqn
 from rigl.rl.tfagents.algos import sac
 from rigl.rl.tfagents.algos import td3
+from rigl.rl.tfagents.run import console
 from rigl.rl.tfagents.run import settings as settings_lib
 from off_policy_benchmark import warmed_up_trainer
 from results_rows import first_and_last_rows
@@ -126,6 +127,7 @@ def main():
     parser.add_argument('--export', action='store_true',
                         help='also time the numpy export at batch 1 and 256')
     args = parser.parse_args()
+    print(console.configure_devices())  # the threads a user's run gets
     print(f'{"algo":5} {"width":>5} {"agent":>14} {"steps/s":>9} '
           f'{"dense/x":>8}')
     for algo in args.algos:
