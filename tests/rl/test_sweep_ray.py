@@ -1,8 +1,8 @@
 """The sweep's Ray backend (--backend=ray) on a local Ray cluster of 2 CPUs
 that the tests start (`ray.init(num_cpus=2)` in a child process): a study
 finishes with the same results and report as the local backend, and a
-failing run is reported and not retried; a killed worker's run resumes;
-Ctrl-C leaves every run resumable."""
+failing run is reported and not retried; Ctrl-C leaves every run
+resumable, and a killed worker's run is retried and resumes."""
 
 import importlib.util
 import json
@@ -29,9 +29,10 @@ import tiny  # noqa: E402
 from helpers import REPO  # noqa: E402
 
 GRID = "--grid=mask_updater.update_alg=['set','rigl']"
-# Longer runs, to kill or interrupt after their first checkpoint (250),
-# with evaluations at EVALS: 1750 train steps (seconds) after that
-# checkpoint, for the kill or the Ctrl-C to land before the run ends. The
+# Longer runs, to interrupt after their first checkpoint (250) and to kill
+# once resumed from it, with evaluations at EVALS: 1750 train steps
+# (seconds) after that checkpoint, for the Ctrl-C and the kill to land
+# before the run ends. The
 # sweep answers Ctrl-C with a stop request (a file the task polls every
 # 0.5 s): Ray's own cancel of a running task sometimes never reached it
 # under the suite's load, and the run trained on to its end.
@@ -133,6 +134,16 @@ def has_checkpoint(run_dir):
     return os.path.exists(os.path.join(run_dir, 'checkpoints', 'latest'))
 
 
+def wait_for(predicate, sweep, message, timeout=300):
+    """Waits until `predicate()` holds while `sweep` runs."""
+    deadline = time.time() + timeout
+    while not predicate():
+        assert sweep.poll() is None, finish(sweep)
+        if time.time() > deadline:
+            pytest.fail(f'{message} in {timeout} s')
+        time.sleep(0.2)
+
+
 def wait_for_training(run_dirs, count, sweep, checkpoints=1, timeout=300):
     """Waits until `count` of the runs train, `checkpoints` of them past
     their first checkpoint; returns {run_dir: [its training process]}."""
@@ -202,39 +213,12 @@ def test_a_ray_study_matches_the_local_backend(cluster, tiny_local_study,
     assert '2 runs: 2 finished before (skipped), 0 to run' in out
 
 
-def test_a_killed_worker_is_retried_and_the_run_resumes(cluster, tmp_path):
-    root = tmp_path / 'study'
-    run_dir = root / 'default' / 'seed_0'
-    sweep = start(sweep_command(root, *LONG, '--seeds=1', '--max_retries=2',
-                                f'--address={cluster}'))
-    try:
-        first, = wait_for_training([run_dir], 1, sweep)[run_dir]
-        worker = first.parent()
-        assert 'ray::' in ' '.join(worker.cmdline()), worker.cmdline()
-        worker.kill()  # the Ray worker process running the task
-        # The training process dies with its worker ...
-        assert not psutil.wait_procs([first], timeout=30)[1]
-        code, out, err = finish(sweep)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    # ... and the task runs again, resuming from the checkpoint.
-    assert code == 0, out + err
-    assert 'retry 1 of 2: default/seed_0 on ' in out
-    assert re.search(r'\ndone: default/seed_0 in [\d:]+ on ', out)
-    log = (run_dir / 'log.txt').read_text()
-    assert len(re.findall(r'^=== .*\[ray task on ', log, re.M)) == 2, log
-    assert 'Resumed from ' in log
-    # Every evaluation once: none lost, none repeated.
-    assert [row['step'] for row in rows(run_dir)] == EVALS
-    assert (run_dir / 'final_metric.json').exists()
-
-
-def test_ctrl_c_cancels_the_runs_and_a_rerun_resumes_them(cluster, tmp_path):
+def test_ctrl_c_and_a_killed_worker_leave_every_run_resumable(cluster,
+                                                              tmp_path):
     root = tmp_path / 'study'
     # Runs of 2 CPUs on the cluster's 2: one trains, the other waits.
     args = sweep_command(root, *LONG, '--seeds=2', '--cpus_per_run=2',
-                         f'--address={cluster}')
+                         '--max_retries=2', f'--address={cluster}')
     run_dirs = [root / 'default' / f'seed_{seed}' for seed in range(2)]
     sweep = start(args)
     try:
@@ -258,13 +242,37 @@ def test_ctrl_c_cancels_the_runs_and_a_rerun_resumes_them(cluster, tmp_path):
     assert not (stopped / 'final_metric.json').exists(), out
     assert not (unstarted[0] / 'log.txt').exists(), out
     # The same command again: the stopped run resumes, the other starts.
-    code, out, err = finish(start(args))
+    # Once the stopped run has resumed, the Ray worker running it is
+    # killed: the task runs again and resumes once more.
+    sweep = start(args)
+    try:
+        wait_for(lambda: 'Resumed from ' in (stopped / 'log.txt').read_text(),
+                 sweep, 'the stopped run did not resume')
+        running = training_processes(stopped)
+        assert len(running) == 1, running
+        worker = running[0].parent()
+        assert 'ray::' in ' '.join(worker.cmdline()), worker.cmdline()
+        worker.kill()
+        # The training process dies with its worker ...
+        assert not psutil.wait_procs(running, timeout=30)[1]
+        code, out, err = finish(sweep)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    # ... and the task runs again, resuming from the checkpoint.
     assert code == 0, out + err
     assert '2 runs: 0 finished before (skipped), 2 to run' in out
+    assert f'retry 1 of 2: default/{stopped.name} on ' in out
     for run_dir in run_dirs:
+        assert re.search(rf'\ndone: default/{run_dir.name} in [\d:]+ on ',
+                         out), out
+        # Every evaluation once: none lost, none repeated.
         assert [row['step'] for row in rows(run_dir)] == EVALS
+        assert (run_dir / 'final_metric.json').exists()
     log = (stopped / 'log.txt').read_text()
-    assert 'Resumed from ' in log, log
+    # Started, resumed after Ctrl-C, resumed after the kill.
+    assert len(re.findall(r'^=== .*\[ray task on ', log, re.M)) == 3, log
+    assert log.count('Resumed from ') == 2, log
     # Its threads follow its CPU request.
     assert 'device: CPU, 2 intra-op threads' in log
     log = (unstarted[0] / 'log.txt').read_text()
