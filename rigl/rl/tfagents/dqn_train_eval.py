@@ -11,10 +11,8 @@ checkpoint. Settings: `rigl.rl.tfagents.algos.dqn.DqnSettings`; the loop:
 
 from absl import app
 
-from rigl.rl.tfagents import train
 from rigl.rl.tfagents.run import console
 
 if __name__ == '__main__':
     console.define_flags()
-    app.run(lambda argv: train.main('dqn'),
-            flags_parser=console.parse_flags)
+    app.run(console.script_main('dqn'), flags_parser=console.parse_flags)

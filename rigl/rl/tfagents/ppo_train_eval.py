@@ -12,10 +12,8 @@ checkpoint (at iteration boundaries). Settings:
 
 from absl import app
 
-from rigl.rl.tfagents import train
 from rigl.rl.tfagents.run import console
 
 if __name__ == '__main__':
     console.define_flags()
-    app.run(lambda argv: train.main('ppo'),
-            flags_parser=console.parse_flags)
+    app.run(console.script_main('ppo'), flags_parser=console.parse_flags)

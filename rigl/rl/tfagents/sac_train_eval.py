@@ -12,10 +12,8 @@ checkpoint. Settings: `rigl.rl.tfagents.algos.sac.SacSettings`; the loop:
 
 from absl import app
 
-from rigl.rl.tfagents import train
 from rigl.rl.tfagents.run import console
 
 if __name__ == '__main__':
     console.define_flags()
-    app.run(lambda argv: train.main('sac'),
-            flags_parser=console.parse_flags)
+    app.run(console.script_main('sac'), flags_parser=console.parse_flags)

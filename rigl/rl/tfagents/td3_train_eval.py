@@ -11,10 +11,8 @@ checkpoint. Settings: `rigl.rl.tfagents.algos.td3.Td3Settings`; the loop:
 
 from absl import app
 
-from rigl.rl.tfagents import train
 from rigl.rl.tfagents.run import console
 
 if __name__ == '__main__':
     console.define_flags()
-    app.run(lambda argv: train.main('td3'),
-            flags_parser=console.parse_flags)
+    app.run(console.script_main('td3'), flags_parser=console.parse_flags)

@@ -175,6 +175,20 @@ def parse_flags(argv: Sequence[str]) -> Sequence[str]:
         sys.exit(2)
 
 
+def script_main(algorithm: str) -> Callable[[Sequence[str]], None]:
+    """The absl main of `<algorithm>_train_eval.py`. The training code, and
+    with it TensorFlow, is imported once the flags have parsed: --help and
+    a bad flag answer at once, not after TensorFlow's start-up."""
+
+    def main(argv: Sequence[str]) -> None:
+        del argv
+        # pylint: disable-next=import-outside-toplevel
+        from rigl.rl.tfagents import train
+        train.main(algorithm)
+
+    return main
+
+
 def run_main(train: Callable[[str, bool], object]) -> None:
     """`run_cli` with the command-line flags; exits with its code."""
     logging.set_verbosity(logging.WARNING)
