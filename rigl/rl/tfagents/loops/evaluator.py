@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
+from rigl.rl.tfagents.algos.base import GraphCall
 from rigl.rl.tfagents.loops.collector import Collector
 from rigl.rl.tfagents.loops.collector import EpisodeStats
 from rigl.rl.tfagents.run import plasticity
@@ -25,8 +26,8 @@ from rigl.rl.tfagents.run import seeding
 
 def single_action_fn(policy) -> Callable[[np.ndarray], np.ndarray]:
     """A compiled observation -> action function (one observation)."""
-    action = tf.function(lambda observation: policy.action(
-        ts.restart(observation, batch_size=1)).action[0], autograph=False)
+    action = GraphCall(tf.function(lambda observation: policy.action(
+        ts.restart(observation, batch_size=1)).action[0], autograph=False))
     return lambda observation: action(observation[None]).numpy()
 
 
