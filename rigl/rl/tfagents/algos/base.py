@@ -338,15 +338,15 @@ class GraphCall:
     same results."""
 
     def __init__(self, function: Callable):
-        self._function = function
+        self.function = function  # the tf.function
         self._signature, self._graph = None, None
 
     def __call__(self, *arrays):
         signature = tuple((array.shape, array.dtype) for array in arrays)
         if signature == self._signature:
             return self._graph(*arrays)
-        result = self._function(*arrays)
-        self._graph = self._function.get_concrete_function(*arrays)
+        result = self.function(*arrays)
+        self._graph = self.function.get_concrete_function(*arrays)
         self._signature = signature
         return result
 
