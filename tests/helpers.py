@@ -104,6 +104,22 @@ def latest_checkpoint(root):
         return os.path.join(directory, f.read().strip())
 
 
+def wait_for(predicate, process, timeout: float, what: str) -> None:
+    """Polls `predicate()` every 0.2 s until it holds. Fails naming `what`
+    if `process` exits first (with its output, if piped) or `timeout`
+    seconds pass."""
+    deadline = time.time() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(
+                f'{what}: the process exited ({process.returncode}) first\n'
+                f'{out or ""}{err or ""}')
+        if time.time() > deadline:
+            raise AssertionError(f'{what}: not within {timeout} s')
+        time.sleep(0.2)
+
+
 def kill_after_checkpoints(args, root, count: int = 2,
                            timeout: float = 240) -> str:
     """Starts a training command, SIGKILLs it once `count` checkpoints were

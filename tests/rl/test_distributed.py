@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import gin
 import numpy as np
@@ -151,16 +150,6 @@ def test_all_roles_with_two_actors(tmp_path):
     assert rows[-1]['env_steps'] > 300
 
 
-def wait_for(predicate, timeout, process):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        assert process.poll() is None, 'the launcher exited early'
-        time.sleep(0.2)
-    raise AssertionError('timed out')
-
-
 def test_killed_processes_restart_and_an_interrupted_launcher_resumes(
         tmp_path):
     """Killed learner and actor: the launcher restarts both and the learner
@@ -182,16 +171,19 @@ def test_killed_processes_restart_and_an_interrupted_launcher_resumes(
             return False
 
     try:
-        wait_for(lambda: os.path.isdir(root / 'checkpoints' / 'ckpt-150'),
-                 300, process)
+        helpers.wait_for(
+            lambda: os.path.isdir(root / 'checkpoints' / 'ckpt-150'),
+            process, 300, 'the first checkpoint')
         with open(root / 'logs' / distributed.PROCESSES_FILE) as f:
             pids = json.load(f)
         os.kill(pids['learner'], signal.SIGKILL)
         os.kill(pids['actor_0'], signal.SIGKILL)
         # The restarted learner checkpoints again, the restarted actor
         # reports its attempt; then Ctrl-C.
-        wait_for(lambda: os.path.isdir(root / 'checkpoints' / 'ckpt-300')
-                 and restarted_actor_reported(), 300, process)
+        helpers.wait_for(
+            lambda: os.path.isdir(root / 'checkpoints' / 'ckpt-300')
+            and restarted_actor_reported(), process, 300,
+            'a checkpoint and an actor report after the restarts')
         # The Reverb checkpoint is taken just before the learner's.
         assert [name for name in os.listdir(root / 'reverb')
                 if not name.startswith('.')]

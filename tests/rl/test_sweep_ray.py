@@ -134,16 +134,6 @@ def has_checkpoint(run_dir):
     return os.path.exists(os.path.join(run_dir, 'checkpoints', 'latest'))
 
 
-def wait_for(predicate, sweep, message, timeout=300):
-    """Waits until `predicate()` holds while `sweep` runs."""
-    deadline = time.time() + timeout
-    while not predicate():
-        assert sweep.poll() is None, finish(sweep)
-        if time.time() > deadline:
-            pytest.fail(f'{message} in {timeout} s')
-        time.sleep(0.2)
-
-
 def wait_for_training(run_dirs, count, sweep, checkpoints=1, timeout=300):
     """Waits until `count` of the runs train, `checkpoints` of them past
     their first checkpoint; returns {run_dir: [its training process]}."""
@@ -246,8 +236,9 @@ def test_ctrl_c_and_a_killed_worker_leave_every_run_resumable(cluster,
     # killed: the task runs again and resumes once more.
     sweep = start(args)
     try:
-        wait_for(lambda: 'Resumed from ' in (stopped / 'log.txt').read_text(),
-                 sweep, 'the stopped run did not resume')
+        helpers.wait_for(
+            lambda: 'Resumed from ' in (stopped / 'log.txt').read_text(),
+            sweep, 300, 'the stopped run resumes')
         running = training_processes(stopped)
         assert len(running) == 1, running
         worker = running[0].parent()
