@@ -15,7 +15,6 @@ sizes. `benchmarks/sparse_inference_benchmark.py` measures whether it pays.
 
 from typing import Dict, List, Sequence, Tuple
 
-import numba
 import numpy as np
 import tensorflow as tf
 
@@ -118,13 +117,25 @@ def _jit(function):
     to cache at decoration time, and the function is compiled in each
     process instead.
     """
+    import numba  # pylint: disable=import-outside-toplevel
     try:
         return numba.njit(cache=True, error_model='numpy')(function)
     except RuntimeError:  # no writable cache location
         return numba.njit(error_model='numpy')(function)
 
 
-@_jit
+def _compiled_greedy():
+    """The compiled `_sparse_greedy`, compiling it (and `_tanh`, which it
+    calls) on first use. Numba is imported only here: it costs every
+    process that never runs a CSR actor (most runs) a tenth of a second."""
+    global _tanh, _sparse_greedy  # pylint: disable=global-statement
+    if not hasattr(_sparse_greedy, 'py_func'):
+        # Numba reads the global _tanh when it compiles its callers.
+        _tanh = _jit(_tanh)
+        _sparse_greedy = _jit(_sparse_greedy)
+    return _sparse_greedy
+
+
 def _tanh(value):
     """tanh of a float32 in plain arithmetic, so that loops vectorize.
 
@@ -153,7 +164,6 @@ def _tanh(value):
     return np.float32(p / q)
 
 
-@_jit
 def _sparse_greedy(observations, layout, indptr, indices, values, biases,
                    mid, half_range):
     """Greedy actions [B, A] of a CSR MLP for observations [B, in].
@@ -278,6 +288,7 @@ class NumpyActor:
             return
         self._csr = [_to_csr(np.asarray(kernel, np.float32).T)
                      for kernel, _, _ in layers]
+        self._greedy = _compiled_greedy()
         self._pack()
         self(np.zeros((1, self._n_in), np.float32))  # compile
 
@@ -347,7 +358,7 @@ class NumpyActor:
             if x.ndim not in (1, 2) or x.shape[-1] != self._n_in:
                 raise ValueError(f'observations {x.shape}: expected '
                                  f'[B, {self._n_in}] or [{self._n_in}]')
-            actions = _sparse_greedy(x[None] if single else x, *self._arrays)
+            actions = self._greedy(x[None] if single else x, *self._arrays)
             return actions[0] if single else actions
         x = np.asarray(observations, np.float32).reshape(
             -1, observations.shape[-1]).T

@@ -24,6 +24,7 @@ import rigl  # noqa: F401  (before TensorFlow: picks the Keras)
 import tensorflow as tf
 
 import helpers
+import tiny
 
 CONFIGS = helpers.CONFIGS
 # Fields of a results row that measure time, not the run.
@@ -43,6 +44,7 @@ OFF_POLICY = [
     'mask_updater.update_alg = "rigl"',
     'mask_updater.update_freq = 20',
     'mask_updater.last_update_step = 100',
+    tiny.NO_POLICY,
 ]
 PENDULUM = ["train_eval.env_name = 'Pendulum-v1'",
             'create_environment.max_episode_steps = 50']
@@ -72,7 +74,7 @@ CASES = {
         'train_eval.eval_interval = 2',
         'train_eval.eval_episodes = 1',
         'train_eval.checkpoint_interval = 2',
-        'train_eval.seed = 3']),
+        'train_eval.seed = 3', tiny.NO_POLICY]),
 }
 
 
