@@ -157,6 +157,7 @@ def main():
                         '1e-6)')
     args = parser.parse_args()
     print(console.configure_devices())  # the threads a user's run gets
+    console.quiet_libraries()  # as a train script: no tfp warnings
     samples = bare_train_rates(args.algo, args.train_steps, blocks=10,
                                weight_decay=args.weight_decay)
     samples = {f'bare_{name}': values for name, values in samples.items()}

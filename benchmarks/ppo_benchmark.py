@@ -91,6 +91,7 @@ def main():
     parser.add_argument('--train_steps', type=int, default=600)
     args = parser.parse_args()
     print(console.configure_devices())  # the threads a user's run gets
+    console.quiet_libraries()  # as a train script: no tfp warnings
     print(f'{"":32s}{"dense":>10s}{"rigl 90%":>10s}')
     rows = {}
     for sparse in (False, True):

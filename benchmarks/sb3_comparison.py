@@ -59,6 +59,7 @@ def ours(algo: str, variant: str, amount: int) -> float:
     from rigl.rl.tfagents.run import console
 
     console.configure_devices()  # the thread count a user's run gets
+    console.quiet_libraries()  # as a train script: no tfp warnings
 
     config, bindings = OURS_CONFIG[(algo, variant)]
     gin.parse_config_files_and_bindings([os.path.join(CONFIGS, config)],

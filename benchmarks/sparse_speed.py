@@ -128,6 +128,7 @@ def main():
                         help='also time the numpy export at batch 1 and 256')
     args = parser.parse_args()
     print(console.configure_devices())  # the threads a user's run gets
+    console.quiet_libraries()  # as a train script: no tfp warnings
     print(f'{"algo":5} {"width":>5} {"agent":>14} {"steps/s":>9} '
           f'{"dense/x":>8}')
     for algo in args.algos:
