@@ -27,6 +27,7 @@ import numpy as np
 import rigl  # noqa: F401  (picks the Keras before TensorFlow starts)
 from rigl.rl.report.runs import RunData
 from rigl.rl.report.runs import read_runs
+from rigl.rl.tfagents.run import console
 
 POSITIONS = np.linspace(-1.2, 0.6, 61)
 VELOCITIES = np.linspace(-0.07, 0.07, 61)
@@ -59,6 +60,13 @@ def action_map(run_dir: str) -> np.ndarray:
                        observation=observations)
     actions = policy.action(step).action.numpy()
     return actions.reshape(grid_v.shape)
+
+
+def has_outputs(run_dir: str) -> bool:
+    """Whether a run has what its map and flag count read: the saved
+    policy and the TensorBoard training logs."""
+    return (os.path.isfile(os.path.join(run_dir, 'policy', 'saved_model.pb'))
+            and os.path.isdir(os.path.join(run_dir, 'train')))
 
 
 def final_effective_rank(run: RunData):
@@ -151,10 +159,23 @@ def main() -> None:
     parser.add_argument('--out', default='policy_maps.png',
                         help='the PNG of every map')
     args = parser.parse_args()
+    console.quiet_libraries()
     runs = mountaincar_runs(args.roots)
     if not runs:
         raise SystemExit('error: no finished MountainCar-v0 run under '
                          f'{args.roots}')
+    # A committed study holds results, not policies or TensorBoard logs:
+    # only runs trained on this machine can be mapped.
+    missing = [run_dir for run_dir, _ in runs if not has_outputs(run_dir)]
+    runs = [(run_dir, run) for run_dir, run in runs
+            if run_dir not in missing]
+    if missing:
+        print(f'skipped {len(missing)} run(s) without a saved policy/ and '
+              'train/ logs (not committed with a study; rerun a run to '
+              'map it): ' + ', '.join(label(d) for d in missing))
+    if not runs:
+        raise SystemExit('error: no MountainCar-v0 run with its policy/ and '
+                         'train/ logs to map.')
     maps = []
     print(f'{"run":<52} {"return":>7} {"actions":>16} {"pumping":>8} '
           f'{"rank":>5} '
