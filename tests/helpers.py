@@ -106,11 +106,11 @@ def latest_checkpoint(root):
 
 def wait_for(predicate, process, timeout: float, what: str) -> None:
     """Polls `predicate()` every 0.2 s until it holds. Fails naming `what`
-    if `process` exits first (with its output, if piped) or `timeout`
-    seconds pass."""
+    if `process` (None: no process) exits first (with its output, if
+    piped) or `timeout` seconds pass."""
     deadline = time.time() + timeout
     while not predicate():
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             out, err = process.communicate()
             raise AssertionError(
                 f'{what}: the process exited ({process.returncode}) first\n'

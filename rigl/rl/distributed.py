@@ -28,7 +28,6 @@ checkpoint and reloads them when restarted; actors write episode summaries
 to root_dir/actors/actor_<i>/.
 """
 
-import ctypes
 import json
 import os
 import shutil
@@ -45,6 +44,7 @@ import gin
 
 from tf_agents.specs import tensor_spec
 
+from rigl.rl.study import process as process_lib
 from rigl.rl.tfagents import envs
 from rigl.rl.tfagents import train
 from rigl.rl.tfagents.loops import distributed as distributed_loop
@@ -238,10 +238,10 @@ class Launcher:
         if role != 'learner':  # batch-1 inference: one thread each
             environment.setdefault('TF_NUM_INTRAOP_THREADS', '1')
             environment.setdefault('OMP_NUM_THREADS', '1')
+        # Children get SIGTERM when the launcher dies.
         self.children[name] = subprocess.Popen(
-            self._command(role, *extra), stdout=output,
-            stderr=subprocess.STDOUT if output else None, env=environment,
-            preexec_fn=_die_with_parent)
+            process_lib.guarded(self._command(role, *extra)), stdout=output,
+            stderr=subprocess.STDOUT if output else None, env=environment)
         if output:
             output.close()
         self._write_processes()
@@ -340,14 +340,6 @@ class Launcher:
                     self._spawn(name)
 
 
-def _die_with_parent() -> None:
-    """Children get SIGTERM when the launcher dies (Linux)."""
-    try:
-        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)
-    except OSError:
-        pass
-
-
 def child_arguments(argv: List[str], seed: int) -> List[str]:
     """The launcher's own flags that every role shares, and the run seed."""
     drop = ('--role', '--replay_address', '--port', '--actor_index',
@@ -385,24 +377,14 @@ def launch(root_dir: str, allow_config_change: bool) -> int:
         shutil.rmtree(os.path.join(root_dir, reverb_replay.CHECKPOINT_DIR),
                       ignore_errors=True)
     launcher = Launcher(root_dir, child_arguments(sys.argv, seed))
-    previous = {sig: signal.getsignal(sig)
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def interrupted(signum, frame):
-        del frame
-        raise KeyboardInterrupt(signum)
-
-    for sig in previous:
-        signal.signal(sig, interrupted)
     try:
-        return launcher.run(FLAGS.num_actors, port)
+        with process_lib.stop_on(signal.SIGINT, signal.SIGTERM):
+            return launcher.run(FLAGS.num_actors, port)
     except KeyboardInterrupt:
         console.log('launcher: interrupted; stopping every process.')
         return 130
     finally:
         launcher.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 ROLE_MAINS = {'server': run_server, 'learner': run_learner,

@@ -40,6 +40,7 @@ imports Ray; docs/cluster.md).
 import importlib.util
 import os
 import shlex
+import signal
 import sys
 from typing import Sequence
 
@@ -53,7 +54,8 @@ except ImportError:  # Python 3.9-3.10: the same parser as a package
 
 from rigl.rl.study import local
 from rigl.rl.study.config_check import check_binding_syntax, check_configs
-from rigl.rl.study.process import command, threads_for_cpus
+from rigl.rl.study.process import (
+    Stopped, command, stop_on, threads_for_cpus)
 from rigl.rl.study.runs import expand, is_finished, write_plan
 from rigl.rl.study.spec import SCRIPTS, Study, load_study, parse_grid_flag
 from rigl.rl.study.status import skip_all
@@ -275,15 +277,21 @@ def main(argv: Sequence[str]) -> None:
         return
     write_plan(root_dir, runs)
     try:
-        if FLAGS.backend == 'local':
-            failed = local.run_study(study.script, runs, workers,
-                                     threads, status_every=FLAGS.status_every)
-        elif ray_backend is None:  # nothing to run: Ray is not started
-            failed = skip_all(runs, how)
-        else:
-            failed = ray_backend.run_study(study.script, runs, cpus, gpus,
-                                           retries,
-                                           status_every=FLAGS.status_every)
+        # SIGTERM (`kill`, a scheduler's cancel) stops the runs as Ctrl-C
+        # does, so none trains on without the sweep.
+        with stop_on(signal.SIGTERM):
+            if FLAGS.backend == 'local':
+                failed = local.run_study(study.script, runs, workers,
+                                         threads,
+                                         status_every=FLAGS.status_every)
+            elif ray_backend is None:  # nothing to run: Ray is not started
+                failed = skip_all(runs, how)
+            else:
+                failed = ray_backend.run_study(
+                    study.script, runs, cpus, gpus, retries,
+                    status_every=FLAGS.status_every)
+    except Stopped as stop:
+        sys.exit(stop.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(1 if failed else 0)

@@ -49,7 +49,8 @@ import ray  # noqa: E402  pylint: disable=wrong-import-position
 # pylint: disable=wrong-import-position
 from rigl.rl.layout import SWEEP_STOP_FILE  # noqa: E402
 from rigl.rl.study.process import (  # noqa: E402
-    command, log_tail, open_run_log, thread_environment, threads_for_cpus)
+    Stopped, command, guarded, log_tail, open_run_log, thread_environment,
+    threads_for_cpus)
 from rigl.rl.study.runs import (  # noqa: E402
     Run, is_finished, run_name, skip_finished)
 from rigl.rl.study.spec import PACKAGE_ROOT  # noqa: E402
@@ -57,19 +58,6 @@ from rigl.rl.study.status import (  # noqa: E402
     failure_message, format_seconds, list_failures, status_table)
 # pylint: enable=wrong-import-position
 
-# Started in front of the training command: the training process gets
-# SIGKILL when the worker that started it dies (PR_SET_PDEATHSIG = 1 is kept
-# across exec), so a killed task never leaves a run training twice.
-_DIE_WITH_PARENT = '''
-import ctypes, os, signal, sys
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-except (AttributeError, OSError, TypeError):  # not Linux: no guard
-    pass
-if os.getppid() != int(sys.argv[1]):  # the worker died already
-    sys.exit(137)
-os.execv(sys.argv[2], sys.argv[2:])
-'''
 STOP_SECONDS = 30.0  # a stopped training process's time to exit
 
 
@@ -144,7 +132,8 @@ def _attempt(script: str, fields: Dict[str, Any], index: int, threads: int,
     with open_run_log(run, args, f'ray task on {node}, worker pid '
                       f'{os.getpid()}') as log:
         process = subprocess.Popen(
-            [args[0], '-c', _DIE_WITH_PARENT, str(os.getpid())] + args,
+            # SIGKILL: a killed task never leaves a run training twice.
+            guarded(args, signal.SIGKILL),
             stdout=log, stderr=subprocess.STDOUT, env=env,
             cwd=PACKAGE_ROOT)
         try:
@@ -245,25 +234,31 @@ def _failure(error: Exception, run: Run) -> Tuple[str, str]:
 
 
 @contextlib.contextmanager
-def ctrl_c_noted():
-    """Within: Ctrl-C (SIGINT) sets the yielded event instead of raising.
+def stops_noted():
+    """Within: Ctrl-C (SIGINT) and SIGTERM append their signal number to
+    the yielded list instead of raising.
 
     Under load, a Ray sweep twice ran to its end after a Ctrl-C (in the
     test suite); where that KeyboardInterrupt went, inside or between Ray's
     blocking calls, is not known. Noting the signal and acting on it
     between calls does not depend on where it lands. Outside the main
-    thread, or when SIGINT is ignored (a background job), nothing changes.
+    thread nothing changes; an ignored SIGINT (a background job) stays
+    ignored.
     """
-    noted = threading.Event()
-    if (threading.current_thread() is not threading.main_thread() or
-            signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
-        yield noted
+    seen: List[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
         return
-    previous = signal.signal(signal.SIGINT, lambda *_: noted.set())
+    signals = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signals.append(signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda signum, _: seen.append(signum))
+                for sig in signals}
     try:
-        yield noted
+        yield seen
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_study(script: str, runs: List[Run], cpus_per_run: float,
@@ -319,10 +314,10 @@ def run_study(script: str, runs: List[Run], cpus_per_run: float,
 
     show_table, last_table = True, time.time()
     try:
-        with ctrl_c_noted() as ctrl_c:
+        with stops_noted() as stops:
             while pending:
-                if ctrl_c.is_set():
-                    raise KeyboardInterrupt
+                if stops:
+                    raise Stopped(stops[0])
                 if show_table or time.time() - last_table > status_every:
                     say(status_table(runs, workers()))
                     show_table, last_table = False, time.time()

@@ -8,7 +8,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 from rigl.rl.study.process import (
-    command, log_tail, open_run_log, thread_environment)
+    command, guarded, log_tail, open_run_log, thread_environment)
 from rigl.rl.study.runs import Run, run_name, skip_finished
 from rigl.rl.study.spec import PACKAGE_ROOT
 from rigl.rl.study.status import (
@@ -36,11 +36,13 @@ def default_threads(workers: int) -> int:
 
 def _launch(script: str, run: Run, env: Dict[str, str]
             ) -> Tuple[subprocess.Popen, Any]:
-    """Starts a run's training process; its output goes to its log."""
+    """Starts a run's training process; its output goes to its log. It
+    gets SIGTERM if this process dies (killed, or its terminal closed)."""
     args = command(script, run)
     log = open_run_log(run, args)
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                               env=env, cwd=PACKAGE_ROOT)
+    process = subprocess.Popen(guarded(args), stdout=log,
+                               stderr=subprocess.STDOUT, env=env,
+                               cwd=PACKAGE_ROOT)
     run.status, run.started = 'running', time.time()
     return process, log
 
