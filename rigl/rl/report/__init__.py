@@ -41,6 +41,7 @@ from rigl.rl.report.groups import compute_stats
 from rigl.rl.report.groups import describe
 from rigl.rl.report.groups import final_train_flops
 from rigl.rl.report.groups import Group
+from rigl.rl.report.groups import group_sparsity_text
 from rigl.rl.report.groups import IGNORED_SETTINGS
 from rigl.rl.report.groups import label_dims
 from rigl.rl.report.groups import make_groups
@@ -49,6 +50,7 @@ from rigl.rl.report.groups import parse_reference
 from rigl.rl.report.groups import resolve_match
 from rigl.rl.report.groups import RUN_ONLY
 from rigl.rl.report.groups import sparsity_text
+from rigl.rl.report.groups import STUDY_METHOD_DIM
 from rigl.rl.report.markdown import CAPTIONS
 from rigl.rl.report.markdown import markdown_table
 from rigl.rl.report.markdown import report_markdown

@@ -18,7 +18,7 @@ from rigl.rl.report.groups import describe  # noqa: E402
 from rigl.rl.report.groups import final_train_flops  # noqa: E402
 from rigl.rl.report.groups import Group  # noqa: E402
 from rigl.rl.report.groups import label_dims  # noqa: E402
-from rigl.rl.report.groups import sparsity_text  # noqa: E402
+from rigl.rl.report.groups import group_sparsity_text  # noqa: E402
 from rigl.rl.report.runs import RunData  # noqa: E402
 from rigl.rl.report.stats import curve_interval  # noqa: E402
 from rigl.rl.report.stats import curve_intervals  # noqa: E402
@@ -39,6 +39,8 @@ FIGURES = {
     'score_vs_flops': 'Final score against training FLOPs',
     'anf_connectivity': 'ANF input connectivity',
 }
+# Characters per line of a panel's title (about a 4.6-inch panel at 10 pt).
+PANEL_TITLE_WIDTH = 60
 Axes = Any  # a matplotlib Axes
 Figure = Any  # a matplotlib Figure
 
@@ -61,14 +63,22 @@ class Style:
         dims = label_dims(groups, exclude=self.PANEL_DIMS, within=task_dims)
         self._names = {g.label: describe(g, dims) or str(g.method)
                        for g in groups}
+        # A line named after a known method takes its colour; another line
+        # takes its method's colour while no line has it (a study's
+        # 'anf_sac', a SET run, is orange), else the next free one.
+        methods = {self._names[g.label]: g.method for g in groups}
+        self._colors: Dict[str, Any] = {
+            name: METHOD_COLORS[name] for name in methods
+            if name in METHOD_COLORS}
         extra = iter(OTHER_COLORS)
-        self._colors: Dict[str, Any] = {}
-        for name in dict.fromkeys(self._names.values()):
-            if name in METHOD_COLORS:
-                self._colors[name] = METHOD_COLORS[name]
-            else:
-                self._colors[name] = next(extra, None) or plt.get_cmap(
-                    'tab20')(len(self._colors) % 20)
+        for name, method in methods.items():
+            if name in self._colors:
+                continue
+            color = METHOD_COLORS.get(method)
+            if color is None or color in self._colors.values():
+                color = next(extra, None) or plt.get_cmap('tab20')(
+                    len(self._colors) % 20)
+            self._colors[name] = color
 
     def name(self, group: Group) -> str:
         """The name of the group's line."""
@@ -83,10 +93,8 @@ class Style:
         panel, so the figure's one legend lists each line once; how many
         runs are done goes in the panel's title (`_progress_note`)."""
         text = self.name(group)
-        if sparsity and not group.is_dense and isinstance(
-                group.dims.get('sparsity'), (int, float)):
-            text += f', {sparsity_text(group.dims["sparsity"])}'
-        return text
+        sparsity_note = group_sparsity_text(group) if sparsity else ''
+        return f'{text}, {sparsity_note}' if sparsity_note else text
 
 
 def _progress_note(members: Sequence[Group]) -> str:
@@ -112,6 +120,22 @@ def _task_title(key: Tuple) -> str:
     if isinstance(noise, (int, float)) and noise:
         title += f' + {noise * 100:.4g}% noise'
     return title
+
+
+def _sparsity_texts(groups: Sequence[Group]) -> str:
+    """The sparse groups' `group_sparsity_text`s, each once, e.g. '90%
+    sparse' or 'input layer 80% sparse'."""
+    return ', '.join(dict.fromkeys(
+        group_sparsity_text(g) for g in groups if not g.is_dense))
+
+
+def _panel_title(key: Tuple, members: Sequence[Group]) -> str:
+    """'SAC on HalfCheetah-v5, 90% sparse (partial: 7/25 runs done)' for a
+    `_panels` panel, wrapped to fit it."""
+    title = _task_title(key[:3])
+    sparsity = _sparsity_texts(members) if key[3] is not None else ''
+    title += (f', {sparsity}' if sparsity else '') + _progress_note(members)
+    return textwrap.fill(title, PANEL_TITLE_WIDTH)
 
 
 def _panels(groups: Sequence[Group], by_sparsity: bool
@@ -212,10 +236,7 @@ def plot_learning_curves(groups: Sequence[Group], path: str, reps: int,
                     ls='--' if g.is_dense and key[3] is not None else '-',
                     label=style.legend(g))
             ax.fill_between(xs, low, high, color=color, alpha=0.18, lw=0)
-        title = _task_title(key[:3])
-        if key[3] is not None:
-            title += f', {sparsity_text(key[3])}'
-        ax.set_title(title + _progress_note(members), fontsize=10)
+        ax.set_title(_panel_title(key, members), fontsize=10)
         ax.set_xlabel('environment steps')
         ax.set_ylabel('eval return (IQM over seeds)')
         _steps_formatter(ax)
@@ -231,13 +252,23 @@ def _lines(groups: Sequence[Group], style: Style) -> Dict[str, List[Group]]:
         by_name.setdefault(style.name(g), []).append(g)
     lines = {}
     for name, line in by_name.items():
-        partial = [sparsity_text(g.dims['sparsity']) for g in line
+        partial = [group_sparsity_text(g) for g in line
                    if g.status != 'complete' and not g.is_dense]
         if any(g.status != 'complete' for g in line):
             where = f' at {", ".join(partial)}' if partial else ''
             name += f' (partial{where})'
         lines[name] = line
     return lines
+
+
+def _level_tick(level: float, groups: Sequence[Group]) -> str:
+    """A sparsity level on the x axis: '0.9', or the groups' own words
+    where the level alone misleads (ANF's sparse input layers at 0)."""
+    if level:
+        return f'{level:g}'
+    texts = _sparsity_texts([g for g in groups
+                             if g.dims.get('sparsity') == level])
+    return texts.replace(' layer ', ' layer\n') if texts else f'{level:g}'
 
 
 def _normalised_panel(members: Sequence[Group]) -> bool:
@@ -298,7 +329,7 @@ def plot_final_vs_sparsity(groups: Sequence[Group], path: str,
             ax.errorbar(xs, mids, yerr=errs, color=style.color(line[0]),
                         marker='o', ms=4, lw=1.4, capsize=3, label=name)
         ax.set_xticks(range(len(levels)))
-        ax.set_xticklabels([f'{s:g}' for s in levels])
+        ax.set_xticklabels([_level_tick(s, sparse) for s in levels])
         ax.set_xlim(-0.5, max(0.5, len(levels) - 0.5))
         ax.set_xlabel('sparsity (fraction of weights removed)')
         ax.set_ylabel('final return IQM / reference IQM' if normalised else
@@ -353,10 +384,7 @@ def plot_performance_profiles(groups: Sequence[Group], path: str, reps: int,
                     label=style.legend(g))
             ax.fill_between(taus, band_low, band_high, color=color,
                             alpha=0.15, lw=0)
-        title = _task_title(key[:3])
-        if key[3] is not None:
-            title += f', {sparsity_text(key[3])}'
-        ax.set_title(title + _progress_note(members), fontsize=10)
+        ax.set_title(_panel_title(key, members), fontsize=10)
         ax.set_xlabel('final return / reference IQM (τ)' if normalised else
                       'final return (τ)')
         ax.set_ylabel('fraction of runs with score > τ')
@@ -401,8 +429,9 @@ def plot_score_vs_flops(groups: Sequence[Group], path: str,
                         marker='o', ms=4, lw=1.2, capsize=3, label=name)
             for g, x, y in zip(line, xs, mids):
                 if not g.is_dense and g.dims.get('sparsity') is not None:
-                    ax.annotate(f'{g.dims["sparsity"]:g}', (x, y), fontsize=6,
-                                xytext=(3, 3), textcoords='offset points')
+                    ax.annotate(_level_tick(g.dims['sparsity'], [g]), (x, y),
+                                fontsize=6, xytext=(3, 3),
+                                textcoords='offset points')
         ax.set_xscale('log')
         ax.set_xlabel('training FLOPs (cumulative, ideal sparse count)')
         ax.set_ylabel('final return IQM / reference IQM' if normalised else

@@ -13,11 +13,15 @@ import numpy as np
 
 from rigl.rl.report import stats as stats_lib
 from rigl.rl.report.runs import RunData
+from rigl.rl.study.runs import method_of
 
 # Metadata that identifies a group (every results row carries it); `seed` and
 # `config_hash` identify a run within its group.
 METADATA_DIMS = ('algorithm', 'env_name', 'method', 'sparsity',
                  'noise_fraction', 'sparsity_distribution', 'update_alg')
+# The study's own name for a run's method (`anf_sac`, `drop_10pct`), where
+# a sweep ran it; placed before `method`, which it then usually determines.
+STUDY_METHOD_DIM = 'study_method'
 RUN_ONLY = ('seed', 'config_hash')
 IGNORED_SETTINGS = ('train_eval.seed',)
 # The order of methods in tables and legends; others follow by name.
@@ -33,10 +37,13 @@ def hashable(value: Any) -> Any:
 def assign_dims(runs: Sequence[RunData]) -> List[str]:
     """Sets each run's group dimensions.
 
-    The dimensions are the metadata fields plus each config setting (from
-    run.json) whose value differs between runs of equal metadata that
-    record it (a setting some runs do not record, e.g. written by another
-    version of the suite, does not split them).
+    The dimensions are the metadata fields, the study's method name where
+    a sweep ran the runs (from the run directory: it names the lines as
+    the study file does, e.g. 'anf_sac' for a run whose metadata says
+    'set'), plus each config setting (from run.json) whose value differs
+    between runs of equal metadata that record it (a setting some runs do
+    not record, e.g. written by another version of the suite, does not
+    split them).
 
     Args:
         runs: the runs; their `dims` are set.
@@ -44,8 +51,13 @@ def assign_dims(runs: Sequence[RunData]) -> List[str]:
     Returns:
         The dimension names in order.
     """
-    for run in runs:
-        run.dims = {d: run.metadata.get(d) for d in METADATA_DIMS}
+    study_methods = [method_of(run.path) for run in runs]
+    names = list(METADATA_DIMS)
+    if any(study_methods):
+        names.insert(names.index('method'), STUDY_METHOD_DIM)
+    for run, study_method in zip(runs, study_methods):
+        run.dims = {d: study_method if d == STUDY_METHOD_DIM else
+                    run.metadata.get(d) for d in names}
     by_metadata: Dict[Tuple, List[RunData]] = {}
     for run in runs:
         by_metadata.setdefault(tuple(hashable(v) for v in run.dims.values()),
@@ -59,7 +71,7 @@ def assign_dims(runs: Sequence[RunData]) -> List[str]:
     for run in runs:
         for key in extra:
             run.dims[key] = run.settings.get(key)
-    return list(METADATA_DIMS) + extra
+    return names + extra
 
 
 @dataclasses.dataclass
@@ -203,10 +215,28 @@ def sparsity_text(value: float) -> str:
     return f'{value * 100:.4g}% sparse'
 
 
+def group_sparsity_text(group: 'Group') -> str:
+    """How sparse a group's networks are, as labels say it: '90% sparse';
+    '' for dense groups; 'input layer 80% sparse' for ANF's sparse input
+    layers on otherwise dense networks (the `sparsity` setting is then 0).
+    """
+    value = group.dims.get('sparsity')
+    if group.is_dense or not isinstance(value, (int, float)):
+        return ''
+    if not value:
+        inputs = {(r.metadata.get('sparse_method') or {}).get(
+            'input_layer_sparsity') for r in group.runs}
+        if len(inputs) == 1:
+            input_sparsity = inputs.pop()
+            if isinstance(input_sparsity, (int, float)) and input_sparsity:
+                return f'input layer {sparsity_text(input_sparsity)}'
+    return sparsity_text(value)
+
+
 def _format_dim(dim: str, value: Any) -> str:
     """One dimension's value in a label: 'rigl', 'SAC', '90% sparse',
     'width=2.0'."""
-    if dim in ('method', 'env_name'):
+    if dim in ('method', STUDY_METHOD_DIM, 'env_name'):
         return str(value)
     if dim == 'algorithm':
         return str(value).upper()

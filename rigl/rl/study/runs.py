@@ -12,7 +12,7 @@ import dataclasses
 import itertools
 import json
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from rigl.rl.layout import (
     FINAL_METRIC_FILE, RUN_LOG_FILE as LOG_FILE,
@@ -141,6 +141,25 @@ def expand(study: Study, root_dir: str,
                 bindings=bindings + [f'train_eval.seed = {seed}'])
             for seed in range(study.seeds)
             for name, (_, bindings) in groups.items()]
+
+
+def method_of(run_dir: str) -> Optional[str]:
+    """The study method a sweep ran in `run_dir`, read back from its group
+    directory's name (`expand` names it `...,method=NAME,...`).
+
+    Args:
+        run_dir: a run directory, e.g. 'method=anf_sac,noise=0.9/seed_0'
+            (relative to the study root, or absolute).
+
+    Returns:
+        NAME, or None when no component of the path names a method.
+    """
+    for component in reversed(os.path.normpath(run_dir).split(os.sep)):
+        for part in component.split(','):
+            axis, sep, value = part.partition('=')
+            if sep and axis == METHOD_AXIS:
+                return value
+    return None
 
 
 def run_name(run: Run) -> str:

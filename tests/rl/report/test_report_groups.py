@@ -43,3 +43,49 @@ def test_line_names_tell_dense_from_sparse_groups_with_equal_settings(
     names = sorted(style.name(group) for group in groups)
     assert names == ['dense, n_step=1', 'rigl, n_step=1', 'rigl, n_step=3']
     assert len({str(style.color(group)) for group in groups}) == 3
+
+
+def test_a_sweeps_method_names_label_its_lines_and_anf_input_sparsity(
+        tmp_path):
+    """A sweep's run directories carry the study's method names (ANF's
+    'anf_sac' is a SET run, 'sac' a dense one): the report names its
+    groups and lines by them, keeps each its method's colour, and says
+    how sparse ANF's networks are (a sparse input layer on networks whose
+    `sparsity` is 0) instead of '0% sparse'."""
+    root = str(tmp_path)
+    anf_method = {'input_layer_sparsity': 0.8}
+    for name, method in (('sac', 'dense'), ('static_sac', 'static'),
+                         ('anf_sac', 'set')):
+        for noise in (0.9, 0.98):
+            run_metadata = metadata(method, 0.0, 0, noise=noise)
+            if method != 'dense':
+                run_metadata['sparse_method'] = anf_method
+            write_run(f'{root}/method={name},noise={noise}/seed_0',
+                      run_metadata, [0, 10], connectivity=True)
+    groups = report.make_groups(report.read_runs(root, lambda _: None))
+    assert [g.label for g in groups] == [
+        'sac, 90% noise', 'sac, 98% noise', 'static_sac, 90% noise',
+        'static_sac, 98% noise', 'anf_sac, 90% noise', 'anf_sac, 98% noise']
+    assert [g.method for g in groups[::2]] == ['dense', 'static', 'set']
+    style = report.Style(groups)
+    assert [style.name(g) for g in groups[::2]] == [
+        'sac', 'static_sac', 'anf_sac']
+    assert [style.color(g) for g in groups[::2]] == [
+        report.METHOD_COLORS[m] for m in ('dense', 'static', 'set')]
+    assert [report.group_sparsity_text(g) for g in groups[::2]] == [
+        '', 'input layer 80% sparse', 'input layer 80% sparse']
+    assert style.legend(groups[4], sparsity=True) == (
+        'anf_sac, input layer 80% sparse')
+    # Runs outside a sweep's directories keep the metadata's names.
+    assert report.STUDY_METHOD_DIM not in report.make_groups(
+        report.read_runs(f'{root}/method=sac,noise=0.9', lambda _: None)
+    )[0].dims
+
+
+def test_method_of_reads_the_sweeps_directory_names():
+    from rigl.rl.study.runs import method_of
+    assert method_of('method=anf_sac,noise=0.9/seed_0') == 'anf_sac'
+    assert method_of('/a/env_name=CartPole-v0,method=rigl,sparsity=0.9/'
+                     'seed_2') == 'rigl'
+    assert method_of('width=1.0,update_alg=set/seed_0') is None
+    assert method_of('dense/seed_0') is None
