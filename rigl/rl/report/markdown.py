@@ -122,13 +122,22 @@ def markdown_table(groups: Sequence[Group]) -> str:
     return '\n'.join(lines)
 
 
+def _shown_path(root_dir: str) -> str:
+    """The study root as the title shows it: relative to the working
+    directory when inside it (a report committed with its study names no
+    machine's paths), else absolute."""
+    relative = os.path.relpath(os.path.abspath(root_dir))
+    return (os.path.abspath(root_dir) if relative.startswith(os.pardir)
+            else relative)
+
+
 def _header(root_dir: str, runs: Sequence[RunData], groups: Sequence[Group],
             reference: str, match: Sequence[str], reps: int) -> List[str]:
     """The title, the run counts and how the scores are computed."""
     finished = sum(r.finished for r in runs)
     waiting = sum(g.not_started for g in groups)
     return [
-        f'# Study report: {os.path.abspath(root_dir)}', '',
+        f'# Study report: {_shown_path(root_dir)}', '',
         f'{len(runs)} runs in {len(groups)} groups: {finished} finished, '
         f'{len(runs) - finished} in progress'
         + (f', {waiting} planned seed{"s" * (waiting != 1)} not started'

@@ -89,3 +89,25 @@ def test_method_of_reads_the_sweeps_directory_names():
                      'seed_2') == 'rigl'
     assert method_of('width=1.0,update_alg=set/seed_0') is None
     assert method_of('dense/seed_0') is None
+
+
+def test_the_report_title_names_a_study_inside_the_working_directory_by_its_relative_path(  # noqa: E501
+        tmp_path, monkeypatch):
+    """A report committed with its study must not carry this machine's
+    paths; a study elsewhere is named in full."""
+    write_run(f'{tmp_path}/studies/s/dense/seed_0', metadata('dense', 0.0, 0),
+              [0, 10])
+    not_drawn = {name: 'not asked' for name in report.FIGURES}
+    monkeypatch.chdir(tmp_path)
+    for given, shown in (('studies/s', 'studies/s'),
+                         (f'{tmp_path}/studies/s', 'studies/s')):
+        runs = report.read_runs(given, lambda _: None)
+        groups = report.make_groups(runs)
+        report.compute_stats(groups, reps=10)
+        text = report.report_markdown(given, runs, groups, {}, not_drawn,
+                                      'method=dense', [], 10)
+        assert text.splitlines()[0] == f'# Study report: {shown}'
+    monkeypatch.chdir(tmp_path / 'studies' / 's' / 'dense')
+    text = report.report_markdown(f'{tmp_path}/studies/s', runs, groups, {},
+                                  not_drawn, 'method=dense', [], 10)
+    assert text.splitlines()[0] == f'# Study report: {tmp_path}/studies/s'
