@@ -91,7 +91,7 @@ def test_method_of_reads_the_sweeps_directory_names():
     assert method_of('dense/seed_0') is None
 
 
-def test_the_report_title_names_a_study_inside_the_working_directory_by_its_relative_path(  # noqa: E501
+def test_report_title_shows_a_study_in_the_working_dir_by_relative_path(
         tmp_path, monkeypatch):
     """A report committed with its study must not carry this machine's
     paths; a study elsewhere is named in full."""
