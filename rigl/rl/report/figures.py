@@ -41,6 +41,8 @@ FIGURES = {
 }
 # Characters per line of a panel's title (about a 4.6-inch panel at 10 pt).
 PANEL_TITLE_WIDTH = 60
+# Characters per line of a worded x tick ('input layer' / '80% sparse').
+TICK_WIDTH = 12
 Axes = Any  # a matplotlib Axes
 Figure = Any  # a matplotlib Figure
 
@@ -268,7 +270,7 @@ def _level_tick(level: float, groups: Sequence[Group]) -> str:
         return f'{level:g}'
     texts = _sparsity_texts([g for g in groups
                              if g.dims.get('sparsity') == level])
-    return texts.replace(' layer ', ' layer\n') if texts else f'{level:g}'
+    return textwrap.fill(texts, TICK_WIDTH) if texts else f'{level:g}'
 
 
 def _normalised_panel(members: Sequence[Group]) -> bool:

@@ -126,9 +126,9 @@ def _shown_path(root_dir: str) -> str:
     """The study root as the title shows it: relative to the working
     directory when inside it (a report committed with its study names no
     machine's paths), else absolute."""
-    relative = os.path.relpath(os.path.abspath(root_dir))
-    return (os.path.abspath(root_dir) if relative.startswith(os.pardir)
-            else relative)
+    absolute = os.path.abspath(root_dir)
+    relative = os.path.relpath(absolute)
+    return absolute if relative.startswith(os.pardir) else relative
 
 
 def _header(root_dir: str, runs: Sequence[RunData], groups: Sequence[Group],
